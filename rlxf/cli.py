@@ -1,0 +1,68 @@
+"""`rlxf <command> [config.yaml] [section.key=value ...]`: parse a config, run one recipe."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from rlxf.config import ConfigError, describe, load_config
+
+# command -> (module, config class, entry function, one-line summary)
+COMMANDS = {
+    "rm": ("rlxf.recipes.reward_model", "RewardModelConfig", "train_reward_model",
+           "train a reward model on pairwise preferences (Bradley-Terry)"),
+    "sft": ("rlxf.recipes.sft", "SFTConfig", "train_sft", "supervised fine-tuning on prompt/completion pairs"),
+    "dpo": ("rlxf.recipes.dpo", "DPOConfig", "train_dpo", "offline preference optimization (dpo, ipo, cdpo, robust, hinge, simpo)"),
+    "kto": ("rlxf.recipes.kto", "KTOConfig", "train_kto", "KTO on unpaired binary feedback"),
+    "eval": ("rlxf.recipes.evaluate", "EvalConfig", "evaluate", "RM accuracy, win rate vs reference, KL, lengths"),
+    "demo": ("rlxf.recipes.demo", "DemoConfig", "run_demo", "reward model -> DPO -> evaluation -> report, on shipped data"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlxf", description="Train language models from feedback.",
+        epilog="Run `rlxf <command> --help` to list a command's config fields.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, (*_, summary) in COMMANDS.items():
+        command = sub.add_parser(name, help=summary, add_help=False)
+        command.add_argument("-h", "--help", action="store_true", help="list config fields and defaults")
+        command.add_argument("args", nargs="*", metavar="[config.yaml] [key=value]",
+                             help="an optional YAML config, then dotted overrides such as train.lr=1e-5")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    module_name, class_name, function_name, summary = COMMANDS[args.command]
+    module = importlib.import_module(module_name)
+    config_class = getattr(module, class_name)
+    if args.help:
+        print(f"rlxf {args.command}: {summary}\n\nusage: rlxf {args.command} [config.yaml] [key=value ...]\n\nfields:")
+        print("\n".join(describe(config_class())))
+        return 0
+    path = args.args[0] if args.args and "=" not in args.args[0] else None
+    overrides = args.args[1:] if path else args.args
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        config = load_config(config_class, path, overrides)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"rlxf {args.command}: {error}", file=sys.stderr)
+        return 2
+    from rlxf.data import DataError
+
+    try:
+        getattr(module, function_name)(config)
+    except DataError as error:
+        print(f"rlxf {args.command}: bad input: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Record types: what every feedback source writes and every learner reads.
+
+A prompt is a conversation: a list of chat messages ``{"role": ..., "content": ...}``
+ending with a user turn. A completion is the text of the next assistant turn.
+``source`` says where a record came from (``file, line N``) so errors can point at it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Message = dict[str, str]
+
+
+@dataclass
+class Prompt:
+    """A conversation waiting for an assistant reply."""
+
+    messages: list[Message]
+    source: str = ""
+
+
+@dataclass
+class Preference:
+    """A pairwise judgement: ``chosen`` is preferred to ``rejected`` after ``prompt``."""
+
+    prompt: list[Message]
+    chosen: str
+    rejected: str
+    tie: bool = False
+    """Neither completion is preferred; ``chosen``/``rejected`` order carries no meaning."""
+    margin: float | None = None
+    """How clearly ``chosen`` is preferred (e.g. a score difference); larger is clearer."""
+    aspects: dict[str, float] = field(default_factory=dict)
+    """Per-aspect preference of chosen over rejected in [-1, 1], e.g. {"harmlessness": 1.0}."""
+    annotator: str | None = None
+    """Who gave the judgement (labeler id, judge name)."""
+    source: str = ""
+
+    @property
+    def group_key(self) -> str:
+        """The first user turn: pairs that share it must land in the same split."""
+        return next((m["content"] for m in self.prompt if m["role"] == "user"), "")
+
+
+@dataclass
+class Labeled:
+    """One completion with a binary or scalar label (a reaction, a verifier verdict)."""
+
+    prompt: list[Message]
+    completion: str
+    label: float
+    """1/0 (or True/False) for binary feedback; any real number for scalar feedback."""
+    annotator: str | None = None
+    source: str = ""
+
+    @property
+    def desirable(self) -> bool:
+        return self.label > 0
+
+    @property
+    def group_key(self) -> str:
+        return next((m["content"] for m in self.prompt if m["role"] == "user"), "")

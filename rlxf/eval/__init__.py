@@ -1,0 +1,1 @@
+"""Evaluation: RM accuracy, preference accuracy, win rate, KL, lengths, and the report."""

@@ -1,0 +1,76 @@
+"""Intervals and tests for the proportions the reports show."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+Z95 = 1.959963984540054
+
+
+@dataclass
+class Estimate:
+    """A proportion or mean with its 95% interval and sample size."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+    p_value_vs_half: float | None = None
+    """Two-sided test against 0.5 (for accuracies and win rates)."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def text(self, digits: int = 3) -> str:
+        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}] (n={self.n})"
+
+    @property
+    def significant_vs_half(self) -> bool:
+        return self.p_value_vs_half is not None and self.p_value_vs_half < 0.05
+
+
+def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval (Wilson, 1927) for a binomial proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def binomial_two_sided_p(successes: int, n: int) -> float:
+    """Exact two-sided binomial test of p = 1/2 (sum of outcomes no likelier than the observed)."""
+    if n == 0:
+        return 1.0
+    probabilities = [math.comb(n, k) / 2**n for k in range(n + 1)]
+    observed = probabilities[successes]
+    return min(1.0, sum(p for p in probabilities if p <= observed * (1 + 1e-9)))
+
+
+def proportion(outcomes: Sequence[float]) -> Estimate:
+    """A rate from outcomes in {0, 1}, or {0, 0.5, 1} when ties count half.
+
+    The interval is Wilson's; the test against 1/2 is the exact sign test on the
+    decided (non-tied) outcomes.
+    """
+    n = len(outcomes)
+    total = float(sum(outcomes))
+    low, high = wilson(total, n)
+    wins = sum(1 for o in outcomes if o == 1)
+    decided = sum(1 for o in outcomes if o in (0, 1))
+    return Estimate(total / n if n else 0.0, low, high, n, binomial_two_sided_p(wins, decided))
+
+
+def mean_interval(values: Sequence[float]) -> Estimate:
+    """Mean with a normal-approximation 95% interval."""
+    n = len(values)
+    if n == 0:
+        return Estimate(0.0, 0.0, 0.0, 0)
+    mean = sum(values) / n
+    variance = sum((v - mean) ** 2 for v in values) / max(1, n - 1)
+    half = Z95 * math.sqrt(variance / n)
+    return Estimate(mean, mean - half, mean + half, n)

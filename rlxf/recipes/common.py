@@ -1,0 +1,191 @@
+"""Steps every recipe takes: read and split data, build models, batch log-probs, report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from rlxf.config import DataSection, ModelSection, to_yaml
+from rlxf.data import BadRows, Preference, read_preferences, split_by_group
+from rlxf.data.batching import pack_groups
+from rlxf.data.templating import ChatEncoder
+from rlxf.models import apply_lora, completion_logps, load_causal_lm, load_reward_model, load_tokenizer
+from rlxf.models.packing import use_packed_attention
+
+log = logging.getLogger("rlxf")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def say(message: str) -> None:
+    """A line for the user on stderr (progress bars share the stream)."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def resolve_path(path: str) -> Path:
+    """A data path as given, else relative to the project folder (for shipped demo data)."""
+    candidate = Path(path).expanduser()
+    if candidate.exists() or candidate.is_absolute():
+        return candidate
+    shipped = PROJECT_ROOT / path
+    return shipped if shipped.exists() else candidate
+
+
+def report_bad_rows(bad: BadRows, path: Path) -> None:
+    if len(bad):
+        say(f"{path}: {bad.summary()}")
+
+
+def load_splits(data: DataSection, read: Callable = read_preferences, what: str = "pairs") -> tuple[list, list, dict[str, Any]]:
+    """Training and held-out records (eval_path, else a grouped split of path) and a data summary.
+
+    ``read(path, format=..., on_bad_row=...)`` returns (records, BadRows).
+    """
+    if not data.path:
+        raise ValueError("data.path is empty: give a data file (data.path=...)")
+    path = resolve_path(data.path)
+    records, bad = read(path, format=data.format, on_bad_row=data.on_bad_row)
+    report_bad_rows(bad, path)
+    if data.eval_path:
+        eval_path = resolve_path(data.eval_path)
+        held, eval_bad = read(eval_path, format=data.format, on_bad_row=data.on_bad_row)
+        report_bad_rows(eval_bad, eval_path)
+        train = records
+    else:
+        train, held = split_by_group(records, data.eval_fraction, seed=data.split_seed)
+    train = train[: data.limit] if data.limit else train
+    held = held[: data.eval_limit] if data.eval_limit else held
+    summary = {"path": str(data.path), "records_read": len(records), "bad_rows_skipped": len(bad),
+               f"train_{what}": len(train), f"eval_{what}": len(held)}
+    say(f"data: {len(train)} training {what}, {len(held)} held-out {what} from {path}")
+    return train, held, summary
+
+
+def load_preference_splits(data: DataSection) -> tuple[list[Preference], list[Preference], dict[str, Any]]:
+    return load_splits(data, read_preferences, "pairs")
+
+
+def encoder_for(tokenizer, data: DataSection) -> ChatEncoder:
+    return ChatEncoder(tokenizer, max_length=data.max_length, max_prompt_length=data.max_prompt_length,
+                       truncation=data.truncation)
+
+
+def build_policy(section: ModelSection, seed: int) -> tuple[nn.Module, Any]:
+    """Causal LM + tokenizer, packed attention on, LoRA applied if asked."""
+    tokenizer = load_tokenizer(section.name)
+    model = load_causal_lm(section.name, dtype=section.dtype, seed=seed)
+    use_packed_attention(model)
+    if section.lora.rank:
+        model = apply_lora(model, rank=section.lora.rank, alpha=section.lora.alpha,
+                           dropout=section.lora.dropout, target_modules=section.lora.target_modules)
+    return model, tokenizer
+
+
+def build_reward_model(section: ModelSection, seed: int) -> tuple[nn.Module, Any]:
+    tokenizer = load_tokenizer(section.name)
+    model = load_reward_model(section.name, dtype=section.dtype, seed=seed, pad_token_id=tokenizer.pad_token_id)
+    if section.lora.rank:
+        model = apply_lora(model, rank=section.lora.rank, alpha=section.lora.alpha, dropout=section.lora.dropout,
+                           target_modules=section.lora.target_modules, reward_head=True)
+    return model, tokenizer
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group sequence indices (in order) into batches of at most ``max_tokens`` tokens."""
+    batches, current, used = [], [], 0
+    for index, length in enumerate(lengths):
+        if current and used + length > max_tokens:
+            batches.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += length
+    if current:
+        batches.append(current)
+    return batches
+
+
+Group = tuple[list[int], list[list[int]]]  # a prompt's token ids and its completions' token ids
+
+
+def as_groups(sequences: Sequence[tuple[list[int], list[int]]]) -> list[Group]:
+    return [(prompt, [completion]) for prompt, completion in sequences]
+
+
+@torch.no_grad()
+def group_logps(model: nn.Module, groups: Sequence[Group], *, max_tokens: int = 4096,
+                desc: str = "log-probs") -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs and completion lengths, flattened group by group, packed for speed."""
+    model_was_training = model.training
+    model.eval()
+    sizes = [len(completions) for _, completions in groups]
+    offsets = [0]
+    for size in sizes:
+        offsets.append(offsets[-1] + size)
+    logps = torch.zeros(offsets[-1])
+    counts = torch.zeros(offsets[-1], dtype=torch.long)
+    lengths = [len(prompt) + sum(len(c) for c in completions) for prompt, completions in groups]
+    for batch in tqdm(token_budget_batches(lengths, max_tokens), desc=desc, leave=False, dynamic_ncols=True,
+                      mininterval=1.0):
+        values, numbers = completion_logps(model, pack_groups([groups[i] for i in batch]))
+        rows = [j for i in batch for j in range(offsets[i], offsets[i + 1])]
+        logps[rows] = values.float()
+        counts[rows] = numbers
+    model.train(model_was_training)
+    return logps, counts
+
+
+def fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_tensors(path: Path, key: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Load tensors saved under ``key`` at ``path``, or compute and save them."""
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        if saved.get("key") == key:
+            return saved["tensors"]
+    tensors = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "tensors": tensors}, path)
+    return tensors
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_config(output_dir: Path, config: Any) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
+
+
+def reference_logps(output_dir: Path, policy: nn.Module, reference_name: str, policy_section: ModelSection,
+                    splits: dict[str, Sequence[Group]], *, max_tokens: int) -> dict[str, torch.Tensor]:
+    """Reference log-probs and completion lengths of every completion, computed once and cached.
+
+    The reference is ``reference_name`` if given, else ``policy`` as it is now (before
+    training); results are keyed by model and tokens, so a resumed run reuses them.
+    Returns ``{split}/logps`` and ``{split}/counts`` tensors, flattened group by group.
+    """
+    key = fingerprint(reference_name or policy_section.name, policy_section.dtype, splits)
+
+    def compute() -> dict[str, torch.Tensor]:
+        model = policy
+        if reference_name:
+            model = load_causal_lm(reference_name, dtype=policy_section.dtype)
+            use_packed_attention(model)
+        tensors = {}
+        for split, groups in splits.items():
+            tensors[f"{split}/logps"], tensors[f"{split}/counts"] = group_logps(
+                model, groups, max_tokens=max_tokens, desc=f"reference log-probs ({split})")
+        return tensors
+
+    return cached_tensors(output_dir / "reference_logps.pt", key, compute)

@@ -1,0 +1,172 @@
+"""`rlxf dpo`: offline preference optimization with any loss of the DPO family.
+
+Loop: batch of pairs -> policy log-probs of chosen and rejected (one packed forward
+pass) -> loss against cached reference log-probs -> step.
+
+Reference log-probs are computed once, before the first step, with the initial
+policy (or ``reference.name``), and cached in ``output_dir``; no reference model
+stays in memory while training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from rlxf.config import DataSection, ModelSection, TrainSection, to_dict
+from rlxf.data import Preference
+from rlxf.data.batching import pack_groups
+from rlxf.data.templating import ChatEncoder
+from rlxf.eval.stats import proportion
+from rlxf.losses import PREFERENCE_LOSSES, sequence_mean
+from rlxf.models import completion_logps
+from rlxf.recipes.common import (
+    Group, build_policy, encoder_for, group_logps, load_preference_splits, reference_logps, say, write_config,
+    write_json,
+)
+from rlxf.train import Run
+from rlxf.train.model_card import model_card, save_model
+from rlxf.train.run import MetricSums
+
+
+@dataclass
+class ReferenceSection:
+    name: str = ""
+    """Reference model for the log-ratio; empty = the initial policy."""
+
+
+@dataclass
+class DPOConfig:
+    output_dir: str = "runs/dpo"
+    """Where checkpoints, metrics, eval.json and the final model (model/) go."""
+    policy: ModelSection = field(default_factory=ModelSection)
+    """The model being trained."""
+    reference: ReferenceSection = field(default_factory=ReferenceSection)
+    """Where reference log-probs come from (computed once and cached)."""
+    data: DataSection = field(default_factory=lambda: DataSection(max_length=512, max_prompt_length=256))
+    """Pairwise preferences; ties carry no direction and are left out (counted)."""
+    train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=4, lr=2e-5))
+    """Optimization."""
+    loss: str = "dpo"
+    """One of rlxf.losses.PREFERENCE_LOSSES: dpo, cdpo, robust, ipo, hinge, simpo."""
+    beta: float = 0.1
+    """Inverse temperature of the implicit reward."""
+    loss_options: dict[str, float] = field(default_factory=dict)
+    """Extra loss hyperparameters, e.g. {label_smoothing: 0.1} for cdpo/robust or {gamma: 0.5} for simpo."""
+    max_tokens_per_forward: int = 4096
+    """Token budget of one packed no-grad forward pass (reference and evaluation)."""
+
+    def __post_init__(self):
+        if self.loss not in PREFERENCE_LOSSES:
+            raise ValueError(f"loss must be one of {sorted(PREFERENCE_LOSSES)}, got {self.loss!r}")
+        if self.beta <= 0:
+            raise ValueError("beta must be > 0")
+
+
+def encode_pairs(encoder: ChatEncoder, records: Sequence[Preference]) -> list[Group]:
+    """Token ids of each pair as (prompt, [chosen, rejected]); the prompt is shared."""
+    groups = []
+    for record in records:
+        encoded = encoder.encode(record.prompt, [record.chosen, record.rejected], record.source)
+        groups.append((encoded.prompt, encoded.completions))
+    return groups
+
+
+def pair_logps(model: nn.Module, pairs: Sequence[Group], *, length_normalized: bool) -> tuple[Tensor, Tensor]:
+    """Policy log-probs of chosen and rejected completions, (B,) each, from one packed forward pass
+    in which each prompt is computed once."""
+    logps, counts = completion_logps(model, pack_groups(pairs))
+    if length_normalized:
+        logps = logps / counts.clamp(min=1)
+    logps = logps.view(-1, 2)
+    return logps[:, 0], logps[:, 1]
+
+
+def split_pairs(flat: Tensor) -> tuple[Tensor, Tensor]:
+    """Group-by-group (chosen, rejected, chosen, ...) values -> (chosen (B,), rejected (B,))."""
+    pairs = flat.view(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
+@torch.no_grad()
+def preference_accuracy(model: nn.Module, pairs: Sequence[Group], ref: dict[str, Tensor], split: str, *,
+                        beta: float, max_tokens: int) -> dict:
+    """Implicit-reward accuracy on held pairs: β·[Δ log-ratio] > 0, with its 95% interval."""
+    if not pairs:
+        return {}
+    logps, _ = group_logps(model, pairs, max_tokens=max_tokens, desc=f"policy log-probs ({split})")
+    chosen, rejected = split_pairs(logps)
+    ref_chosen, ref_rejected = split_pairs(ref[f"{split}/logps"])
+    margins = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+    estimate = proportion((margins > 0).float().tolist())
+    return {"preference_accuracy": estimate.value, "preference_accuracy_interval": [estimate.low, estimate.high],
+            "pairs": len(pairs), "p_value_vs_chance": estimate.p_value_vs_half, "reward_margin": float(margins.mean()),
+            "policy_chosen_logps": float(chosen.mean()), "policy_rejected_logps": float(rejected.mean())}
+
+
+def without_ties(records: list[Preference], what: str) -> list[Preference]:
+    kept = [r for r in records if not r.tie]
+    if len(kept) < len(records):
+        say(f"{what}: left out {len(records) - len(kept)} tied pairs (no preferred side)")
+    return kept
+
+
+def train_dpo(config: DPOConfig) -> dict:
+    output_dir = Path(config.output_dir)
+    write_config(output_dir, config)
+    torch.manual_seed(config.train.seed)
+    loss_fn = PREFERENCE_LOSSES[config.loss]
+    train_records, held_records, data_summary = load_preference_splits(config.data)
+    train_records, held_records = without_ties(train_records, "train"), without_ties(held_records, "eval")
+
+    policy, tokenizer = build_policy(config.policy, config.train.seed)
+    encoder = encoder_for(tokenizer, config.data)
+    train_pairs, held_pairs = encode_pairs(encoder, train_records), encode_pairs(encoder, held_records)
+    say(f"tokenized: {encoder.stats.summary()}")
+    ref = reference_logps(Path(config.output_dir), policy, config.reference.name, config.policy,
+                          {"train": train_pairs, "eval": held_pairs}, max_tokens=config.max_tokens_per_forward)
+    ref_logps = ref["train/logps"]
+    if loss_fn.length_normalized:
+        ref_logps = ref_logps / ref["train/counts"].clamp(min=1)
+    ref_chosen, ref_rejected = split_pairs(ref_logps)
+    loss_kwargs = {"beta": config.beta, **config.loss_options}
+
+    def evaluate() -> dict:
+        return preference_accuracy(policy, held_pairs, ref, "eval", beta=config.beta,
+                                   max_tokens=config.max_tokens_per_forward)
+
+    policy.train()
+    run = Run(output_dir, policy, config.train, num_examples=len(train_pairs), name=config.loss)
+    for batch in run.steps():
+        sums, total, tokens = MetricSums(), 0.0, 0
+        for micro in run.micro_batches(batch):
+            pairs = [train_pairs[i] for i in micro]
+            chosen, rejected = pair_logps(policy, pairs, length_normalized=loss_fn.length_normalized)
+            per_pair, metrics = loss_fn(chosen, rejected, ref_chosen[micro], ref_rejected[micro], **loss_kwargs)
+            loss = sequence_mean(per_pair, run.global_batch_size)
+            loss.backward()
+            total += loss.item()
+            sums.add({**metrics, "logps/chosen": chosen.detach(), "logps/rejected": rejected.detach()})
+            tokens += sum(len(prompt) + sum(map(len, completions)) for prompt, completions in pairs)
+        run.end_step(total, sums.means(), tokens=tokens)
+        if run.eval_due():
+            run.log_eval(evaluate())
+
+    results = {"held_out": evaluate(),
+               "data": data_summary, "truncation": dataclasses.asdict(encoder.stats), "steps": run.step}
+    if results["held_out"]:
+        run.log_eval(results["held_out"])
+        say(f"{config.loss}: held-out preference accuracy {results['held_out']['preference_accuracy']:.3f} "
+            f"on {results['held_out']['pairs']} pairs")
+    run.finish()
+    write_json(output_dir / "eval.json", results)
+    card = model_card(title=f"{config.loss.upper()} policy", base_model=config.policy.name, recipe="dpo",
+                      data=data_summary, config=to_dict(config), metrics=results["held_out"])
+    save_model(policy, tokenizer, output_dir / "model", card)
+    return results
+

@@ -1,0 +1,137 @@
+"""`rlxf kto`: Kahneman-Tversky Optimization on unpaired binary feedback.
+
+Loop: batch of (prompt, completion, desirable?) -> reference point z0 from the
+batch's mismatched prompt/completion pairs (no gradient) -> KTO loss -> step.
+
+Each example i is paired once, for the whole run, with the completion of another
+example, so the reference log-probs of mismatched pairs are computed once and cached
+like the matched ones (Ethayarajh et al., 2024, Sec. 4.1 estimate z0 the same way
+with in-batch mismatches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlxf.config import DataSection, ModelSection, TrainSection, to_dict
+from rlxf.data import pack, read_feedback
+from rlxf.eval.stats import proportion
+from rlxf.losses import kto, sequence_mean
+from rlxf.losses.preference import kto_kl_estimate
+from rlxf.models import completion_logps
+from rlxf.recipes.common import (
+    as_groups, build_policy, encoder_for, group_logps, load_splits, reference_logps, say, write_config, write_json,
+)
+from rlxf.recipes.dpo import ReferenceSection
+from rlxf.train import Run
+from rlxf.train.model_card import model_card, save_model
+from rlxf.train.run import MetricSums
+
+
+@dataclass
+class KTOConfig:
+    output_dir: str = "runs/kto"
+    """Where checkpoints, metrics, eval.json and the final model (model/) go."""
+    policy: ModelSection = field(default_factory=ModelSection)
+    """The model being trained."""
+    reference: ReferenceSection = field(default_factory=ReferenceSection)
+    """Where reference log-probs come from (computed once and cached)."""
+    data: DataSection = field(default_factory=lambda: DataSection(max_length=512, max_prompt_length=256))
+    """{prompt, completion, label} rows, or preference pairs split into desirable/undesirable."""
+    train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=8, lr=5e-6))
+    """Optimization."""
+    beta: float = 0.1
+    """Inverse temperature of the implicit reward."""
+    desirable_weight: float = 1.0
+    """λ_D: weight of desirable examples."""
+    undesirable_weight: float = 1.0
+    """λ_U: weight of undesirable examples."""
+    max_tokens_per_forward: int = 4096
+    """Token budget of one packed no-grad forward pass (reference and evaluation)."""
+
+
+def mismatched_partners(n: int, seed: int) -> list[int]:
+    """partner[i] != i (for n > 1): the example whose completion follows i's prompt in the KL estimate."""
+    order = np.random.default_rng([seed, 7919]).permutation(n)
+    partner = [0] * n
+    for k, i in enumerate(order):
+        partner[i] = int(order[(k + 1) % n])
+    return partner
+
+
+@torch.no_grad()
+def held_out_kto(policy, matched, labels, ref: dict, *, max_tokens: int) -> dict:
+    """Share of held examples whose implicit reward log π/π_ref is positive exactly when they are desirable."""
+    if not matched:
+        return {}
+    logps, _ = group_logps(policy, as_groups(matched), max_tokens=max_tokens, desc="policy log-probs (eval)")
+    rewards = logps - ref["eval/logps"]
+    desirable = labels > 0
+    agree = ((rewards > 0) == desirable).float().tolist()
+    estimate = proportion(agree)
+    return {"label_accuracy": estimate.value, "label_accuracy_interval": [estimate.low, estimate.high],
+            "examples": estimate.n, "reward_desirable": float(rewards[desirable].mean()) if desirable.any() else 0.0,
+            "reward_undesirable": float(rewards[~desirable].mean()) if (~desirable).any() else 0.0}
+
+
+def train_kto(config: KTOConfig) -> dict:
+    output_dir = Path(config.output_dir)
+    write_config(output_dir, config)
+    torch.manual_seed(config.train.seed)
+    train_records, held_records, data_summary = load_splits(config.data, read_feedback, "examples")
+    policy, tokenizer = build_policy(config.policy, config.train.seed)
+    encoder = encoder_for(tokenizer, config.data)
+
+    def encode(records):
+        out = []
+        for record in records:
+            encoded = encoder.encode(record.prompt, [record.completion], record.source)
+            out.append((encoded.prompt, encoded.completions[0]))
+        return out
+
+    matched, held = encode(train_records), encode(held_records)
+    partner = mismatched_partners(len(matched), config.train.seed)
+    mismatched = [(matched[i][0], matched[partner[i]][1]) for i in range(len(matched))]
+    labels = torch.tensor([r.label for r in train_records])
+    held_labels = torch.tensor([r.label for r in held_records])
+    say(f"tokenized: {encoder.stats.summary()}; {int((labels > 0).sum())} desirable, {int((labels <= 0).sum())} undesirable")
+    ref = reference_logps(output_dir, policy, config.reference.name, config.policy,
+                          {"train": as_groups(matched), "mismatched": as_groups(mismatched), "eval": as_groups(held)},
+                          max_tokens=config.max_tokens_per_forward)
+
+    policy.train()
+    run = Run(output_dir, policy, config.train, num_examples=len(matched), name="kto")
+    for batch in run.steps():
+        with torch.no_grad():  # z0 over the whole global batch, before any gradient
+            mismatched_logps, _ = completion_logps(policy, pack([mismatched[i] for i in batch]))
+            kl = kto_kl_estimate(mismatched_logps, ref["mismatched/logps"][batch])
+        sums, total, tokens = MetricSums(), 0.0, 0
+        for micro in run.micro_batches(batch):
+            logps, _ = completion_logps(policy, pack([matched[i] for i in micro]))
+            per_example, metrics = kto(
+                logps, ref["train/logps"][micro], labels[micro] > 0, beta=config.beta, kl=kl,
+                desirable_weight=config.desirable_weight, undesirable_weight=config.undesirable_weight,
+            )
+            loss = sequence_mean(per_example, run.global_batch_size)
+            loss.backward()
+            total += loss.item()
+            sums.add(metrics)
+            tokens += sum(len(matched[i][0]) + len(matched[i][1]) for i in micro)
+        run.end_step(total, sums.means(), tokens=tokens)
+        if run.eval_due():
+            run.log_eval(held_out_kto(policy, held, held_labels, ref, max_tokens=config.max_tokens_per_forward))
+
+    results = {"held_out": held_out_kto(policy, held, held_labels, ref, max_tokens=config.max_tokens_per_forward),
+               "data": data_summary, "truncation": dataclasses.asdict(encoder.stats), "steps": run.step}
+    run.log_eval(results["held_out"])
+    run.finish()
+    write_json(output_dir / "eval.json", results)
+    card = model_card(title="KTO policy", base_model=config.policy.name, recipe="kto", data=data_summary,
+                      config=to_dict(config), metrics=results["held_out"])
+    save_model(policy, tokenizer, output_dir / "model", card)
+    return results

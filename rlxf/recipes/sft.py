@@ -1,0 +1,95 @@
+"""`rlxf sft`: supervised fine-tuning on completions to imitate.
+
+Loop: batch of (prompt, completion) -> packed forward -> token-mean negative
+log-likelihood of completion tokens over the global batch -> step.
+Prompt tokens are masked out of the loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from rlxf.config import DataSection, ModelSection, TrainSection, to_dict
+from rlxf.data import pack, read_demonstrations
+from rlxf.losses import token_mean
+from rlxf.models import completion_logps
+from rlxf.recipes.common import (
+    as_groups, build_policy, encoder_for, group_logps, load_splits, say, write_config, write_json,
+)
+from rlxf.train import Run
+from rlxf.train.model_card import model_card, save_model
+
+
+@dataclass
+class SFTConfig:
+    output_dir: str = "runs/sft"
+    """Where checkpoints, metrics, eval.json and the final model (model/) go."""
+    policy: ModelSection = field(default_factory=ModelSection)
+    """The model being trained."""
+    data: DataSection = field(default_factory=lambda: DataSection(max_length=512, max_prompt_length=256))
+    """{prompt, completion}, {messages}, or preference pairs (their chosen side)."""
+    train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=8, lr=2e-5))
+    """Optimization."""
+    max_tokens_per_forward: int = 4096
+    """Token budget of one packed no-grad forward pass (evaluation)."""
+
+
+@torch.no_grad()
+def held_out_nll(model, sequences, max_tokens: int) -> dict:
+    if not sequences:
+        return {}
+    logps, counts = group_logps(model, as_groups(sequences), max_tokens=max_tokens, desc="held-out log-probs")
+    nll = float(-logps.sum() / counts.sum())
+    return {"nll_per_token": nll, "perplexity": math.exp(min(nll, 50.0)), "sequences": len(sequences)}
+
+
+def train_sft(config: SFTConfig) -> dict:
+    output_dir = Path(config.output_dir)
+    write_config(output_dir, config)
+    torch.manual_seed(config.train.seed)
+    train_records, held_records, data_summary = load_splits(config.data, read_demonstrations, "demonstrations")
+    policy, tokenizer = build_policy(config.policy, config.train.seed)
+    encoder = encoder_for(tokenizer, config.data)
+
+    def encode(records):
+        out = []
+        for record in records:
+            encoded = encoder.encode(record.prompt, [record.completion], record.source)
+            out.append((encoded.prompt, encoded.completions[0]))
+        return out
+
+    train_sequences, held_sequences = encode(train_records), encode(held_records)
+    say(f"tokenized: {encoder.stats.summary()}")
+    completion_tokens = [len(completion) for _, completion in train_sequences]
+
+    policy.train()
+    run = Run(output_dir, policy, config.train, num_examples=len(train_sequences), name="sft")
+    for batch in run.steps():
+        global_tokens = sum(completion_tokens[i] for i in batch)
+        total, tokens = 0.0, 0
+        for micro in run.micro_batches(batch):
+            sequences = [train_sequences[i] for i in micro]
+            logps, _ = completion_logps(policy, pack(sequences))
+            loss = token_mean(-logps, global_tokens)
+            loss.backward()
+            total += loss.item()
+            tokens += sum(len(p) + len(c) for p, c in sequences)
+        run.end_step(total, {"completion_tokens": global_tokens}, tokens=tokens)
+        if run.eval_due():
+            run.log_eval(held_out_nll(policy, held_sequences, config.max_tokens_per_forward))
+    results = {"held_out": held_out_nll(policy, held_sequences, config.max_tokens_per_forward),
+               "data": data_summary, "truncation": dataclasses.asdict(encoder.stats), "steps": run.step}
+    if results["held_out"]:
+        run.log_eval(results["held_out"])
+        say(f"sft: held-out NLL {results['held_out']['nll_per_token']:.3f} per token")
+    run.finish()
+    write_json(output_dir / "eval.json", results)
+    card = model_card(title="SFT policy", base_model=config.policy.name, recipe="sft", data=data_summary,
+                      config=to_dict(config), metrics=results["held_out"])
+    save_model(policy, tokenizer, output_dir / "model", card)
+    return results

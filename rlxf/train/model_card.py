@@ -1,0 +1,47 @@
+"""Save a trained model in Hugging Face format with a model card that records how it was made."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from rlxf.models.lora import is_lora, merged_copy_for_saving
+
+
+def file_digest(path: str | Path) -> str:
+    """First 16 hex digits of a file's sha256 (as in data provenance tables)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def model_card(*, title: str, base_model: str, recipe: str, data: dict[str, Any], config: dict[str, Any],
+               metrics: dict[str, Any]) -> str:
+    front = yaml.safe_dump({"library_name": "transformers", "base_model": base_model, "tags": ["rlxf", recipe]},
+                           sort_keys=False)
+    data_lines = "\n".join(f"- **{k}**: {v}" for k, v in data.items())
+    return (
+        f"---\n{front}---\n\n# {title}\n\nTrained with `rlxf {recipe}` from `{base_model}`.\n\n"
+        f"## Data\n\n{data_lines}\n\n"
+        f"## Metrics\n\n```json\n{json.dumps(metrics, indent=2, sort_keys=True)}\n```\n\n"
+        f"## Config\n\n```yaml\n{yaml.safe_dump(config, sort_keys=False)}```\n"
+    )
+
+
+def save_model(model: nn.Module, tokenizer, directory: str | Path, card: str) -> Path:
+    """safetensors weights (LoRA merged in; the adapter also kept under adapter/), tokenizer, README.md."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if is_lora(model):
+        model.save_pretrained(directory / "adapter")
+    merged_copy_for_saving(model).save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    (directory / "README.md").write_text(card, encoding="utf-8")
+    return directory

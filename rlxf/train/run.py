@@ -1,0 +1,186 @@
+"""One training run's shared machinery, used by every recipe's loop.
+
+A loop reads::
+
+    run = Run(output_dir, model, train_section, num_examples=len(data))
+    for batch in run.steps():                 # global batch of example indices
+        for micro in run.micro_batches(batch):
+            loss = ...; loss.backward()       # loss already divided by the global batch size
+        run.end_step(loss_total, metrics)     # clip, step, schedule, log, checkpoint
+    run.finish()
+
+Resuming is automatic: if ``output_dir/checkpoints`` holds a checkpoint, the run
+continues from it with the same weights, optimizer, schedule, RNG and data position.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from rlxf.config import TrainSection
+from rlxf.train import checkpoint, distributed
+from rlxf.train.batches import batch_for_step, micro_batches, total_steps
+from rlxf.train.metrics import MetricsLog
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """A NaN/Inf loss or gradient; the step is stopped before the weights change."""
+
+
+def lr_lambda(kind: str, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+class MetricSums:
+    """Sums of per-example metrics over the micro-batches of one step."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for name, values in metrics.items():
+            values = values.detach().float().reshape(-1)
+            self.sums[name] += float(values.sum())
+            self.counts[name] += values.numel()
+
+    def means(self) -> dict[str, float]:
+        return {name: self.sums[name] / max(1, self.counts[name]) for name in self.sums}
+
+
+class Run:
+    def __init__(
+        self,
+        output_dir: str | Path,
+        model: nn.Module,
+        train: TrainSection,
+        *,
+        num_examples: int,
+        lengths: Sequence[int] | None = None,
+        name: str = "train",
+        show_progress: bool = True,
+    ):
+        if train.threads:
+            torch.set_num_threads(train.threads)
+        self.dir = Path(output_dir)
+        self.model, self.train, self.num_examples, self.lengths = model, train, num_examples, lengths
+        self.micro_batch_size = train.micro_batch_size or train.batch_size
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=train.lr, weight_decay=train.weight_decay)
+        self.total_steps = total_steps(num_examples, train.batch_size, epochs=train.epochs, max_steps=train.max_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(train.scheduler, train.warmup_steps, self.total_steps)
+        )
+        self.step, self.epoch = 0, 0
+        self._batch: list[int] = []
+        self._started = time.perf_counter()
+        torch.manual_seed(train.seed)
+        latest = checkpoint.latest_checkpoint(self.checkpoint_dir)
+        if latest is not None:
+            state = checkpoint.load_checkpoint(latest, model, self.optimizer, self.scheduler)
+            self.step = state["step"]
+            log.info("resumed %s from %s (step %d of %d)", name, latest, self.step, self.total_steps)
+        self.resumed_from = self.step
+        self.metrics = MetricsLog(self.dir, resume_step=self.step, tensorboard=distributed.is_main())
+        self.progress = tqdm(
+            total=self.total_steps, initial=self.step, desc=name, dynamic_ncols=True,
+            disable=not (show_progress and distributed.is_main()), mininterval=1.0,
+        )
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+    # ---- the loop ----
+    def steps(self) -> Iterator[list[int]]:
+        """Global batches (example indices) of the remaining steps, in order."""
+        while self.step < self.total_steps:
+            self.epoch, _, self._batch = batch_for_step(
+                self.step, self.num_examples, self.train.batch_size, seed=self.train.seed, lengths=self.lengths,
+                shuffle=self.train.shuffle,
+            )
+            self._step_started = time.perf_counter()
+            yield self._batch
+
+    def micro_batches(self, batch: list[int]) -> list[list[int]]:
+        """This rank's share of the batch, in micro-batches for gradient accumulation."""
+        return micro_batches(distributed.shard(batch), self.micro_batch_size)
+
+    @property
+    def global_batch_size(self) -> int:
+        return len(self._batch)
+
+    def end_step(self, loss: float, metrics: dict[str, float] | None = None, *, tokens: int = 0) -> dict[str, float]:
+        """Clip, update, advance the schedule, log, and checkpoint when due.
+
+        ``tokens``: tokens processed this step on this rank, for a throughput figure.
+        """
+        where = f"step {self.step + 1} (examples {self._batch[:8]}{'...' if len(self._batch) > 8 else ''})"
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLoss(f"{where}: loss is {loss}; the weights were not updated")
+        max_norm = self.train.max_grad_norm if self.train.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLoss(f"{where}: gradient norm is {grad_norm}; the weights were not updated")
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        seconds = time.perf_counter() - self._step_started
+        record = {"loss": loss, **(metrics or {}), "grad_norm": grad_norm, "lr": lr, "epoch": self.epoch,
+                  "step_seconds": seconds}
+        if tokens:
+            record.update(tokens=tokens, tokens_per_second=tokens / seconds)
+        if self.step % self.train.log_every == 0 or self.step == self.total_steps:
+            self.metrics.write(self.step, record)
+        self.progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self.progress.update(1)
+        if self.train.save_every and self.step % self.train.save_every == 0:
+            self.save_checkpoint()
+        return record
+
+    def eval_due(self) -> bool:
+        return bool(self.train.eval_every) and self.step % self.train.eval_every == 0 and self.step < self.total_steps
+
+    def log_eval(self, metrics: dict[str, Any]) -> None:
+        self.metrics.write(self.step, metrics, split="eval")
+
+    def save_checkpoint(self) -> Path | None:
+        if not distributed.is_main():
+            return None
+        return checkpoint.save_checkpoint(
+            self.checkpoint_dir, self.step, self.model, self.optimizer, self.scheduler,
+            {"epoch": self.epoch, "num_examples": self.num_examples}, keep=self.train.keep_checkpoints,
+        )
+
+    def finish(self) -> float:
+        """Close logs; returns the wall-clock seconds this process spent in the run."""
+        if self.train.save_every and self.step > self.resumed_from and self.step % self.train.save_every:
+            self.save_checkpoint()
+        self.progress.close()
+        self.metrics.close()
+        return time.perf_counter() - self._started

@@ -1,0 +1,61 @@
+"""End to end through the command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ..conftest import DEMO_DATA
+
+
+def rlxf(*args, check=True):
+    return subprocess.run([sys.executable, "-m", "rlxf.cli", *args], capture_output=True, text=True, check=check)
+
+
+def test_help_lists_commands_and_fields():
+    assert "dpo" in rlxf("--help").stdout
+    out = rlxf("dpo", "--help").stdout
+    assert "train.lr" in out and "Peak learning rate" in out and "loss = 'dpo'" in out
+
+
+def test_bad_row_exits_with_the_place_named(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"prompt": "p", "chosen": "c"}\n')
+    result = rlxf("dpo", f"output_dir={tmp_path / 'out'}", "policy.name=tiny-llama", f"data.path={data}", check=False)
+    assert result.returncode == 1
+    assert "pairs.jsonl, line 2, field 'rejected': missing" in result.stderr
+
+
+def test_bad_override_exits_2():
+    result = rlxf("dpo", "train.lr=quick", check=False)
+    assert result.returncode == 2 and "train.lr: expected float" in result.stderr
+
+
+def test_yaml_config_file_and_overrides(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'sft'}\npolicy:\n  name: tiny-llama\ndata:\n  path: {DEMO_DATA}\n"
+                      "  limit: 8\n  eval_limit: 4\n  max_length: 128\n  max_prompt_length: 64\n"
+                      "train:\n  max_steps: 2\n  batch_size: 4\n")
+    rlxf("sft", str(config), "train.lr=1e-4")
+    assert json.loads((tmp_path / "sft" / "eval.json").read_text())["steps"] == 2
+    assert "lr: 0.0001" in (tmp_path / "sft" / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_mini_demo_on_the_embedded_models_writes_a_report(tmp_path):
+    result = rlxf(
+        "demo", f"output_dir={tmp_path}",
+        "rm.train.max_steps=4", "rm.train.batch_size=8", "rm.data.limit=64",
+        "dpo.train.max_steps=2", "dpo.data.limit=8", "dpo.data.eval_limit=8",
+        "eval.generation.num_prompts=4", "eval.generation.max_new_tokens=8",
+    )
+    report = tmp_path / "report" / "report.md"
+    assert str(report) in result.stderr
+    text = report.read_text()
+    for needle in ("Reward model pairwise accuracy", "DPO implicit-reward accuracy", "win rate", "95%"):
+        assert needle in text
+    for plot in ("rm_loss.png", "rm_accuracy.png", "dpo_loss.png", "dpo_reward_margin.png", "win_rate.png"):
+        assert (tmp_path / "report" / plot).stat().st_size > 1000
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["win_rate"]["n"] == 4 and 0 <= summary["win_rate"]["value"] <= 1

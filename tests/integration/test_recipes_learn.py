@@ -1,0 +1,113 @@
+"""Every recipe runs a few steps on a tiny model, and its metric moves the right way."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlxf.config import load_config
+from rlxf.recipes.dpo import DPOConfig, train_dpo
+from rlxf.recipes.kto import KTOConfig, mismatched_partners, train_kto
+from rlxf.recipes.reward_model import RewardModelConfig, train_reward_model
+from rlxf.recipes.sft import SFTConfig, train_sft
+from rlxf.train.metrics import read_metrics
+
+
+def train_rows(output_dir):
+    return [r for r in read_metrics(output_dir / "metrics.jsonl") if r["split"] == "train"]
+
+
+def first_and_last(rows, key, k=3):
+    return sum(r[key] for r in rows[:k]) / k, sum(r[key] for r in rows[-k:]) / k
+
+
+TINY_DATA = ["data.max_length=160", "data.max_prompt_length=96", "data.eval_fraction=0.25", "train.threads=2"]
+
+
+@pytest.mark.parametrize("loss", ["dpo", "ipo", "simpo"])
+def test_preference_losses_fall_and_accuracy_rises(tmp_path, small_hh, loss):
+    options = ["loss_options={gamma: 0.5}", "beta=2.0"] if loss == "simpo" else []
+    config = load_config(DPOConfig, None, [
+        f"output_dir={tmp_path}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA,
+        f"loss={loss}", "train.max_steps=24", "train.batch_size=4", "train.lr=3e-3", "train.scheduler=constant",
+        *options,
+    ])
+    train_dpo(config)
+    rows = train_rows(tmp_path)
+    start, end = first_and_last(rows, "loss")
+    assert end < 0.6 * start, (start, end)
+    assert first_and_last(rows, "rewards/accuracy")[1] >= 0.9
+    assert (tmp_path / "model" / "model.safetensors").exists() and (tmp_path / "model" / "README.md").exists()
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "rlxf dpo" in card and str(small_hh) in card and "preference_accuracy" in card
+
+
+def test_reference_logps_are_computed_once_and_reused(tmp_path, small_hh, monkeypatch):
+    args = [f"output_dir={tmp_path}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA,
+            "train.max_steps=1", "train.batch_size=2"]
+    train_dpo(load_config(DPOConfig, None, args))
+    import rlxf.recipes.common as common
+
+    # Same model and tokens -> cache hit: a second training run must not call sequence_logps for the reference.
+    calls = []
+    monkeypatch.setattr(common, "sequence_logps", lambda *a, **k: calls.append(k.get("desc")) or
+                        (torch.zeros(len(a[1])), torch.ones(len(a[1]), dtype=torch.long)))
+    import shutil
+
+    shutil.rmtree(tmp_path / "model")
+    train_dpo(load_config(DPOConfig, None, args + ["train.max_steps=2"]))
+    assert not any(d and d.startswith("reference") for d in calls), calls
+
+
+def test_reward_model_learns_on_tiny_llama(tmp_path, small_hh):
+    config = load_config(RewardModelConfig, None, [
+        f"output_dir={tmp_path}", "model.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA,
+        "train.max_steps=30", "train.batch_size=6", "train.lr=3e-3", "train.scheduler=constant",
+    ])
+    results = train_reward_model(config)
+    rows = train_rows(tmp_path)
+    start, end = first_and_last(rows, "loss")
+    assert end < 0.5 * start
+    assert {"accuracy", "accuracy_interval", "pairs"} <= set(results["held_out"])
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["held_out"]["pairs"] == results["held_out"]["pairs"] > 0
+
+
+def test_sft_lowers_completion_nll(tmp_path, small_hh):
+    config = load_config(SFTConfig, None, [
+        f"output_dir={tmp_path}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA,
+        "train.max_steps=20", "train.batch_size=4", "train.lr=3e-3", "train.eval_every=10",
+    ])
+    results = train_sft(config)
+    start, end = first_and_last(train_rows(tmp_path), "loss")
+    assert end < 0.7 * start
+    assert results["held_out"]["nll_per_token"] < start
+
+
+def test_kto_on_pairs_split_into_binary_feedback(tmp_path, small_hh):
+    config = load_config(KTOConfig, None, [
+        f"output_dir={tmp_path}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA,
+        "train.max_steps=20", "train.batch_size=8", "train.lr=3e-3", "train.scheduler=constant",
+    ])
+    results = train_kto(config)
+    start, end = first_and_last(train_rows(tmp_path), "loss")
+    assert end < 0.8 * start
+    assert results["held_out"]["examples"] > 0
+    partners = mismatched_partners(9, seed=0)
+    assert sorted(partners) == list(range(9)) and all(p != i for i, p in enumerate(partners))
+
+
+def test_lora_trains_only_adapters_and_saves_a_merged_model(tmp_path, small_hh):
+    from rlxf.models.tiny import tiny_llama
+
+    config = load_config(DPOConfig, None, [
+        f"output_dir={tmp_path}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA,
+        "policy.lora.rank=4", "train.max_steps=3", "train.batch_size=4", "train.lr=1e-2",
+    ])
+    train_dpo(config)
+    merged = load_file(tmp_path / "model" / "model.safetensors")
+    base = tiny_llama().state_dict()
+    changed = [k for k, v in merged.items() if not torch.equal(v, base[k])]
+    assert changed and all("proj" in k for k in changed), changed  # only adapted linear layers moved
+    assert (tmp_path / "model" / "adapter" / "adapter_config.json").exists()
