@@ -227,7 +227,7 @@ class DataSection:
     path: str = ""
     """Training file (jsonl, json, csv or parquet)."""
     format: str = "auto"
-    """Row format: auto, trl, hh, autoj, webgpt (preferences) or unpaired (labeled)."""
+    """Row format: auto, trl, hh, autoj, webgpt (preferences) or unpaired ({prompt, completion, label})."""
     eval_path: str = ""
     """Held-out file; when empty, eval_fraction of the groups in `path` are held out."""
     eval_fraction: float = 0.1
@@ -250,6 +250,9 @@ class DataSection:
     def __post_init__(self):
         if self.on_bad_row not in ("error", "skip"):
             raise ValueError(f"on_bad_row must be error or skip, got {self.on_bad_row!r}")
+        formats = ("auto", "trl", "hh", "autoj", "webgpt", "unpaired")
+        if self.format not in formats:
+            raise ValueError(f"format must be one of {', '.join(formats)}, got {self.format!r}")
         if self.truncation not in ("cut", "error"):
             raise ValueError(f"truncation must be cut or error, got {self.truncation!r}")
         if not 0 <= self.eval_fraction < 1:
@@ -287,7 +290,7 @@ class TrainSection:
     eval_every: int = 0
     """Evaluate on held-out data every N steps (0 = only at the end)."""
     save_every: int = 0
-    """Checkpoint every N steps for exact resume (0 = only at the end)."""
+    """Checkpoint every N steps (and at the end) for exact resume; 0 = no checkpoints."""
     keep_checkpoints: int = 2
     """How many recent checkpoints to keep."""
     threads: int = 0

@@ -60,6 +60,8 @@ def pack_groups(groups: Groups) -> TokenBatch:
     ids, positions, index, targets, owner, segments = [], [], [], [], [], []
     sequence = 0
     for prompt, completions in groups:
+        if not prompt:
+            raise ValueError("every sequence needs at least one prompt token to predict its completion from")
         start = len(ids)
         ids.extend(prompt)
         positions.extend(range(len(prompt)))
@@ -91,6 +93,8 @@ def pad(sequences: Sequences, pad_token_id: int) -> TokenBatch:
     index, targets, owner = [], [], []
     for row, (prompt, completion) in enumerate(sequences):
         tokens = list(prompt) + list(completion)
+        if completion and not prompt:
+            raise ValueError("a scored completion needs at least one prompt token before it")
         input_ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         attention[row, :len(tokens)] = 1
         for t in range(len(prompt), len(tokens)):
@@ -102,3 +106,17 @@ def pad(sequences: Sequences, pad_token_id: int) -> TokenBatch:
         input_ids, positions, attention, torch.tensor(index, dtype=torch.long),
         torch.tensor(targets, dtype=torch.long), torch.tensor(owner, dtype=torch.long), rows, int(attention.sum()),
     )
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group sequence indices (in order) into batches of at most ``max_tokens`` tokens."""
+    batches, current, used = [], [], 0
+    for index, length in enumerate(lengths):
+        if current and used + length > max_tokens:
+            batches.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += length
+    if current:
+        batches.append(current)
+    return batches

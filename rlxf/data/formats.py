@@ -14,6 +14,7 @@ Prompt formats: {"prompt"}, {"messages"}, {"question"} (GSM8K), or any preferenc
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -50,6 +51,15 @@ class _Cell:
             raise self.error(field, f"expected a string, got {type(value).__name__}")
         return value
 
+    def prompt(self, field: str) -> list[Message]:
+        """A prompt: a non-empty string, or messages ending with a user (or tool) turn."""
+        messages = self.messages(field)
+        if messages[-1]["role"] not in ("user", "tool"):
+            raise self.error(field, f"expected the prompt to end with a user turn, not {messages[-1]['role']!r}")
+        if not any(m["content"].strip() for m in messages):
+            raise self.error(field, "empty prompt")
+        return messages
+
     def messages(self, field: str, value: Any = None) -> list[Message]:
         value = self.require(field) if value is None else value
         if isinstance(value, str):
@@ -74,13 +84,26 @@ class _Cell:
         return messages[0]["content"]
 
     def number(self, field: str, default: float | None = None) -> float | None:
+        """An optional finite number (missing or empty gives ``default``)."""
         value = self.row.get(field, default)
         if value is None or value == "":
             return default
         try:
-            return float(value)
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
         except (TypeError, ValueError):
             raise self.error(field, f"expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise self.error(field, f"expected a finite number, got {value!r}")
+        return number
+
+    def required_number(self, field: str) -> float:
+        self.require(field)
+        value = self.number(field)
+        if value is None:
+            raise self.error(field, "missing (empty)")
+        return value
 
     def flag(self, field: str) -> bool:
         value = self.row.get(field, False)
@@ -129,7 +152,9 @@ def _split_last_reply(cell: _Cell, field: str, text: str, pattern: re.Pattern) -
 
 def _extras(cell: _Cell) -> dict[str, Any]:
     aspects = cell.row.get("aspects") or {}
-    if not isinstance(aspects, dict) or not all(isinstance(v, (int, float)) for v in aspects.values()):
+    if not isinstance(aspects, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and -1 <= v <= 1 for v in aspects.values()
+    ):
         raise cell.error("aspects", "expected an object of aspect name -> number in [-1, 1]")
     annotator = cell.row.get("annotator")
     return {
@@ -140,14 +165,19 @@ def _extras(cell: _Cell) -> dict[str, Any]:
     }
 
 
+def _checked_pair(cell: _Cell, prompt: list[Message], chosen: str, rejected: str, **extras) -> Preference:
+    if not prompt or prompt[-1]["role"] not in ("user", "tool"):
+        raise cell.error("prompt", "expected a prompt that ends with a user turn")
+    if chosen == rejected and not extras.get("tie"):
+        raise cell.error("rejected", "identical to 'chosen' (no preference to learn from)")
+    return Preference(prompt, chosen, rejected, source=cell.source, **extras)
+
+
 def _from_trl(cell: _Cell) -> Preference:
     if "prompt" not in cell.row:
         return _from_trl_implicit(cell)
-    prompt = cell.messages("prompt")
-    return Preference(
-        prompt=prompt, chosen=cell.completion("chosen"), rejected=cell.completion("rejected"),
-        source=cell.source, **_extras(cell),
-    )
+    return _checked_pair(cell, cell.prompt("prompt"), cell.completion("chosen"), cell.completion("rejected"),
+                         **_extras(cell))
 
 
 def _from_trl_implicit(cell: _Cell) -> Preference:
@@ -156,7 +186,7 @@ def _from_trl_implicit(cell: _Cell) -> Preference:
         raise cell.error("rejected", "conversation differs from 'chosen' before the last message")
     if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
         raise cell.error("chosen", "expected the conversation to end with an assistant message")
-    return Preference(chosen[:-1], chosen[-1]["content"], rejected[-1]["content"], source=cell.source, **_extras(cell))
+    return _checked_pair(cell, chosen[:-1], chosen[-1]["content"], rejected[-1]["content"], **_extras(cell))
 
 
 def _from_hh(cell: _Cell) -> Preference:
@@ -164,37 +194,33 @@ def _from_hh(cell: _Cell) -> Preference:
     rejected_prompt, rejected = _split_last_reply(cell, "rejected", cell.text("rejected"), _HH_TURN)
     if rejected_prompt != prompt:
         raise cell.error("rejected", "dialogue differs from 'chosen' before the last Assistant turn")
-    return Preference(prompt, chosen, rejected, source=cell.source, **_extras(cell))
+    return _checked_pair(cell, prompt, chosen, rejected, **_extras(cell))
 
 
 def _from_autoj(cell: _Cell) -> Preference:
     label = cell.require("label")
-    if label not in (0, 1, 2):
+    if isinstance(label, bool) or label not in (0, 1, 2):
         raise cell.error("label", f"expected 0 (response 1 better), 1 (response 2 better) or 2 (tie), got {label!r}")
     first, second = cell.text("response 1"), cell.text("response 2")
     chosen, rejected = (second, first) if label == 1 else (first, second)
-    return Preference(
-        [{"role": "user", "content": cell.text("prompt")}], chosen, rejected,
-        tie=label == 2, annotator="auto-j-human", source=cell.source,
-    )
+    return _checked_pair(cell, cell.prompt("prompt"), chosen, rejected, tie=label == 2, annotator="auto-j-human")
 
 
 def _from_webgpt(cell: _Cell) -> Preference:
     texts, scores = cell.require("text"), cell.require("score")
     if not (isinstance(texts, list) and len(texts) == 2 and all(isinstance(t, str) for t in texts)):
         raise cell.error("text", "expected a list of two dialogue strings")
-    if not (isinstance(scores, list) and len(scores) == 2 and all(isinstance(s, (int, float)) for s in scores)):
-        raise cell.error("score", "expected a list of two numbers")
+    if not (isinstance(scores, list) and len(scores) == 2 and all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scores)):
+        raise cell.error("score", "expected a list of two finite numbers")
     prompt_a, reply_a = _split_last_reply(cell, "text", texts[0], _WEBGPT_TURN)
     prompt_b, reply_b = _split_last_reply(cell, "text", texts[1], _WEBGPT_TURN)
     if prompt_a != prompt_b:
         raise cell.error("text", "the two dialogues have different questions")
     first_better = scores[0] >= scores[1]
     chosen, rejected = (reply_a, reply_b) if first_better else (reply_b, reply_a)
-    return Preference(
-        prompt_a, chosen, rejected, tie=scores[0] == scores[1],
-        margin=abs(float(scores[0]) - float(scores[1])), source=cell.source,
-    )
+    return _checked_pair(cell, prompt_a, chosen, rejected, tie=scores[0] == scores[1],
+                         margin=abs(float(scores[0]) - float(scores[1])))
 
 
 PREFERENCE_FORMATS: dict[str, Callable[[_Cell], Preference]] = {
@@ -228,16 +254,21 @@ def _from_unpaired(cell: _Cell) -> Labeled:
     label = cell.require("label")
     if isinstance(label, bool):
         label = float(label)
-    elif not isinstance(label, (int, float)):
-        label = cell.number("label")
+    elif isinstance(label, str) and label.strip().lower() in ("true", "false"):
+        label = float(label.strip().lower() == "true")
+    else:
+        label = cell.required_number("label")
     annotator = cell.row.get("annotator")
     return Labeled(
-        cell.messages("prompt"), cell.completion("completion"), float(label),
+        cell.prompt("prompt"), cell.completion("completion"), float(label),
         annotator=None if annotator is None else str(annotator), source=cell.source,
     )
 
 
 def _from_prompt_row(cell: _Cell) -> Prompt:
+    if "instruction" in cell.row and cell.row.get("input"):  # Alpaca layout
+        text = f"{cell.text('instruction')}\n\n{cell.text('input')}"
+        return Prompt([{"role": "user", "content": text}], source=cell.source)
     for field in ("prompt", "messages", "question", "instruction"):
         if field in cell.row:
             messages = cell.messages(field)
@@ -278,7 +309,7 @@ def read_preferences(path: str | Path, *, format: str = "auto", on_bad_row: OnBa
     :class:`DataError`, or with ``on_bad_row="skip"`` are counted in the returned ``BadRows``.
     """
     if format != "auto" and format not in PREFERENCE_FORMATS:
-        raise ValueError(f"unknown preference format {format!r}; known: auto, {', '.join(PREFERENCE_FORMATS)}")
+        raise ValueError(f"{format!r} is not a preference format; known: auto, {', '.join(PREFERENCE_FORMATS)}")
     chosen_format: list[str] = [] if format == "auto" else [format]
 
     def parse(cell: _Cell) -> Preference:
@@ -306,7 +337,7 @@ def _from_demonstration(cell: _Cell, preference_format: list[str]) -> Labeled | 
     """A (prompt, completion) to imitate, from whatever the row holds."""
     if "completion" in cell.row:
         labeled = _from_unpaired(cell) if "label" in cell.row else Labeled(
-            cell.messages("prompt"), cell.completion("completion"), 1.0, source=cell.source)
+            cell.prompt("prompt"), cell.completion("completion"), 1.0, source=cell.source)
         return labeled if labeled.desirable else None
     if "messages" in cell.row:
         messages = cell.messages("messages")
@@ -337,7 +368,7 @@ def read_feedback(path: str | Path, *, format: str = "auto", on_bad_row: OnBadRo
     """Unpaired binary feedback: labeled rows as they are, or each pair split into a
     desirable (chosen) and an undesirable (rejected) example; tied pairs are left out."""
     first = next(iter_rows(path), (None, {}))[1]
-    if "completion" in first and "label" in first:
+    if format == "unpaired" or (format == "auto" and "completion" in first and "label" in first):
         return read_labeled(path, on_bad_row=on_bad_row)
     pairs, bad = read_preferences(path, format=format, on_bad_row=on_bad_row)
     labeled = []

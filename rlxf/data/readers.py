@@ -18,21 +18,18 @@ def iter_rows(path: str | Path) -> Iterator[tuple[str, Row]]:
     path = Path(path)
     if not path.exists():
         raise DataError(str(path), "file", None, "no such file")
+    readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        yield from _jsonl_rows(path)
-    elif suffix == ".json":
-        yield from _json_rows(path)
-    elif suffix == ".csv":
-        yield from _csv_rows(path)
-    elif suffix == ".parquet":
-        yield from _parquet_rows(path)
-    else:
+    if suffix not in readers:
         raise DataError(str(path), "file", None, f"unknown file type {suffix!r}; expected one of {SUFFIXES}")
+    try:
+        yield from readers[suffix](path)
+    except UnicodeDecodeError as error:
+        raise DataError(str(path), f"byte {error.start}", None, "not valid UTF-8 text") from None
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Row]]:
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -48,7 +45,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Row]]:
 
 def _json_rows(path: Path) -> Iterator[tuple[str, Row]]:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as error:
         raise DataError(str(path), f"line {error.lineno}", None, f"invalid JSON ({error.msg})") from None
     if isinstance(document, dict) and isinstance(document.get("data"), list):
@@ -62,7 +59,7 @@ def _json_rows(path: Path) -> Iterator[tuple[str, Row]]:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, Row]]:
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         for row in reader:
             location = f"line {reader.line_num}"

@@ -90,6 +90,12 @@ class ChatEncoder:
         """Tokenize a prompt and its completions within ``max_length`` tokens each."""
         prompt = self._ids(self.prompt_text(messages))
         replies = [self._ids(self.completion_text(messages, c)) for c in completions]
+        path, location = _source_parts(source)
+        if not self.prefix + prompt:
+            raise DataError(path, location, "prompt", "the prompt has no tokens")
+        for reply in replies:
+            if not reply + self.suffix:
+                raise DataError(path, location, "completion", "the completion has no tokens")
         budget = self.max_length - len(self.prefix) - len(self.suffix)
         self.stats.sequences += len(replies)
         if len(prompt) + max(len(r) for r in replies) > budget and len(prompt) > self.max_prompt_length:

@@ -34,10 +34,11 @@ def bradley_terry(
         tie = tie.bool()
         tie_loss = -0.5 * F.logsigmoid(diff) - 0.5 * F.logsigmoid(-diff)
         loss = torch.where(tie, tie_loss, loss)
+    decided = diff.detach() if tie is None else diff.detach()[~tie]
     metrics = {
         "rewards/chosen": chosen_rewards.detach(),
         "rewards/rejected": rejected_rewards.detach(),
         "rewards/margin": diff.detach(),
-        "rewards/accuracy": (diff.detach() > 0).float(),
+        "rewards/accuracy": (decided > 0).float(),  # over non-tied pairs only
     }
     return loss, metrics

@@ -39,21 +39,24 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         hidden, weight, bias, targets, logsumexp = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.zeros_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight) if need_w else None
-        grad_b = torch.zeros_like(bias) if need_b else None
+        # accumulate the head's gradient in fp32 even for bf16/fp16 weights
+        grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32)) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=grad_w.dtype if need_w else torch.float32) if need_b else None
         for start in range(0, hidden.shape[0], ctx.chunk):
             rows = slice(start, start + ctx.chunk)
             logits = _logits(hidden[rows], weight, bias)
             # d logp[target] / d logits = onehot(target) - softmax(logits)
-            grad_logits = torch.exp(logits - logsumexp[rows, None]).mul_(-grad_out[rows, None])
+            grad_logits = logits.sub_(logsumexp[rows, None]).exp_().mul_(-grad_out[rows, None])  # -g·softmax
             grad_logits.scatter_add_(1, targets[rows, None], grad_out[rows, None])
             grad_logits = grad_logits.to(hidden.dtype)
             if need_h:
                 grad_h[rows] = grad_logits @ weight
             if need_w:
-                grad_w.addmm_(grad_logits.T, hidden[rows])
+                grad_w.addmm_(grad_logits.T.to(grad_w.dtype), hidden[rows].to(grad_w.dtype))
             if need_b:
                 grad_b += grad_logits.sum(0)
+        grad_w = grad_w.to(weight.dtype) if need_w else None
+        grad_b = grad_b.to(bias.dtype) if need_b else None
         return grad_h, grad_w, grad_b, None, None
 
 

@@ -16,20 +16,36 @@ from torch import Tensor, nn
 PACKED_ATTENTION = "rlxf_packed"
 
 
-def _segment_attention(query: Tensor, key: Tensor, value: Tensor, segment, scale: float | None) -> list[Tensor]:
-    start, prompt = segment.start, segment.prompt_length
-    first = segment.completion_lengths[0] if segment.completion_lengths else 0
-    end = start + prompt + first
-    outputs = [F.scaled_dot_product_attention(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
-                                              is_causal=True, scale=scale)]
-    for length in segment.completion_lengths[1:]:
-        keys = torch.cat([key[:, :, start:start + prompt], key[:, :, end:end + length]], dim=2)
-        values = torch.cat([value[:, :, start:start + prompt], value[:, :, end:end + length]], dim=2)
-        mask = torch.ones(length, prompt + length, dtype=torch.bool, device=query.device)
-        mask[:, prompt:] = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
-        outputs.append(F.scaled_dot_product_attention(query[:, :, end:end + length], keys, values,
-                                                      attn_mask=mask, scale=scale))
-        end += length
+def _segment_sizes(segments) -> list[int]:
+    """Row split points: each segment as [P + C1, C2, C3, ...]."""
+    sizes = []
+    for segment in segments:
+        lengths = segment.completion_lengths or (0,)
+        sizes.append(segment.prompt_length + lengths[0])
+        sizes.extend(lengths[1:])
+    return sizes
+
+
+def _attend(query: Tensor, key: Tensor, value: Tensor, segments, scale: float | None, gqa: bool) -> list[Tensor]:
+    # split (not slicing) keeps the backward pass to one concatenation instead of a zero-filled
+    # gradient per slice
+    sizes = _segment_sizes(segments)
+    queries, keys, values = (t.split(sizes, dim=2) for t in (query, key, value))
+    outputs, piece = [], 0
+    for segment in segments:
+        prompt = segment.prompt_length
+        first_k, first_v = keys[piece], values[piece]
+        outputs.append(F.scaled_dot_product_attention(queries[piece], first_k, first_v, is_causal=True,
+                                                      scale=scale, enable_gqa=gqa))
+        piece += 1
+        for length in segment.completion_lengths[1:]:
+            k = torch.cat([first_k[:, :, :prompt], keys[piece]], dim=2)
+            v = torch.cat([first_v[:, :, :prompt], values[piece]], dim=2)
+            mask = torch.ones(length, prompt + length, dtype=torch.bool, device=query.device)
+            mask[:, prompt:].tril_()
+            outputs.append(F.scaled_dot_product_attention(queries[piece], k, v, attn_mask=mask, scale=scale,
+                                                          enable_gqa=gqa))
+            piece += 1
     return outputs
 
 
@@ -50,21 +66,26 @@ def packed_attention_forward(
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     if kwargs.get("sliding_window") or kwargs.get("softcap"):
         raise ValueError("packed attention supports plain causal attention only (no sliding window or soft-capping)")
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
-    outputs = [piece for segment in segments for piece in _segment_attention(query, key, value, segment, scaling)]
+    outputs = _attend(query, key, value, segments, scaling, gqa=query.shape[1] != key.shape[1])
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _packed_mask(*args, **kwargs):
+    """No mask for packed rows (the layout says who attends to whom); SDPA's mask otherwise."""
+    from transformers.masking_utils import sdpa_mask
+
+    if kwargs.get("attention_mask") is None:
+        return None
+    return sdpa_mask(*args, **kwargs)
 
 
 def register_packed_attention() -> str:
     """Make ``rlxf_packed`` a valid ``attn_implementation``; returns its name."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
-    AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)
+    AttentionMaskInterface.register(PACKED_ATTENTION, _packed_mask)
     return PACKED_ATTENTION
 
 

@@ -71,6 +71,7 @@ def tiny_llama(seed: int = 0, *, reward_head: bool = False) -> torch.nn.Module:
             model = LlamaForSequenceClassification(config)
         else:
             model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = config.eos_token_id
-    model.generation_config.pad_token_id = config.pad_token_id
+    if not reward_head:
+        model.generation_config.eos_token_id = config.eos_token_id
+        model.generation_config.pad_token_id = config.pad_token_id
     return model

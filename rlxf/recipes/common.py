@@ -15,9 +15,11 @@ from tqdm.auto import tqdm
 
 from rlxf.config import DataSection, ModelSection, to_yaml
 from rlxf.data import BadRows, Preference, read_preferences, split_by_group
-from rlxf.data.batching import pack_groups
+from rlxf.data.batching import pack_groups, token_budget_batches
 from rlxf.data.templating import ChatEncoder
-from rlxf.models import apply_lora, completion_logps, load_causal_lm, load_reward_model, load_tokenizer
+from rlxf.models import (
+    TINY_LLAMA, apply_lora, completion_logps, load_causal_lm, load_reward_model, load_tokenizer, resolve_model_path,
+)
 from rlxf.models.packing import use_packed_attention
 
 log = logging.getLogger("rlxf")
@@ -97,20 +99,6 @@ def build_reward_model(section: ModelSection, seed: int) -> tuple[nn.Module, Any
     return model, tokenizer
 
 
-def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Group sequence indices (in order) into batches of at most ``max_tokens`` tokens."""
-    batches, current, used = [], [], 0
-    for index, length in enumerate(lengths):
-        if current and used + length > max_tokens:
-            batches.append(current)
-            current, used = [], 0
-        current.append(index)
-        used += length
-    if current:
-        batches.append(current)
-    return batches
-
-
 Group = tuple[list[int], list[list[int]]]  # a prompt's token ids and its completions' token ids
 
 
@@ -167,20 +155,32 @@ def write_config(output_dir: Path, config: Any) -> None:
     (output_dir / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
 
 
+def weights_signature(name: str) -> list:
+    """Names, sizes and modification times of a model folder's weight files (cheap to compute)."""
+    if name == TINY_LLAMA:
+        return [name]
+    folder = Path(resolve_model_path(name))
+    if not folder.is_dir():
+        return [name]
+    return sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in folder.iterdir()
+                  if f.suffix in (".safetensors", ".bin"))
+
+
 def reference_logps(output_dir: Path, policy: nn.Module, reference_name: str, policy_section: ModelSection,
-                    splits: dict[str, Sequence[Group]], *, max_tokens: int) -> dict[str, torch.Tensor]:
+                    splits: dict[str, Sequence[Group]], *, max_tokens: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """Reference log-probs and completion lengths of every completion, computed once and cached.
 
     The reference is ``reference_name`` if given, else ``policy`` as it is now (before
     training); results are keyed by model and tokens, so a resumed run reuses them.
     Returns ``{split}/logps`` and ``{split}/counts`` tensors, flattened group by group.
     """
-    key = fingerprint(reference_name or policy_section.name, policy_section.dtype, splits)
+    name = reference_name or policy_section.name
+    key = fingerprint(name, weights_signature(name), policy_section.dtype, seed, splits)
 
     def compute() -> dict[str, torch.Tensor]:
         model = policy
         if reference_name:
-            model = load_causal_lm(reference_name, dtype=policy_section.dtype)
+            model = load_causal_lm(reference_name, dtype=policy_section.dtype, seed=seed)
             use_packed_attention(model)
         tensors = {}
         for split, groups in splits.items():

@@ -34,28 +34,32 @@ class DemoConfig:
     """Preference pairs (shipped: HH-RLHF harmless-base, MIT)."""
     eval_fraction: float = 0.2
     """Share of prompt groups held out from every stage."""
+    split_seed: int = 0
+    """Seed of the grouped split, the same for every stage so no stage trains on another's held-out data."""
     rm: RewardModelConfig = field(default_factory=lambda: RewardModelConfig(
         model=ModelSection(name="minilm-l6-v2"),
-        data=DataSection(max_length=384, max_prompt_length=256, on_bad_row="skip"),
-        train=TrainSection(epochs=2, batch_size=16, lr=5e-5, warmup_steps=10),
+        data=DataSection(max_length=128, max_prompt_length=96, on_bad_row="skip"),
+        train=TrainSection(epochs=1, batch_size=16, lr=5e-5, warmup_steps=10),
     ))
     """Stage 1: reward model."""
     dpo: DPOConfig = field(default_factory=lambda: DPOConfig(
         policy=ModelSection(name="smollm2-135m-instruct"),
-        data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip", limit=240, eval_limit=100),
-        train=TrainSection(max_steps=60, batch_size=4, lr=2e-5, warmup_steps=5),
+        data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip", limit=200, eval_limit=200),
+        train=TrainSection(max_steps=50, batch_size=4, lr=3e-5, warmup_steps=5),
         beta=0.1,
     ))
     """Stage 2: DPO."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(
         data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip"),
         generation=GenerationSection(num_prompts=64, max_new_tokens=64, batch_size=16),
+        rm_accuracy=False,
     ))
     """Stage 3: evaluation."""
 
 
 def _with_data(section: DataSection, config: DemoConfig) -> DataSection:
-    return dataclasses.replace(section, path=config.data_path, eval_path="", eval_fraction=config.eval_fraction)
+    return dataclasses.replace(section, path=config.data_path, eval_path="", eval_fraction=config.eval_fraction,
+                               split_seed=config.split_seed)
 
 
 def run_demo(config: DemoConfig) -> Path:
@@ -131,7 +135,7 @@ normal for means); p-values are exact sign tests against 0.5.
 | result | value [95% interval] | n | what it says |
 |---|---|---|---|
 | Reward model pairwise accuracy (held-out pairs) | {rm_acc.text()} | {rm_acc.n} | {verdict("RM accuracy", rm_acc)} |
-| "Longer response wins" baseline on the same pairs | {baseline['longer_wins']:.3f} | {baseline['pairs']} | a length bias to compare against |
+| "Longer response wins" baseline on the same pairs | {baseline['longer_wins']:.3f} | {baseline['pairs']} | a length rule to beat (its opposite scores {1 - baseline['longer_wins']:.3f}) |
 | DPO implicit-reward accuracy (held-out pairs) | {dpo_acc.text()} | {dpo_acc.n} | {verdict("DPO preference accuracy", dpo_acc)} |
 | DPO policy win rate vs reference, judged by the RM | {win.text()} | {win.n} | {verdict("The win rate", win)} |
 | KL(policy ‖ reference) per response (nats) | {kl.text()} | {kl.n} | how far DPO moved the policy |
@@ -146,6 +150,9 @@ normal for means); p-values are exact sign tests against 0.5.
 ![dpo loss](dpo_loss.png) ![dpo margin](dpo_reward_margin.png) ![dpo accuracy](dpo_accuracy.png)
 
 ## Samples (held-out prompts, sampled at temperature {config.eval.generation.temperature})
+
+Policy and reference sample with the same seed, so their answers often start alike and part where
+DPO changed the model; each pair is judged by the reward model.
 
 {examples}
 

@@ -94,19 +94,28 @@ def split_pairs(flat: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def preference_accuracy(model: nn.Module, pairs: Sequence[Group], ref: dict[str, Tensor], split: str, *,
-                        beta: float, max_tokens: int) -> dict:
-    """Implicit-reward accuracy on held pairs: β·[Δ log-ratio] > 0, with its 95% interval."""
+def preference_accuracy(model: nn.Module, pairs: Sequence[Group], ref: dict[str, Tensor] | None, split: str, *,
+                        beta: float, length_normalized: bool, max_tokens: int) -> dict:
+    """Held-out accuracy of the loss's own implicit reward (β·log-ratio, or β·mean log-prob for
+    reference-free losses): chosen above rejected, with its 95% interval."""
     if not pairs:
         return {}
-    logps, _ = group_logps(model, pairs, max_tokens=max_tokens, desc=f"policy log-probs ({split})")
-    chosen, rejected = split_pairs(logps)
-    ref_chosen, ref_rejected = split_pairs(ref[f"{split}/logps"])
-    margins = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+    logps, counts = group_logps(model, pairs, max_tokens=max_tokens, desc=f"policy log-probs ({split})")
+    rewards = beta * implicit_log_ratio(logps, counts, ref, split, length_normalized=length_normalized)
+    chosen, rejected = split_pairs(rewards)
+    margins = chosen - rejected
     estimate = proportion((margins > 0).float().tolist())
+    policy_chosen, policy_rejected = split_pairs(logps)
     return {"preference_accuracy": estimate.value, "preference_accuracy_interval": [estimate.low, estimate.high],
             "pairs": len(pairs), "p_value_vs_chance": estimate.p_value_vs_half, "reward_margin": float(margins.mean()),
-            "policy_chosen_logps": float(chosen.mean()), "policy_rejected_logps": float(rejected.mean())}
+            "policy_chosen_logps": float(policy_chosen.mean()), "policy_rejected_logps": float(policy_rejected.mean())}
+
+
+def implicit_log_ratio(logps: Tensor, counts: Tensor, ref: dict[str, Tensor] | None, split: str, *,
+                       length_normalized: bool) -> Tensor:
+    """log π - log π_ref per completion (log π alone without a reference), per token if normalized."""
+    values = logps - ref[f"{split}/logps"] if ref is not None else logps
+    return values / counts.clamp(min=1) if length_normalized else values
 
 
 def without_ties(records: list[Preference], what: str) -> list[Preference]:
@@ -128,17 +137,22 @@ def train_dpo(config: DPOConfig) -> dict:
     encoder = encoder_for(tokenizer, config.data)
     train_pairs, held_pairs = encode_pairs(encoder, train_records), encode_pairs(encoder, held_records)
     say(f"tokenized: {encoder.stats.summary()}")
-    ref = reference_logps(Path(config.output_dir), policy, config.reference.name, config.policy,
-                          {"train": train_pairs, "eval": held_pairs}, max_tokens=config.max_tokens_per_forward)
-    ref_logps = ref["train/logps"]
-    if loss_fn.length_normalized:
-        ref_logps = ref_logps / ref["train/counts"].clamp(min=1)
-    ref_chosen, ref_rejected = split_pairs(ref_logps)
+    ref = None
+    if loss_fn.needs_reference:
+        ref = reference_logps(output_dir, policy, config.reference.name, config.policy,
+                              {"train": train_pairs, "eval": held_pairs}, max_tokens=config.max_tokens_per_forward,
+                              seed=config.train.seed)
+        ref_logps = ref["train/logps"]
+        if loss_fn.length_normalized:
+            ref_logps = ref_logps / ref["train/counts"].clamp(min=1)
+        ref_chosen, ref_rejected = split_pairs(ref_logps)
+    else:
+        ref_chosen = ref_rejected = torch.zeros(len(train_pairs))  # ignored by reference-free losses
     loss_kwargs = {"beta": config.beta, **config.loss_options}
 
     def evaluate() -> dict:
         return preference_accuracy(policy, held_pairs, ref, "eval", beta=config.beta,
-                                   max_tokens=config.max_tokens_per_forward)
+                                   length_normalized=loss_fn.length_normalized, max_tokens=config.max_tokens_per_forward)
 
     policy.train()
     run = Run(output_dir, policy, config.train, num_examples=len(train_pairs), name=config.loss)

@@ -25,6 +25,7 @@ from rlxf.models import load_causal_lm, load_reward_model, load_tokenizer, rewar
 from rlxf.models.packing import use_packed_attention
 from rlxf.recipes.common import encoder_for, load_preference_splits, say, token_budget_batches, write_json
 from rlxf.recipes.reward_model import encode_pairs, pairwise_accuracy
+from rlxf.train.model_card import saved_settings
 
 
 @dataclass
@@ -57,8 +58,10 @@ class EvalConfig:
     """Preference data; its held-out split gives RM pairs and win-rate prompts."""
     generation: GenerationSection = field(default_factory=GenerationSection)
     """How responses are sampled."""
-    rm_max_length: int = 512
-    """Token limit of the reward model's input."""
+    rm_max_length: int = 0
+    """Token limit of the reward model's input; 0 = as it was trained (its rlxf.json), else 512."""
+    rm_accuracy: bool = True
+    """Also measure the reward model's pairwise accuracy on the held-out pairs."""
 
 
 def held_prompts(records, limit: int) -> list[list[Message]]:
@@ -78,10 +81,10 @@ def judge(reward_model, rm_encoder: ChatEncoder, prompts, texts: list[str], max_
     sequences = []
     for prompt, text in zip(prompts, texts):
         encoded = rm_encoder.encode(prompt, [text])
-        sequences.append(([], encoded.prompt + encoded.completions[0]))
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][1]))
+        sequences.append((encoded.prompt + encoded.completions[0], []))
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
     scores = [0.0] * len(sequences)
-    for batch in token_budget_batches([len(sequences[i][1]) for i in order], max_tokens):
+    for batch in token_budget_batches([len(sequences[i][0]) for i in order], max_tokens):
         rows = [order[i] for i in batch]
         padded = pad([sequences[i] for i in rows], rm_encoder.tokenizer.pad_token_id)
         for row, value in zip(rows, reward_scores(reward_model, padded.input_ids, padded.attention_mask).tolist()):
@@ -101,8 +104,11 @@ def evaluate(config: EvalConfig) -> dict:
     if config.reward_model:
         rm_tokenizer = load_tokenizer(config.reward_model)
         reward_model = load_reward_model(config.reward_model, pad_token_id=rm_tokenizer.pad_token_id).eval()
-        rm_encoder = ChatEncoder(rm_tokenizer, max_length=config.rm_max_length,
-                                 max_prompt_length=config.rm_max_length * 3 // 4)
+        trained = saved_settings(config.reward_model)
+        max_length = config.rm_max_length or trained.get("max_length", 512)
+        max_prompt = trained.get("max_prompt_length", max_length * 3 // 4) if not config.rm_max_length else max_length * 3 // 4
+        rm_encoder = ChatEncoder(rm_tokenizer, max_length=max_length, max_prompt_length=min(max_prompt, max_length - 1))
+    if reward_model is not None and config.rm_accuracy:
         pairs = encode_pairs(rm_encoder, held)
         results["reward_model"] = pairwise_accuracy(reward_model, pairs, [r.tie for r in held], rm_tokenizer.pad_token_id)
         say(f"reward model accuracy: {results['reward_model']['accuracy']:.3f} on {results['reward_model']['pairs']} pairs")

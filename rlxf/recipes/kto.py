@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -55,12 +56,18 @@ class KTOConfig:
     """Token budget of one packed no-grad forward pass (reference and evaluation)."""
 
 
-def mismatched_partners(n: int, seed: int) -> list[int]:
-    """partner[i] != i (for n > 1): the example whose completion follows i's prompt in the KL estimate."""
+def mismatched_partners(groups: Sequence[str], seed: int) -> list[int]:
+    """For each example, another example with a different prompt group, whose completion
+    follows this example's prompt in the KL estimate (itself only if every example shares one group)."""
+    n = len(groups)
     order = np.random.default_rng([seed, 7919]).permutation(n)
-    partner = [0] * n
-    for k, i in enumerate(order):
-        partner[i] = int(order[(k + 1) % n])
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    partner = []
+    for i in range(n):
+        k = int(position[i])
+        candidates = (int(order[(k + step) % n]) for step in range(1, n))
+        partner.append(next((j for j in candidates if groups[j] != groups[i]), i))
     return partner
 
 
@@ -95,14 +102,14 @@ def train_kto(config: KTOConfig) -> dict:
         return out
 
     matched, held = encode(train_records), encode(held_records)
-    partner = mismatched_partners(len(matched), config.train.seed)
+    partner = mismatched_partners([r.group_key for r in train_records], config.train.seed)
     mismatched = [(matched[i][0], matched[partner[i]][1]) for i in range(len(matched))]
     labels = torch.tensor([r.label for r in train_records])
     held_labels = torch.tensor([r.label for r in held_records])
     say(f"tokenized: {encoder.stats.summary()}; {int((labels > 0).sum())} desirable, {int((labels <= 0).sum())} undesirable")
     ref = reference_logps(output_dir, policy, config.reference.name, config.policy,
                           {"train": as_groups(matched), "mismatched": as_groups(mismatched), "eval": as_groups(held)},
-                          max_tokens=config.max_tokens_per_forward)
+                          max_tokens=config.max_tokens_per_forward, seed=config.train.seed)
 
     policy.train()
     run = Run(output_dir, policy, config.train, num_examples=len(matched), name="kto")

@@ -55,7 +55,7 @@ def encode_pairs(encoder: ChatEncoder, records: Sequence[Preference]) -> list[Pa
 
 def score_pair_batch(model: nn.Module, pairs: Sequence[Pair], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rewards of chosen and rejected sequences, (B,) each, in one padded forward pass."""
-    sequences = [([], chosen) for chosen, _ in pairs] + [([], rejected) for _, rejected in pairs]
+    sequences = [(chosen, []) for chosen, _ in pairs] + [(rejected, []) for _, rejected in pairs]
     batch = pad(sequences, pad_id)
     scores = reward_scores(model, batch.input_ids, batch.attention_mask)
     return scores[: len(pairs)], scores[len(pairs):]
@@ -80,9 +80,11 @@ def pairwise_accuracy(model: nn.Module, pairs: Sequence[Pair], ties: Sequence[bo
 
 
 def length_baseline(records: Sequence[Preference]) -> dict:
-    """Accuracy of 'the longer response wins' on decided pairs (a bias to beat)."""
-    decided = [r for r in records if not r.tie and len(r.chosen) != len(r.rejected)]
-    estimate = proportion([float(len(r.chosen) > len(r.rejected)) for r in decided])
+    """Accuracy of 'the longer response (in characters) wins' on the non-tied pairs the reward
+    model is scored on; equal lengths count half."""
+    decided = [r for r in records if not r.tie]
+    estimate = proportion([1.0 if len(r.chosen) > len(r.rejected) else 0.5 if len(r.chosen) == len(r.rejected)
+                           else 0.0 for r in decided])
     return {"longer_wins": estimate.value, "longer_wins_interval": [estimate.low, estimate.high], "pairs": estimate.n}
 
 
@@ -127,5 +129,6 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     write_json(output_dir / "eval.json", results)
     card = model_card(title="Reward model", base_model=config.model.name, recipe="rm",
                       data=data_summary, config=to_dict(config), metrics=results["held_out"])
-    save_model(model, tokenizer, output_dir / "model", card)
+    save_model(model, tokenizer, output_dir / "model", card, settings={
+        "kind": "reward_model", "max_length": config.data.max_length, "max_prompt_length": config.data.max_prompt_length})
     return results

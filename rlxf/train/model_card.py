@@ -35,13 +35,22 @@ def model_card(*, title: str, base_model: str, recipe: str, data: dict[str, Any]
     )
 
 
-def save_model(model: nn.Module, tokenizer, directory: str | Path, card: str) -> Path:
-    """safetensors weights (LoRA merged in; the adapter also kept under adapter/), tokenizer, README.md."""
+def save_model(model: nn.Module, tokenizer, directory: str | Path, card: str,
+               settings: dict[str, Any] | None = None) -> Path:
+    """safetensors weights (LoRA merged in; the adapter also kept under adapter/), tokenizer, README.md,
+    and ``rlxf.json`` with the settings a later reader needs (e.g. a reward model's input length)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if settings:
+        (directory / "rlxf.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     if is_lora(model):
         model.save_pretrained(directory / "adapter")
     merged_copy_for_saving(model).save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     (directory / "README.md").write_text(card, encoding="utf-8")
     return directory
+
+
+def saved_settings(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / "rlxf.json"
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -24,7 +24,7 @@ def dpo_command(output_dir, data):
     return [sys.executable, "-m", "rlxf.cli", "dpo", f"output_dir={output_dir}", "policy.name=tiny-llama",
             f"data.path={data}", "data.max_length=160", "data.max_prompt_length=96", "train.max_steps=12",
             "train.batch_size=4", "train.micro_batch_size=2", "train.lr=1e-3", "train.save_every=3",
-            "train.threads=1", "train.warmup_steps=2"]
+            "train.threads=1", "train.warmup_steps=2", "policy.lora.rank=4", "policy.lora.dropout=0.1"]
 
 
 def test_sigkill_then_resume_gives_the_same_per_step_losses(tmp_path, small_hh):
@@ -64,6 +64,7 @@ def test_accumulation_equals_one_big_batch(tmp_path, small_hh):
         return read_metrics(output_dir / "metrics.jsonl", "train")
 
     big, accumulated = run(8, tmp_path / "big"), run(1, tmp_path / "acc")
+    assert len(big) == len(accumulated) == 2
     for a, b in zip(big, accumulated):
         for key in ("loss", "grad_norm", "rewards/margin", "rewards/accuracy"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key

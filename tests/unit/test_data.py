@@ -89,8 +89,10 @@ def test_csv_and_parquet_rows(tmp_path):
 
 
 def test_shared_public_formats():
-    autoj, _ = read_preferences(SHARED_DATA / "autoj_pairwise_dev.jsonl")
-    assert len(autoj) == 938 and sum(r.tie for r in autoj) == 241
+    autoj, bad = read_preferences(SHARED_DATA / "autoj_pairwise_dev.jsonl", on_bad_row="skip")
+    assert len(autoj) + len(bad) == 938 and sum(r.tie for r in autoj) == 241
+    # a row whose two responses are the same text yet labeled as a preference is refused
+    assert bad.errors and all("identical to 'chosen'" in str(e) for e in bad.errors)
     webgpt, _ = read_preferences(SHARED_DATA / "webgpt_comparisons_dsp_test.json")
     assert len(webgpt) == 901 and sum(r.tie for r in webgpt) == 245
     assert {r.margin for r in webgpt} == {0.0, 1.0, 2.0}

@@ -7,18 +7,27 @@ from rlxf.data import pack, pad
 from rlxf.data.batching import pack_groups
 from rlxf.losses import sequence_mean, token_mean
 from rlxf.losses.preference import dpo
-from rlxf.models import completion_logps
+from rlxf.models import completion_logps, reward_scores
 from rlxf.models.logprobs import token_logps_from_hidden
 from rlxf.models.packing import use_packed_attention
 from rlxf.models.tiny import tiny_llama
+from rlxf.train import distributed
 
 
-def test_batch_split_across_two_ranks_sums_to_whole_batch_loss():
+def test_batch_split_across_two_ranks_sums_to_whole_batch_loss(monkeypatch):
     torch.manual_seed(0)
     pc, pr, rc, rr = (torch.randn(8) for _ in range(4))
-    whole = sequence_mean(dpo(pc, pr, rc, rr, beta=0.1)[0], 8)
-    halves = [sequence_mean(dpo(pc[s], pr[s], rc[s], rr[s], beta=0.1)[0], 8) for s in (slice(0, 4), slice(4, 8))]
-    assert torch.allclose(whole, sum(halves))
+    batch = [5, 0, 7, 2, 3, 6, 1, 4]
+    whole = sequence_mean(dpo(pc[batch], pr[batch], rc[batch], rr[batch], beta=0.1)[0], len(batch))
+    parts, seen = [], []
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        monkeypatch.setattr(distributed, "world_size", lambda: 2)
+        share = distributed.shard(batch)
+        seen += share
+        parts.append(sequence_mean(dpo(pc[share], pr[share], rc[share], rr[share], beta=0.1)[0], len(batch)))
+    assert sorted(seen) == sorted(batch) and len(share) == 4
+    assert torch.allclose(whole, parts[0] + parts[1])
     tokens = torch.tensor([3.0, 5.0, 2.0])
     assert torch.allclose(token_mean(tokens, 10), token_mean(tokens[:1], 10) + token_mean(tokens[1:], 10))
 
@@ -84,10 +93,13 @@ def test_a_shared_prompt_gives_each_completion_its_own_log_probs():
     assert torch.allclose(grad_shared, grad_separate, atol=1e-5)
 
 
-def test_padding_tokens_and_prompt_masking_do_not_change_logps():
-    model = tiny_llama(seed=3).eval()
-    sequences = _sequences()
+def test_reward_scores_read_the_last_real_token_whatever_the_padding():
+    model = tiny_llama(seed=5, reward_head=True).eval()
+    short, long = [1, 5, 9, 2], [1, 7, 7, 7, 7, 7, 7, 2]
     with torch.no_grad():
-        a, _ = completion_logps(model, pad(sequences, pad_token_id=0))
-        b, _ = completion_logps(model, pad(sequences, pad_token_id=77))
-    assert torch.allclose(a, b, atol=1e-6)
+        alone = reward_scores(model, torch.tensor([short]), torch.ones(1, 4, dtype=torch.long))
+        batch = pad([(short, []), (long, [])], pad_token_id=0)
+        together = reward_scores(model, batch.input_ids, batch.attention_mask)
+        other_pad = pad([(short, []), (long, [])], pad_token_id=2)
+        again = reward_scores(model, other_pad.input_ids, other_pad.attention_mask)
+    assert torch.allclose(alone[0], together[0], atol=1e-5) and torch.allclose(together, again, atol=1e-6)
