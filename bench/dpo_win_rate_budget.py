@@ -6,7 +6,7 @@ evaluates the policy against the reference on held-out prompts: DPO preference a
 win rate judged by the RM (95% interval, sign test), KL and lengths. Each budget resumes
 the previous run from its checkpoint, so the total cost is that of the largest budget.
 
-    python bench/dpo_win_rate_budget.py --budgets 75,150,300 --prompts 192
+    python bench/dpo_win_rate_budget.py --budgets 25,50,100,200 --prompts 128
 
 Writes bench/results/dpo_win_rate_budget.json and prints one line per budget.
 """
@@ -29,10 +29,11 @@ DATA = ["data.path=data/hh_rlhf_harmless_demo.jsonl", "data.eval_fraction=0.2", 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budgets", default="75,150,300", help="DPO steps at which to evaluate")
-    parser.add_argument("--prompts", type=int, default=192, help="held-out prompts for the win rate")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--budgets", default="25,50,100,200", help="DPO steps at which to evaluate")
+    parser.add_argument("--prompts", type=int, default=128, help="held-out prompts for the win rate")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--rm-epochs", default="1")
     parser.add_argument("--lr", default="2e-5")
     parser.add_argument("--beta", default="0.1")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_win_rate")
@@ -42,14 +43,17 @@ def main() -> None:
     started = time.perf_counter()
     rm_dir = args.work / "rm"
     if not (rm_dir / "model" / "config.json").exists():
-        train_reward_model(load_config(RewardModelConfig, ROOT / "configs" / "rm_hh.yaml", [f"output_dir={rm_dir}"]))
+        train_reward_model(load_config(RewardModelConfig, ROOT / "configs" / "rm_hh.yaml",
+                                       [f"output_dir={rm_dir}", f"train.epochs={args.rm_epochs}"]))
     rm_accuracy = json.loads((rm_dir / "eval.json").read_text())["held_out"]
 
     rows = []
-    for budget in [int(b) for b in args.budgets.split(",")]:
+    budgets = [int(b) for b in args.budgets.split(",")]
+    for budget in budgets:
         dpo_dir = args.work / "dpo"
         train_dpo(load_config(DPOConfig, None, [
             f"output_dir={dpo_dir}", *DATA, "data.max_length=256", "data.max_prompt_length=96",
+            f"data.limit={4 * max(budgets)}",
             f"train.max_steps={budget}", "train.batch_size=4", f"train.lr={args.lr}", "train.scheduler=constant",
             "train.warmup_steps=5", f"train.save_every={budget}", "train.keep_checkpoints=1", f"beta={args.beta}",
         ]))

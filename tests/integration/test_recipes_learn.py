@@ -74,6 +74,22 @@ def test_reward_model_learns_on_tiny_llama(tmp_path, small_hh):
     assert {"accuracy", "accuracy_interval", "pairs"} <= set(results["held_out"])
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["held_out"]["pairs"] == results["held_out"]["pairs"] > 0
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((tmp_path / "model" / "rlxf.json").read_text())["max_length"] == 160
+
+
+def test_reward_model_with_lora_trains_adapters_and_head(tmp_path, small_hh):
+    config = load_config(RewardModelConfig, None, [
+        f"output_dir={tmp_path}", "model.name=tiny-llama", "model.lora.rank=4", f"data.path={small_hh}", *TINY_DATA,
+        *FEW_PAIRS, "train.max_steps=20", "train.batch_size=4", "train.lr=1e-2", "train.scheduler=constant",
+    ])
+    train_reward_model(config)
+    start, end = first_and_last(train_rows(tmp_path), "loss")
+    assert end < start
+    from rlxf.models import load_reward_model
+
+    trained = load_reward_model(str(tmp_path / "model"))
+    assert not torch.equal(trained.score.weight, load_reward_model("tiny-llama").score.weight)
 
 
 def test_sft_lowers_completion_nll(tmp_path, small_hh):
