@@ -41,8 +41,13 @@ def select_pairs(count: int, path: Path) -> dict:
         lengths = [len(encoded.prompt) + len(c) for c in encoded.completions]
         if max(lengths) >= MAX_LENGTH or pair.tie:
             continue
-        rows.append({"prompt": pair.prompt, "chosen": [{"role": "assistant", "content": pair.chosen}],
-                     "rejected": [{"role": "assistant", "content": pair.rejected}]})
+        rows.append(
+            {
+                "prompt": pair.prompt,
+                "chosen": [{"role": "assistant", "content": pair.chosen}],
+                "rejected": [{"role": "assistant", "content": pair.rejected}],
+            }
+        )
         tokens += lengths
         if len(rows) == count:
             break
@@ -60,16 +65,33 @@ def run_rlxf(data: Path, steps: int, workdir: Path) -> dict:
     from rlxf.train.metrics import read_metrics
 
     started = time.perf_counter()
-    config = load_config(DPOConfig, None, [
-        f"output_dir={workdir}", f"data.path={data}", "data.eval_fraction=0", f"data.max_length={MAX_LENGTH}",
-        f"data.max_prompt_length={MAX_LENGTH - 1}", f"train.max_steps={steps}", f"train.batch_size={BATCH}",
-        f"train.lr={LR}", f"beta={BETA}", "train.shuffle=false", "train.scheduler=constant", "train.max_grad_norm=1.0",
-    ])
+    config = load_config(
+        DPOConfig,
+        None,
+        [
+            f"output_dir={workdir}",
+            f"data.path={data}",
+            "data.eval_fraction=0",
+            f"data.max_length={MAX_LENGTH}",
+            f"data.max_prompt_length={MAX_LENGTH - 1}",
+            f"train.max_steps={steps}",
+            f"train.batch_size={BATCH}",
+            f"train.lr={LR}",
+            f"beta={BETA}",
+            "train.shuffle=false",
+            "train.scheduler=constant",
+            "train.max_grad_norm=1.0",
+        ],
+    )
     train_dpo(config)
     rows = read_metrics(workdir / "metrics.jsonl", "train")
     total = time.perf_counter() - started
-    return {"step_seconds": [r["step_seconds"] for r in rows], "losses": [r["loss"] for r in rows],
-            "total_seconds": total, "peak_rss_gib": peak_rss_gib()}
+    return {
+        "step_seconds": [r["step_seconds"] for r in rows],
+        "losses": [r["loss"] for r in rows],
+        "total_seconds": total,
+        "peak_rss_gib": peak_rss_gib(),
+    }
 
 
 def run_trl(data: Path, steps: int, workdir: Path, fast: bool) -> dict:
@@ -94,35 +116,62 @@ def run_trl(data: Path, steps: int, workdir: Path, fast: bool) -> dict:
             step_seconds.append(time.perf_counter() - self.started)
 
     args = DPOConfig(
-        output_dir=str(workdir), per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=LR, beta=BETA,
-        max_length=MAX_LENGTH, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, logging_steps=1,
-        save_strategy="no", report_to="none", use_cpu=True, bf16=False, fp16=False,
-        train_sampling_strategy="sequential", gradient_checkpointing=not fast, precompute_ref_log_probs=fast,
-        dataloader_num_workers=0, seed=0,
+        output_dir=str(workdir),
+        per_device_train_batch_size=BATCH,
+        max_steps=steps,
+        learning_rate=LR,
+        beta=BETA,
+        max_length=MAX_LENGTH,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=1.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        train_sampling_strategy="sequential",
+        gradient_checkpointing=not fast,
+        precompute_ref_log_probs=fast,
+        dataloader_num_workers=0,
+        seed=0,
     )
     dataset = load_dataset("json", data_files=str(data), split="train")
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[Timer()])
     trainer.train()
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-    return {"step_seconds": step_seconds, "losses": losses, "total_seconds": time.perf_counter() - started,
-            "peak_rss_gib": peak_rss_gib(), "trl_version": __import__("trl").__version__}
+    return {
+        "step_seconds": step_seconds,
+        "losses": losses,
+        "total_seconds": time.perf_counter() - started,
+        "peak_rss_gib": peak_rss_gib(),
+        "trl_version": __import__("trl").__version__,
+    }
 
 
 def worker(kind: str, data: Path, steps: int) -> None:
     with tempfile.TemporaryDirectory() as workdir:
-        result = run_rlxf(data, steps, Path(workdir)) if kind == "rlxf" else run_trl(
-            data, steps, Path(workdir), fast=kind == "trl-fast")
+        result = (
+            run_rlxf(data, steps, Path(workdir))
+            if kind == "rlxf"
+            else run_trl(data, steps, Path(workdir), fast=kind == "trl-fast")
+        )
     print("RESULT " + json.dumps(result))
 
 
 def launch(kind: str, data: Path, steps: int) -> dict:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, __file__, "--worker", kind, "--data", str(data), "--steps", str(steps)],
-                          capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, "--data", str(data), "--steps", str(steps)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise SystemExit(f"{kind} failed:\n{done.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def median_step(result: dict) -> float:
@@ -144,8 +193,10 @@ def main() -> None:
         data = Path(tmp) / "pairs.jsonl"
         selection = select_pairs(args.steps * BATCH, data)
         results = {kind: launch(kind, data, args.steps) for kind in args.runs.split(",")}
-    print(f"{selection['pairs']} pairs, {selection['mean_tokens_per_sequence']:.0f} tokens per sequence on average; "
-          f"batch {BATCH} pairs; {args.steps} steps (median over steps {WARMUP + 1}..{args.steps})")
+    print(
+        f"{selection['pairs']} pairs, {selection['mean_tokens_per_sequence']:.0f} tokens per sequence on average; "
+        f"batch {BATCH} pairs; {args.steps} steps (median over steps {WARMUP + 1}..{args.steps})"
+    )
     print(f"{'run':10} {'s/step':>8} {'peak RSS GiB':>13} {'total s':>8}")
     for kind, result in results.items():
         print(f"{kind:10} {median_step(result):8.2f} {result['peak_rss_gib']:13.2f} {result['total_seconds']:8.1f}")
@@ -156,11 +207,14 @@ def main() -> None:
             print(f"rlxf is {speedup:.2f}x faster per step than {kind}; largest per-step loss difference {gap:.4f}")
     print("losses per step:")
     for step in range(args.steps):
-        print(f"  {step + 1:3d} " + " ".join(f"{k}={r['losses'][step]:.4f}" for k, r in results.items()
-                                            if step < len(r["losses"])))
+        print(
+            f"  {step + 1:3d} "
+            + " ".join(f"{k}={r['losses'][step]:.4f}" for k, r in results.items() if step < len(r["losses"]))
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"selection": selection, "results": results, "command": " ".join(sys.argv)},
-                                   indent=2) + "\n")
+    args.out.write_text(
+        json.dumps({"selection": selection, "results": results, "command": " ".join(sys.argv)}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -43,38 +43,80 @@ def main() -> None:
     started = time.perf_counter()
     rm_dir = args.work / "rm"
     if not (rm_dir / "model" / "config.json").exists():
-        train_reward_model(load_config(RewardModelConfig, ROOT / "configs" / "rm_hh.yaml",
-                                       [f"output_dir={rm_dir}", f"train.epochs={args.rm_epochs}"]))
+        train_reward_model(
+            load_config(
+                RewardModelConfig,
+                ROOT / "configs" / "rm_hh.yaml",
+                [f"output_dir={rm_dir}", f"train.epochs={args.rm_epochs}"],
+            )
+        )
     rm_accuracy = json.loads((rm_dir / "eval.json").read_text())["held_out"]
 
     rows = []
     budgets = [int(b) for b in args.budgets.split(",")]
     for budget in budgets:
         dpo_dir = args.work / "dpo"
-        train_dpo(load_config(DPOConfig, None, [
-            f"output_dir={dpo_dir}", *DATA, "data.max_length=256", "data.max_prompt_length=96",
-            f"data.limit={4 * max(budgets)}",
-            f"train.max_steps={budget}", "train.batch_size=4", f"train.lr={args.lr}", "train.scheduler=constant",
-            "train.warmup_steps=5", f"train.save_every={budget}", "train.keep_checkpoints=1", f"beta={args.beta}",
-        ]))
+        train_dpo(
+            load_config(
+                DPOConfig,
+                None,
+                [
+                    f"output_dir={dpo_dir}",
+                    *DATA,
+                    "data.max_length=256",
+                    "data.max_prompt_length=96",
+                    f"data.limit={4 * max(budgets)}",
+                    f"train.max_steps={budget}",
+                    "train.batch_size=4",
+                    f"train.lr={args.lr}",
+                    "train.scheduler=constant",
+                    "train.warmup_steps=5",
+                    f"train.save_every={budget}",
+                    "train.keep_checkpoints=1",
+                    f"beta={args.beta}",
+                ],
+            )
+        )
         dpo_eval = json.loads((dpo_dir / "eval.json").read_text())["held_out"]
-        result = evaluate(load_config(EvalConfig, None, [
-            f"output_dir={args.work / f'eval_{budget}'}", f"policy={dpo_dir / 'model'}", f"reward_model={rm_dir / 'model'}",
-            *DATA, "data.max_length=256", "data.max_prompt_length=96", f"generation.num_prompts={args.prompts}",
-            f"generation.max_new_tokens={args.max_new_tokens}", f"generation.temperature={args.temperature}",
-        ]))
-        row = {"steps": budget, "pairs_seen": 4 * budget, "preference_accuracy": dpo_eval,
-               "win_rate": result["win_rate"], "kl": result["kl_to_reference"],
-               "policy_length": result["policy_length_tokens"], "reference_length": result["reference_length_tokens"],
-               "elapsed_seconds": time.perf_counter() - started}
+        result = evaluate(
+            load_config(
+                EvalConfig,
+                None,
+                [
+                    f"output_dir={args.work / f'eval_{budget}'}",
+                    f"policy={dpo_dir / 'model'}",
+                    f"reward_model={rm_dir / 'model'}",
+                    *DATA,
+                    "data.max_length=256",
+                    "data.max_prompt_length=96",
+                    f"generation.num_prompts={args.prompts}",
+                    f"generation.max_new_tokens={args.max_new_tokens}",
+                    f"generation.temperature={args.temperature}",
+                ],
+            )
+        )
+        row = {
+            "steps": budget,
+            "pairs_seen": 4 * budget,
+            "preference_accuracy": dpo_eval,
+            "win_rate": result["win_rate"],
+            "kl": result["kl_to_reference"],
+            "policy_length": result["policy_length_tokens"],
+            "reference_length": result["reference_length_tokens"],
+            "elapsed_seconds": time.perf_counter() - started,
+        }
         rows.append(row)
         w = row["win_rate"]
-        print(f"steps {budget:4d}: preference accuracy {dpo_eval['preference_accuracy']:.3f}, win rate "
-              f"{w['value']:.3f} [{w['low']:.3f}, {w['high']:.3f}] (n={w['n']}, p={w['p_value_vs_half']:.3g}), "
-              f"KL {row['kl']['value']:.2f}", flush=True)
+        print(
+            f"steps {budget:4d}: preference accuracy {dpo_eval['preference_accuracy']:.3f}, win rate "
+            f"{w['value']:.3f} [{w['low']:.3f}, {w['high']:.3f}] (n={w['n']}, p={w['p_value_vs_half']:.3g}), "
+            f"KL {row['kl']['value']:.2f}",
+            flush=True,
+        )
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"reward_model": rm_accuracy, "budgets": rows, "args": vars(args)},
-                                       indent=2, default=str) + "\n")
+        args.out.write_text(
+            json.dumps({"reward_model": rm_accuracy, "budgets": rows, "args": vars(args)}, indent=2, default=str) + "\n"
+        )
 
 
 if __name__ == "__main__":

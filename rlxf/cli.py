@@ -11,27 +11,46 @@ from rlxf.config import ConfigError, describe, load_config
 
 # command -> (module, config class, entry function, one-line summary)
 COMMANDS = {
-    "rm": ("rlxf.recipes.reward_model", "RewardModelConfig", "train_reward_model",
-           "train a reward model on pairwise preferences (Bradley-Terry)"),
+    "rm": (
+        "rlxf.recipes.reward_model",
+        "RewardModelConfig",
+        "train_reward_model",
+        "train a reward model on pairwise preferences (Bradley-Terry)",
+    ),
     "sft": ("rlxf.recipes.sft", "SFTConfig", "train_sft", "supervised fine-tuning on prompt/completion pairs"),
-    "dpo": ("rlxf.recipes.dpo", "DPOConfig", "train_dpo", "offline preference optimization (dpo, ipo, cdpo, robust, hinge, simpo)"),
+    "dpo": (
+        "rlxf.recipes.dpo",
+        "DPOConfig",
+        "train_dpo",
+        "offline preference optimization (dpo, ipo, cdpo, robust, hinge, simpo)",
+    ),
     "kto": ("rlxf.recipes.kto", "KTOConfig", "train_kto", "KTO on unpaired binary feedback"),
     "eval": ("rlxf.recipes.evaluate", "EvalConfig", "evaluate", "RM accuracy, win rate vs reference, KL, lengths"),
-    "demo": ("rlxf.recipes.demo", "DemoConfig", "run_demo", "reward model -> DPO -> evaluation -> report, on shipped data"),
+    "demo": (
+        "rlxf.recipes.demo",
+        "DemoConfig",
+        "run_demo",
+        "reward model -> DPO -> evaluation -> report, on shipped data",
+    ),
 }
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rlxf", description="Train language models from feedback.",
+        prog="rlxf",
+        description="Train language models from feedback.",
         epilog="Run `rlxf <command> --help` to list a command's config fields.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (*_, summary) in COMMANDS.items():
         command = sub.add_parser(name, help=summary, add_help=False)
         command.add_argument("-h", "--help", action="store_true", help="list config fields and defaults")
-        command.add_argument("args", nargs="*", metavar="[config.yaml] [key=value]",
-                             help="an optional YAML config, then dotted overrides such as train.lr=1e-5")
+        command.add_argument(
+            "args",
+            nargs="*",
+            metavar="[config.yaml] [key=value]",
+            help="an optional YAML config, then dotted overrides such as train.lr=1e-5",
+        )
     return parser
 
 

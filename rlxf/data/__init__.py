@@ -3,7 +3,12 @@
 from rlxf.data.batching import TokenBatch, pack, pad
 from rlxf.data.errors import BadRows, DataError
 from rlxf.data.formats import (
-    PREFERENCE_FORMATS, parse_dialogue, read_demonstrations, read_feedback, read_labeled, read_preferences,
+    PREFERENCE_FORMATS,
+    parse_dialogue,
+    read_demonstrations,
+    read_feedback,
+    read_labeled,
+    read_preferences,
     read_prompts,
 )
 from rlxf.data.records import Labeled, Message, Preference, Prompt
@@ -11,7 +16,24 @@ from rlxf.data.split import split_by_group
 from rlxf.data.templating import ChatEncoder, Encoded, TruncationStats
 
 __all__ = [
-    "BadRows", "ChatEncoder", "DataError", "Encoded", "Labeled", "Message", "PREFERENCE_FORMATS",
-    "Preference", "Prompt", "TokenBatch", "TruncationStats", "pack", "pad", "parse_dialogue",
-    "read_demonstrations", "read_feedback", "read_labeled", "read_preferences", "read_prompts", "split_by_group",
+    "BadRows",
+    "ChatEncoder",
+    "DataError",
+    "Encoded",
+    "Labeled",
+    "Message",
+    "PREFERENCE_FORMATS",
+    "Preference",
+    "Prompt",
+    "TokenBatch",
+    "TruncationStats",
+    "pack",
+    "pad",
+    "parse_dialogue",
+    "read_demonstrations",
+    "read_feedback",
+    "read_labeled",
+    "read_preferences",
+    "read_prompts",
+    "split_by_group",
 ]

@@ -77,9 +77,14 @@ def pack_groups(groups: Groups) -> TokenBatch:
             sequence += 1
         segments.append(Segment(start, len(prompt), tuple(len(c) for c in completions)))
     return TokenBatch(
-        input_ids=torch.tensor([ids]), position_ids=torch.tensor([positions]), attention_mask=None,
-        score_index=torch.tensor(index, dtype=torch.long), score_targets=torch.tensor(targets, dtype=torch.long),
-        score_owner=torch.tensor(owner, dtype=torch.long), num_sequences=sequence, num_tokens=len(ids),
+        input_ids=torch.tensor([ids]),
+        position_ids=torch.tensor([positions]),
+        attention_mask=None,
+        score_index=torch.tensor(index, dtype=torch.long),
+        score_targets=torch.tensor(targets, dtype=torch.long),
+        score_owner=torch.tensor(owner, dtype=torch.long),
+        num_sequences=sequence,
+        num_tokens=len(ids),
         segments=tuple(segments),
     )
 
@@ -95,16 +100,22 @@ def pad(sequences: Sequences, pad_token_id: int) -> TokenBatch:
         tokens = list(prompt) + list(completion)
         if completion and not prompt:
             raise ValueError("a scored completion needs at least one prompt token before it")
-        input_ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        attention[row, :len(tokens)] = 1
+        input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        attention[row, : len(tokens)] = 1
         for t in range(len(prompt), len(tokens)):
             index.append(row * width + t - 1)
             targets.append(tokens[t])
             owner.append(row)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     return TokenBatch(
-        input_ids, positions, attention, torch.tensor(index, dtype=torch.long),
-        torch.tensor(targets, dtype=torch.long), torch.tensor(owner, dtype=torch.long), rows, int(attention.sum()),
+        input_ids,
+        positions,
+        attention,
+        torch.tensor(index, dtype=torch.long),
+        torch.tensor(targets, dtype=torch.long),
+        torch.tensor(owner, dtype=torch.long),
+        rows,
+        int(attention.sum()),
     )
 
 

@@ -132,8 +132,7 @@ def parse_dialogue(text: str, pattern: re.Pattern = _HH_TURN) -> list[Message]:
     if parts[0].strip() or len(parts) < 3:
         raise ValueError("expected a dialogue starting with a Human turn")
     return [
-        {"role": _SPEAKERS[speaker], "content": content.strip()}
-        for speaker, content in zip(parts[1::2], parts[2::2])
+        {"role": _SPEAKERS[speaker], "content": content.strip()} for speaker, content in zip(parts[1::2], parts[2::2])
     ]
 
 
@@ -176,8 +175,9 @@ def _checked_pair(cell: _Cell, prompt: list[Message], chosen: str, rejected: str
 def _from_trl(cell: _Cell) -> Preference:
     if "prompt" not in cell.row:
         return _from_trl_implicit(cell)
-    return _checked_pair(cell, cell.prompt("prompt"), cell.completion("chosen"), cell.completion("rejected"),
-                         **_extras(cell))
+    return _checked_pair(
+        cell, cell.prompt("prompt"), cell.completion("chosen"), cell.completion("rejected"), **_extras(cell)
+    )
 
 
 def _from_trl_implicit(cell: _Cell) -> Preference:
@@ -210,8 +210,11 @@ def _from_webgpt(cell: _Cell) -> Preference:
     texts, scores = cell.require("text"), cell.require("score")
     if not (isinstance(texts, list) and len(texts) == 2 and all(isinstance(t, str) for t in texts)):
         raise cell.error("text", "expected a list of two dialogue strings")
-    if not (isinstance(scores, list) and len(scores) == 2 and all(
-            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scores)):
+    if not (
+        isinstance(scores, list)
+        and len(scores) == 2
+        and all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scores)
+    ):
         raise cell.error("score", "expected a list of two finite numbers")
     prompt_a, reply_a = _split_last_reply(cell, "text", texts[0], _WEBGPT_TURN)
     prompt_b, reply_b = _split_last_reply(cell, "text", texts[1], _WEBGPT_TURN)
@@ -219,8 +222,9 @@ def _from_webgpt(cell: _Cell) -> Preference:
         raise cell.error("text", "the two dialogues have different questions")
     first_better = scores[0] >= scores[1]
     chosen, rejected = (reply_a, reply_b) if first_better else (reply_b, reply_a)
-    return _checked_pair(cell, prompt_a, chosen, rejected, tie=scores[0] == scores[1],
-                         margin=abs(float(scores[0]) - float(scores[1])))
+    return _checked_pair(
+        cell, prompt_a, chosen, rejected, tie=scores[0] == scores[1], margin=abs(float(scores[0]) - float(scores[1]))
+    )
 
 
 PREFERENCE_FORMATS: dict[str, Callable[[_Cell], Preference]] = {
@@ -260,8 +264,11 @@ def _from_unpaired(cell: _Cell) -> Labeled:
         label = cell.required_number("label")
     annotator = cell.row.get("annotator")
     return Labeled(
-        cell.prompt("prompt"), cell.completion("completion"), float(label),
-        annotator=None if annotator is None else str(annotator), source=cell.source,
+        cell.prompt("prompt"),
+        cell.completion("completion"),
+        float(label),
+        annotator=None if annotator is None else str(annotator),
+        source=cell.source,
     )
 
 
@@ -302,7 +309,9 @@ def _read(path: str | Path, parse: Callable[[_Cell], Any], on_bad_row: OnBadRow)
     return records, bad
 
 
-def read_preferences(path: str | Path, *, format: str = "auto", on_bad_row: OnBadRow = "error") -> tuple[list[Preference], BadRows]:
+def read_preferences(
+    path: str | Path, *, format: str = "auto", on_bad_row: OnBadRow = "error"
+) -> tuple[list[Preference], BadRows]:
     """Read pairwise preferences from any supported file and format.
 
     ``format="auto"`` decides from the first row's keys. Malformed rows raise
@@ -336,8 +345,11 @@ def read_prompts(path: str | Path, *, on_bad_row: OnBadRow = "error") -> tuple[l
 def _from_demonstration(cell: _Cell, preference_format: list[str]) -> Labeled | None:
     """A (prompt, completion) to imitate, from whatever the row holds."""
     if "completion" in cell.row:
-        labeled = _from_unpaired(cell) if "label" in cell.row else Labeled(
-            cell.prompt("prompt"), cell.completion("completion"), 1.0, source=cell.source)
+        labeled = (
+            _from_unpaired(cell)
+            if "label" in cell.row
+            else Labeled(cell.prompt("prompt"), cell.completion("completion"), 1.0, source=cell.source)
+        )
         return labeled if labeled.desirable else None
     if "messages" in cell.row:
         messages = cell.messages("messages")
@@ -353,7 +365,9 @@ def _from_demonstration(cell: _Cell, preference_format: list[str]) -> Labeled | 
     return None if pair.tie else Labeled(pair.prompt, pair.chosen, 1.0, annotator=pair.annotator, source=cell.source)
 
 
-def read_demonstrations(path: str | Path, *, format: str = "auto", on_bad_row: OnBadRow = "error") -> tuple[list[Labeled], BadRows]:
+def read_demonstrations(
+    path: str | Path, *, format: str = "auto", on_bad_row: OnBadRow = "error"
+) -> tuple[list[Labeled], BadRows]:
     """Completions to imitate: {prompt, completion[, label > 0]}, {messages}, or the chosen side of pairs.
 
     Rows that are not demonstrations (label <= 0, tied pairs) are left out; the
@@ -364,7 +378,9 @@ def read_demonstrations(path: str | Path, *, format: str = "auto", on_bad_row: O
     return [r for r in records if r is not None], bad
 
 
-def read_feedback(path: str | Path, *, format: str = "auto", on_bad_row: OnBadRow = "error") -> tuple[list[Labeled], BadRows]:
+def read_feedback(
+    path: str | Path, *, format: str = "auto", on_bad_row: OnBadRow = "error"
+) -> tuple[list[Labeled], BadRows]:
     """Unpaired binary feedback: labeled rows as they are, or each pair split into a
     desirable (chosen) and an undesirable (rejected) example; tied pairs are left out."""
     first = next(iter_rows(path), (None, {}))[1]

@@ -37,7 +37,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Row]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise DataError(str(path), location, None, f"invalid JSON ({error.msg} at column {error.colno})") from None
+                raise DataError(
+                    str(path), location, None, f"invalid JSON ({error.msg} at column {error.colno})"
+                ) from None
             if not isinstance(row, dict):
                 raise DataError(str(path), location, None, f"expected a JSON object, got {type(row).__name__}")
             yield location, row
@@ -51,7 +53,7 @@ def _json_rows(path: Path) -> Iterator[tuple[str, Row]]:
     if isinstance(document, dict) and isinstance(document.get("data"), list):
         document = document["data"]
     if not isinstance(document, list):
-        raise DataError(str(path), "file", None, "expected a JSON array of objects (or {\"data\": [...]})")
+        raise DataError(str(path), "file", None, 'expected a JSON array of objects (or {"data": [...]})')
     for index, row in enumerate(document):
         if not isinstance(row, dict):
             raise DataError(str(path), f"item {index}", None, f"expected a JSON object, got {type(row).__name__}")

@@ -77,7 +77,7 @@ class ChatEncoder:
         )
         if not full.startswith(prompt):
             return completion + (self.tokenizer.eos_token or "")
-        reply = full[len(prompt):]
+        reply = full[len(prompt) :]
         eos = self.tokenizer.eos_token
         end = reply.rfind(eos) if eos else -1
         return reply[: end + len(eos)] if end >= 0 else reply
@@ -100,7 +100,7 @@ class ChatEncoder:
         self.stats.sequences += len(replies)
         if len(prompt) + max(len(r) for r in replies) > budget and len(prompt) > self.max_prompt_length:
             self._cut(source, "prompt", len(prompt), self.max_prompt_length)
-            prompt = prompt[-self.max_prompt_length:]
+            prompt = prompt[-self.max_prompt_length :]
             self.stats.prompts_cut += 1
         room = budget - len(prompt)
         for index, reply in enumerate(replies):
@@ -114,7 +114,9 @@ class ChatEncoder:
         if self.truncation == "error" or keep <= 0:
             path, location = _source_parts(source)
             raise DataError(
-                path, location, what,
+                path,
+                location,
+                what,
                 f"{length} tokens do not fit (max_length={self.max_length}, "
                 f"max_prompt_length={self.max_prompt_length}); raise the limits or set truncation=cut",
             )
@@ -139,6 +141,6 @@ def _special_wrapping(tokenizer) -> tuple[list[int], list[int]]:
     bare = tokenizer("x", add_special_tokens=False)["input_ids"]
     wrapped = tokenizer("x", add_special_tokens=True)["input_ids"]
     for start in range(len(wrapped) - len(bare) + 1):
-        if wrapped[start:start + len(bare)] == bare:
-            return wrapped[:start], wrapped[start + len(bare):]
+        if wrapped[start : start + len(bare)] == bare:
+            return wrapped[:start], wrapped[start + len(bare) :]
     return [], []

@@ -37,7 +37,7 @@ def generate(
     """One completion per prompt; temperature 0 means greedy decoding."""
     tokenizer = encoder.tokenizer
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    prompt_ids = [encoder.prefix + encoder._ids(encoder.prompt_text(p))[-encoder.max_prompt_length:] for p in prompts]
+    prompt_ids = [encoder.prefix + encoder._ids(encoder.prompt_text(p))[-encoder.max_prompt_length :] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
     samples: list[Sample | None] = [None] * len(prompts)
     was_training = model.training
@@ -45,17 +45,26 @@ def generate(
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
     for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, dynamic_ncols=True):
-        batch = order[start:start + batch_size]
+        batch = order[start : start + batch_size]
         width = max(len(prompt_ids[i]) for i in batch)
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
         for row, i in enumerate(batch):
-            input_ids[row, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
-            attention[row, width - len(prompt_ids[i]):] = 1
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else {"do_sample": False}
+            input_ids[row, width - len(prompt_ids[i]) :] = torch.tensor(prompt_ids[i])
+            attention[row, width - len(prompt_ids[i]) :] = 1
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+            if temperature > 0
+            else {"do_sample": False}
+        )
         output = model.generate(
-            input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-            eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True, **sampling,
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos_id,
+            pad_token_id=pad_id,
+            use_cache=True,
+            **sampling,
         )[:, width:]
         for row, i in enumerate(batch):
             tokens = output[row].tolist()

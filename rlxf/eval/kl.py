@@ -18,8 +18,14 @@ def _completion_hidden(model: nn.Module, sequences) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def sequence_kl(policy: nn.Module, reference: nn.Module, sequences: Sequence[tuple[list[int], list[int]]],
-                *, chunk: int = 256, max_tokens: int = 4096) -> Tensor:
+def sequence_kl(
+    policy: nn.Module,
+    reference: nn.Module,
+    sequences: Sequence[tuple[list[int], list[int]]],
+    *,
+    chunk: int = 256,
+    max_tokens: int = 4096,
+) -> Tensor:
     """Σ_t KL(π(·|x, y<t) || π_ref(·|x, y<t)) over each response's tokens, (S,).
 
     For responses sampled from π at temperature 1, its expectation is the sequence-level

@@ -28,8 +28,17 @@ def moving_average(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_curves(path: Path, rows: list[dict], keys: list[str], *, title: str, ylabel: str,
-                eval_rows: list[dict] = (), eval_key: str | None = None, hline: float | None = None) -> Path:
+def plot_curves(
+    path: Path,
+    rows: list[dict],
+    keys: list[str],
+    *,
+    title: str,
+    ylabel: str,
+    eval_rows: list[dict] = (),
+    eval_key: str | None = None,
+    hline: float | None = None,
+) -> Path:
     """Per-step values (faint) with a moving average, plus held-out points if given."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
@@ -39,7 +48,7 @@ def plot_curves(path: Path, rows: list[dict], keys: list[str], *, title: str, yl
         if not points:
             continue
         steps, values = zip(*points)
-        line, = ax.plot(steps, values, alpha=0.25, linewidth=1)
+        (line,) = ax.plot(steps, values, alpha=0.25, linewidth=1)
         ax.plot(steps, moving_average(list(values), window), color=line.get_color(), label=f"{key} (train)")
     if eval_key:
         points = [(r["step"], r[eval_key]) for r in eval_rows if eval_key in r]
@@ -63,7 +72,10 @@ def plot_estimates(path: Path, estimates: dict[str, Estimate], *, title: str) ->
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
     names = list(estimates)
     values = [estimates[n].value for n in names]
-    errors = [[estimates[n].value - estimates[n].low for n in names], [estimates[n].high - estimates[n].value for n in names]]
+    errors = [
+        [estimates[n].value - estimates[n].low for n in names],
+        [estimates[n].high - estimates[n].value for n in names],
+    ]
     ax.bar(names, values, yerr=errors, capsize=6, color=["#4c72b0", "#55a868", "#c44e52", "#8172b2"][: len(names)])
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance (0.5)")
     for i, name in enumerate(names):

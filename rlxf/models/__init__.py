@@ -15,7 +15,18 @@ from rlxf.models.lora import apply_lora, is_lora, unwrap
 from rlxf.models.tiny import TINY_LLAMA
 
 __all__ = [
-    "MINILM", "SMOLLM2", "TINY_LLAMA", "ModelNotFound", "apply_lora", "cache_dir",
-    "completion_logps", "is_lora", "load_causal_lm", "load_reward_model", "load_tokenizer",
-    "resolve_model_path", "reward_scores", "unwrap",
+    "MINILM",
+    "SMOLLM2",
+    "TINY_LLAMA",
+    "ModelNotFound",
+    "apply_lora",
+    "cache_dir",
+    "completion_logps",
+    "is_lora",
+    "load_causal_lm",
+    "load_reward_model",
+    "load_tokenizer",
+    "resolve_model_path",
+    "reward_scores",
+    "unwrap",
 ]

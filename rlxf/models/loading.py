@@ -128,7 +128,9 @@ def load_causal_lm(name: str, *, dtype: str = "float32", seed: int = 0) -> nn.Mo
     return model
 
 
-def load_reward_model(name: str, *, dtype: str = "float32", seed: int = 0, pad_token_id: int | None = None) -> nn.Module:
+def load_reward_model(
+    name: str, *, dtype: str = "float32", seed: int = 0, pad_token_id: int | None = None
+) -> nn.Module:
     """A sequence model with a scalar head (``AutoModelForSequenceClassification``, 1 label).
 
     A new head is initialized from ``seed``; a folder saved by ``rlxf rm`` keeps its head.

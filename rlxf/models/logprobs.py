@@ -102,10 +102,17 @@ def completion_logps(model: nn.Module, batch: TokenBatch, *, chunk: int = 512) -
         hidden = hidden_states(model, batch).flatten(0, 1)[batch.score_index]
         token_logps = token_logps_from_hidden(hidden, base.get_output_embeddings(), batch.score_targets, chunk=chunk)
     else:  # heads with soft-capping or scaling: fall back to full logits
-        logits = model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids, use_cache=False, **batch.attention_kwargs(),
-        ).logits.flatten(0, 1)[batch.score_index].float()
+        logits = (
+            model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                use_cache=False,
+                **batch.attention_kwargs(),
+            )
+            .logits.flatten(0, 1)[batch.score_index]
+            .float()
+        )
         token_logps = logits.log_softmax(-1).gather(1, batch.score_targets[:, None]).squeeze(1)
     sums = token_logps.new_zeros(batch.num_sequences).index_add(0, batch.score_owner, token_logps)
     counts = torch.bincount(batch.score_owner, minlength=batch.num_sequences)

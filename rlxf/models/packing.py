@@ -35,16 +35,20 @@ def _attend(query: Tensor, key: Tensor, value: Tensor, segments, scale: float | 
     for segment in segments:
         prompt = segment.prompt_length
         first_k, first_v = keys[piece], values[piece]
-        outputs.append(F.scaled_dot_product_attention(queries[piece], first_k, first_v, is_causal=True,
-                                                      scale=scale, enable_gqa=gqa))
+        outputs.append(
+            F.scaled_dot_product_attention(
+                queries[piece], first_k, first_v, is_causal=True, scale=scale, enable_gqa=gqa
+            )
+        )
         piece += 1
         for length in segment.completion_lengths[1:]:
             k = torch.cat([first_k[:, :, :prompt], keys[piece]], dim=2)
             v = torch.cat([first_v[:, :, :prompt], values[piece]], dim=2)
             mask = torch.ones(length, prompt + length, dtype=torch.bool, device=query.device)
             mask[:, prompt:].tril_()
-            outputs.append(F.scaled_dot_product_attention(queries[piece], k, v, attn_mask=mask, scale=scale,
-                                                          enable_gqa=gqa))
+            outputs.append(
+                F.scaled_dot_product_attention(queries[piece], k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+            )
             piece += 1
     return outputs
 

@@ -14,11 +14,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rlxf.config import DataSection, ModelSection, to_yaml
-from rlxf.data import BadRows, Preference, read_preferences, split_by_group
+from rlxf.data import BadRows, Labeled, Preference, read_preferences, split_by_group
 from rlxf.data.batching import pack_groups, token_budget_batches
 from rlxf.data.templating import ChatEncoder
 from rlxf.models import (
-    TINY_LLAMA, apply_lora, completion_logps, load_causal_lm, load_reward_model, load_tokenizer, resolve_model_path,
+    TINY_LLAMA,
+    apply_lora,
+    completion_logps,
+    load_causal_lm,
+    load_reward_model,
+    load_tokenizer,
+    resolve_model_path,
 )
 from rlxf.models.packing import use_packed_attention
 
@@ -45,7 +51,9 @@ def report_bad_rows(bad: BadRows, path: Path) -> None:
         say(f"{path}: {bad.summary()}")
 
 
-def load_splits(data: DataSection, read: Callable = read_preferences, what: str = "pairs") -> tuple[list, list, dict[str, Any]]:
+def load_splits(
+    data: DataSection, read: Callable = read_preferences, what: str = "pairs"
+) -> tuple[list, list, dict[str, Any]]:
     """Training and held-out records (eval_path, else a grouped split of path) and a data summary.
 
     ``read(path, format=..., on_bad_row=...)`` returns (records, BadRows).
@@ -64,8 +72,13 @@ def load_splits(data: DataSection, read: Callable = read_preferences, what: str 
         train, held = split_by_group(records, data.eval_fraction, seed=data.split_seed)
     train = train[: data.limit] if data.limit else train
     held = held[: data.eval_limit] if data.eval_limit else held
-    summary = {"path": str(data.path), "records_read": len(records), "bad_rows_skipped": len(bad),
-               f"train_{what}": len(train), f"eval_{what}": len(held)}
+    summary = {
+        "path": str(data.path),
+        "records_read": len(records),
+        "bad_rows_skipped": len(bad),
+        f"train_{what}": len(train),
+        f"eval_{what}": len(held),
+    }
     say(f"data: {len(train)} training {what}, {len(held)} held-out {what} from {path}")
     return train, held, summary
 
@@ -75,8 +88,18 @@ def load_preference_splits(data: DataSection) -> tuple[list[Preference], list[Pr
 
 
 def encoder_for(tokenizer, data: DataSection) -> ChatEncoder:
-    return ChatEncoder(tokenizer, max_length=data.max_length, max_prompt_length=data.max_prompt_length,
-                       truncation=data.truncation)
+    return ChatEncoder(
+        tokenizer, max_length=data.max_length, max_prompt_length=data.max_prompt_length, truncation=data.truncation
+    )
+
+
+def encode_completions(encoder: ChatEncoder, records: Sequence[Labeled]) -> list[tuple[list[int], list[int]]]:
+    """(prompt, completion) token ids of single labeled completions."""
+    sequences = []
+    for record in records:
+        encoded = encoder.encode(record.prompt, [record.completion], record.source)
+        sequences.append((encoded.prompt, encoded.completions[0]))
+    return sequences
 
 
 def build_policy(section: ModelSection, seed: int) -> tuple[nn.Module, Any]:
@@ -85,8 +108,13 @@ def build_policy(section: ModelSection, seed: int) -> tuple[nn.Module, Any]:
     model = load_causal_lm(section.name, dtype=section.dtype, seed=seed)
     use_packed_attention(model)
     if section.lora.rank:
-        model = apply_lora(model, rank=section.lora.rank, alpha=section.lora.alpha,
-                           dropout=section.lora.dropout, target_modules=section.lora.target_modules)
+        model = apply_lora(
+            model,
+            rank=section.lora.rank,
+            alpha=section.lora.alpha,
+            dropout=section.lora.dropout,
+            target_modules=section.lora.target_modules,
+        )
     return model, tokenizer
 
 
@@ -94,8 +122,14 @@ def build_reward_model(section: ModelSection, seed: int) -> tuple[nn.Module, Any
     tokenizer = load_tokenizer(section.name)
     model = load_reward_model(section.name, dtype=section.dtype, seed=seed, pad_token_id=tokenizer.pad_token_id)
     if section.lora.rank:
-        model = apply_lora(model, rank=section.lora.rank, alpha=section.lora.alpha, dropout=section.lora.dropout,
-                           target_modules=section.lora.target_modules, reward_head=True)
+        model = apply_lora(
+            model,
+            rank=section.lora.rank,
+            alpha=section.lora.alpha,
+            dropout=section.lora.dropout,
+            target_modules=section.lora.target_modules,
+            reward_head=True,
+        )
     return model, tokenizer
 
 
@@ -107,8 +141,9 @@ def as_groups(sequences: Sequence[tuple[list[int], list[int]]]) -> list[Group]:
 
 
 @torch.no_grad()
-def group_logps(model: nn.Module, groups: Sequence[Group], *, max_tokens: int = 4096,
-                desc: str = "log-probs") -> tuple[torch.Tensor, torch.Tensor]:
+def group_logps(
+    model: nn.Module, groups: Sequence[Group], *, max_tokens: int = 4096, desc: str = "log-probs"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed completion log-probs and completion lengths, flattened group by group, packed for speed."""
     model_was_training = model.training
     model.eval()
@@ -119,8 +154,9 @@ def group_logps(model: nn.Module, groups: Sequence[Group], *, max_tokens: int = 
     logps = torch.zeros(offsets[-1])
     counts = torch.zeros(offsets[-1], dtype=torch.long)
     lengths = [len(prompt) + sum(len(c) for c in completions) for prompt, completions in groups]
-    for batch in tqdm(token_budget_batches(lengths, max_tokens), desc=desc, leave=False, dynamic_ncols=True,
-                      mininterval=1.0):
+    for batch in tqdm(
+        token_budget_batches(lengths, max_tokens), desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0
+    ):
         values, numbers = completion_logps(model, pack_groups([groups[i] for i in batch]))
         rows = [j for i in batch for j in range(offsets[i], offsets[i + 1])]
         logps[rows] = values.float()
@@ -162,12 +198,23 @@ def weights_signature(name: str) -> list:
     folder = Path(resolve_model_path(name))
     if not folder.is_dir():
         return [name]
-    return sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in folder.iterdir()
-                  if f.suffix in (".safetensors", ".bin"))
+    return sorted(
+        (f.name, f.stat().st_size, int(f.stat().st_mtime))
+        for f in folder.iterdir()
+        if f.suffix in (".safetensors", ".bin")
+    )
 
 
-def reference_logps(output_dir: Path, policy: nn.Module, reference_name: str, policy_section: ModelSection,
-                    splits: dict[str, Sequence[Group]], *, max_tokens: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def reference_logps(
+    output_dir: Path,
+    policy: nn.Module,
+    reference_name: str,
+    policy_section: ModelSection,
+    splits: dict[str, Sequence[Group]],
+    *,
+    max_tokens: int,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
     """Reference log-probs and completion lengths of every completion, computed once and cached.
 
     The reference is ``reference_name`` if given, else ``policy`` as it is now (before
@@ -185,7 +232,8 @@ def reference_logps(output_dir: Path, policy: nn.Module, reference_name: str, po
         tensors = {}
         for split, groups in splits.items():
             tensors[f"{split}/logps"], tensors[f"{split}/counts"] = group_logps(
-                model, groups, max_tokens=max_tokens, desc=f"reference log-probs ({split})")
+                model, groups, max_tokens=max_tokens, desc=f"reference log-probs ({split})"
+            )
         return tensors
 
     return cached_tensors(output_dir / "reference_logps.pt", key, compute)

@@ -36,30 +36,37 @@ class DemoConfig:
     """Share of prompt groups held out from every stage."""
     split_seed: int = 0
     """Seed of the grouped split, the same for every stage so no stage trains on another's held-out data."""
-    rm: RewardModelConfig = field(default_factory=lambda: RewardModelConfig(
-        model=ModelSection(name="minilm-l6-v2"),
-        data=DataSection(max_length=128, max_prompt_length=96, on_bad_row="skip"),
-        train=TrainSection(epochs=1, batch_size=16, lr=5e-5, warmup_steps=10),
-    ))
+    rm: RewardModelConfig = field(
+        default_factory=lambda: RewardModelConfig(
+            model=ModelSection(name="minilm-l6-v2"),
+            data=DataSection(max_length=128, max_prompt_length=96, on_bad_row="skip"),
+            train=TrainSection(epochs=1, batch_size=16, lr=5e-5, warmup_steps=10),
+        )
+    )
     """Stage 1: reward model."""
-    dpo: DPOConfig = field(default_factory=lambda: DPOConfig(
-        policy=ModelSection(name="smollm2-135m-instruct"),
-        data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip", limit=200, eval_limit=200),
-        train=TrainSection(max_steps=50, batch_size=4, lr=3e-5, warmup_steps=5),
-        beta=0.1,
-    ))
+    dpo: DPOConfig = field(
+        default_factory=lambda: DPOConfig(
+            policy=ModelSection(name="smollm2-135m-instruct"),
+            data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip", limit=200, eval_limit=200),
+            train=TrainSection(max_steps=50, batch_size=4, lr=3e-5, warmup_steps=5),
+            beta=0.1,
+        )
+    )
     """Stage 2: DPO."""
-    eval: EvalConfig = field(default_factory=lambda: EvalConfig(
-        data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip"),
-        generation=GenerationSection(num_prompts=64, max_new_tokens=64, batch_size=16),
-        rm_accuracy=False,
-    ))
+    eval: EvalConfig = field(
+        default_factory=lambda: EvalConfig(
+            data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip"),
+            generation=GenerationSection(num_prompts=64, max_new_tokens=64, batch_size=16),
+            rm_accuracy=False,
+        )
+    )
     """Stage 3: evaluation."""
 
 
 def _with_data(section: DataSection, config: DemoConfig) -> DataSection:
-    return dataclasses.replace(section, path=config.data_path, eval_path="", eval_fraction=config.eval_fraction,
-                               split_seed=config.split_seed)
+    return dataclasses.replace(
+        section, path=config.data_path, eval_path="", eval_fraction=config.eval_fraction, split_seed=config.split_seed
+    )
 
 
 def run_demo(config: DemoConfig) -> Path:
@@ -80,8 +87,11 @@ def run_demo(config: DemoConfig) -> Path:
 
     started = time.perf_counter()
     eval_config = dataclasses.replace(
-        config.eval, output_dir=str(root / "eval"), policy=str(root / "dpo" / "model"),
-        reference=config.dpo.policy.name, reward_model=str(root / "rm" / "model"),
+        config.eval,
+        output_dir=str(root / "eval"),
+        policy=str(root / "dpo" / "model"),
+        reference=config.dpo.policy.name,
+        reward_model=str(root / "rm" / "model"),
         data=_with_data(config.eval.data, config),
     )
     say("== 3/3 evaluation ==")
@@ -101,25 +111,54 @@ def write_report(root: Path, timings: dict[str, float], config: DemoConfig) -> P
     rm_train = [r for r in rm_rows if r["split"] == "train"]
     dpo_train = [r for r in dpo_rows if r["split"] == "train"]
     plot_curves(out / "rm_loss.png", rm_train, ["loss"], title="Reward model: Bradley-Terry loss", ylabel="loss")
-    plot_curves(out / "rm_accuracy.png", rm_train, ["rewards/accuracy"], title="Reward model: pairwise accuracy",
-                ylabel="accuracy", eval_rows=[r for r in rm_rows if r["split"] == "eval"], eval_key="accuracy", hline=0.5)
+    plot_curves(
+        out / "rm_accuracy.png",
+        rm_train,
+        ["rewards/accuracy"],
+        title="Reward model: pairwise accuracy",
+        ylabel="accuracy",
+        eval_rows=[r for r in rm_rows if r["split"] == "eval"],
+        eval_key="accuracy",
+        hline=0.5,
+    )
     plot_curves(out / "dpo_loss.png", dpo_train, ["loss"], title="DPO loss", ylabel="loss", hline=0.6931)
-    plot_curves(out / "dpo_reward_margin.png", dpo_train, ["rewards/margin", "rewards/chosen", "rewards/rejected"],
-                title="DPO implicit rewards (β·log-ratio)", ylabel="reward", hline=0.0)
-    plot_curves(out / "dpo_accuracy.png", dpo_train, ["rewards/accuracy"], title="DPO implicit-reward accuracy",
-                ylabel="accuracy", eval_rows=[r for r in dpo_rows if r["split"] == "eval"],
-                eval_key="preference_accuracy", hline=0.5)
+    plot_curves(
+        out / "dpo_reward_margin.png",
+        dpo_train,
+        ["rewards/margin", "rewards/chosen", "rewards/rejected"],
+        title="DPO implicit rewards (β·log-ratio)",
+        ylabel="reward",
+        hline=0.0,
+    )
+    plot_curves(
+        out / "dpo_accuracy.png",
+        dpo_train,
+        ["rewards/accuracy"],
+        title="DPO implicit-reward accuracy",
+        ylabel="accuracy",
+        eval_rows=[r for r in dpo_rows if r["split"] == "eval"],
+        eval_key="preference_accuracy",
+        hline=0.5,
+    )
 
     rm_acc = estimate_from(rm_eval["held_out"], "accuracy", "accuracy_interval")
     dpo_acc = estimate_from(dpo_eval["held_out"], "preference_accuracy", "preference_accuracy_interval")
     win = Estimate(**final["win_rate"])
-    plot_estimates(out / "win_rate.png", {"RM accuracy": rm_acc, "DPO pref. accuracy": dpo_acc,
-                                          "DPO win rate": win}, title="Held-out results")
+    plot_estimates(
+        out / "win_rate.png",
+        {"RM accuracy": rm_acc, "DPO pref. accuracy": dpo_acc, "DPO win rate": win},
+        title="Held-out results",
+    )
     baseline = rm_eval["length_baseline"]
     kl = Estimate(**final["kl_to_reference"])
     lengths = Estimate(**final["policy_length_tokens"]), Estimate(**final["reference_length_tokens"])
-    summary = {"reward_model_accuracy": rm_acc.as_dict(), "dpo_preference_accuracy": dpo_acc.as_dict(),
-               "win_rate": win.as_dict(), "kl_to_reference": kl.as_dict(), "timings_seconds": timings}
+    summary = {
+        "reward_model_accuracy": rm_acc.as_dict(),
+        "dpo_preference_accuracy": dpo_acc.as_dict(),
+        "win_rate": win.as_dict(),
+        "kl_to_reference": kl.as_dict(),
+        "timings_seconds": timings,
+    }
     write_json(out / "summary.json", summary)
     examples = "\n\n".join(
         f"**Prompt:** {e['prompt'][:300]}\n\n- *DPO policy* (reward {e.get('policy_reward', float('nan')):.2f}): "
@@ -135,7 +174,7 @@ normal for means); p-values are exact sign tests against 0.5.
 | result | value [95% interval] | n | what it says |
 |---|---|---|---|
 | Reward model pairwise accuracy (held-out pairs) | {rm_acc.text()} | {rm_acc.n} | {verdict("RM accuracy", rm_acc)} |
-| "Longer response wins" baseline on the same pairs | {baseline['longer_wins']:.3f} | {baseline['pairs']} | a length rule to beat (its opposite scores {1 - baseline['longer_wins']:.3f}) |
+| "Longer response wins" baseline on the same pairs | {baseline["longer_wins"]:.3f} | {baseline["pairs"]} | a length rule to beat (its opposite scores {1 - baseline["longer_wins"]:.3f}) |
 | DPO implicit-reward accuracy (held-out pairs) | {dpo_acc.text()} | {dpo_acc.n} | {verdict("DPO preference accuracy", dpo_acc)} |
 | DPO policy win rate vs reference, judged by the RM | {win.text()} | {win.n} | {verdict("The win rate", win)} |
 | KL(policy ‖ reference) per response (nats) | {kl.text()} | {kl.n} | how far DPO moved the policy |
@@ -143,10 +182,10 @@ normal for means); p-values are exact sign tests against 0.5.
 
 ![held-out results](win_rate.png)
 
-## Reward model ({rm_eval['data']['train_pairs']} training pairs, {config.rm.model.name})
+## Reward model ({rm_eval["data"]["train_pairs"]} training pairs, {config.rm.model.name})
 ![rm loss](rm_loss.png) ![rm accuracy](rm_accuracy.png)
 
-## DPO ({dpo_eval['steps']} steps × {config.dpo.train.batch_size} pairs, β = {config.dpo.beta}, lr = {config.dpo.train.lr}, {config.dpo.policy.name})
+## DPO ({dpo_eval["steps"]} steps × {config.dpo.train.batch_size} pairs, β = {config.dpo.beta}, lr = {config.dpo.train.lr}, {config.dpo.policy.name})
 ![dpo loss](dpo_loss.png) ![dpo margin](dpo_reward_margin.png) ![dpo accuracy](dpo_accuracy.png)
 
 ## Samples (held-out prompts, sampled at temperature {config.eval.generation.temperature})
@@ -160,7 +199,7 @@ DPO changed the model; each pair is judged by the reward model.
 
 {chr(10).join(f"- {stage}: {seconds / 60:.1f} min" for stage, seconds in timings.items())}
 
-Configuration: `{root / 'rm' / 'config.yaml'}`, `{root / 'dpo' / 'config.yaml'}`; metrics: `metrics.jsonl` and
+Configuration: `{root / "rm" / "config.yaml"}`, `{root / "dpo" / "config.yaml"}`; metrics: `metrics.jsonl` and
 TensorBoard logs in each stage folder.
 """
     (out / "report.md").write_text(text, encoding="utf-8")

@@ -11,6 +11,7 @@ stays in memory while training.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +27,14 @@ from rlxf.eval.stats import proportion
 from rlxf.losses import PREFERENCE_LOSSES, sequence_mean
 from rlxf.models import completion_logps
 from rlxf.recipes.common import (
-    Group, build_policy, encoder_for, group_logps, load_preference_splits, reference_logps, say, write_config,
+    Group,
+    build_policy,
+    encoder_for,
+    group_logps,
+    load_preference_splits,
+    reference_logps,
+    say,
+    write_config,
     write_json,
 )
 from rlxf.train import Run
@@ -66,6 +74,14 @@ class DPOConfig:
             raise ValueError(f"loss must be one of {sorted(PREFERENCE_LOSSES)}, got {self.loss!r}")
         if self.beta <= 0:
             raise ValueError("beta must be > 0")
+        accepted = {
+            name
+            for name, p in inspect.signature(PREFERENCE_LOSSES[self.loss]).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and name != "beta"
+        }
+        unknown = set(self.loss_options) - accepted
+        if unknown:
+            raise ValueError(f"loss_options {sorted(unknown)} do not apply to {self.loss}; it takes {sorted(accepted)}")
 
 
 def encode_pairs(encoder: ChatEncoder, records: Sequence[Preference]) -> list[Group]:
@@ -94,8 +110,16 @@ def split_pairs(flat: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def preference_accuracy(model: nn.Module, pairs: Sequence[Group], ref: dict[str, Tensor] | None, split: str, *,
-                        beta: float, length_normalized: bool, max_tokens: int) -> dict:
+def preference_accuracy(
+    model: nn.Module,
+    pairs: Sequence[Group],
+    ref: dict[str, Tensor] | None,
+    split: str,
+    *,
+    beta: float,
+    length_normalized: bool,
+    max_tokens: int,
+) -> dict:
     """Held-out accuracy of the loss's own implicit reward (β·log-ratio, or β·mean log-prob for
     reference-free losses): chosen above rejected, with its 95% interval."""
     if not pairs:
@@ -106,13 +130,20 @@ def preference_accuracy(model: nn.Module, pairs: Sequence[Group], ref: dict[str,
     margins = chosen - rejected
     estimate = proportion((margins > 0).float().tolist())
     policy_chosen, policy_rejected = split_pairs(logps)
-    return {"preference_accuracy": estimate.value, "preference_accuracy_interval": [estimate.low, estimate.high],
-            "pairs": len(pairs), "p_value_vs_chance": estimate.p_value_vs_half, "reward_margin": float(margins.mean()),
-            "policy_chosen_logps": float(policy_chosen.mean()), "policy_rejected_logps": float(policy_rejected.mean())}
+    return {
+        "preference_accuracy": estimate.value,
+        "preference_accuracy_interval": [estimate.low, estimate.high],
+        "pairs": len(pairs),
+        "p_value_vs_chance": estimate.p_value_vs_half,
+        "reward_margin": float(margins.mean()),
+        "policy_chosen_logps": float(policy_chosen.mean()),
+        "policy_rejected_logps": float(policy_rejected.mean()),
+    }
 
 
-def implicit_log_ratio(logps: Tensor, counts: Tensor, ref: dict[str, Tensor] | None, split: str, *,
-                       length_normalized: bool) -> Tensor:
+def implicit_log_ratio(
+    logps: Tensor, counts: Tensor, ref: dict[str, Tensor] | None, split: str, *, length_normalized: bool
+) -> Tensor:
     """log π - log π_ref per completion (log π alone without a reference), per token if normalized."""
     values = logps - ref[f"{split}/logps"] if ref is not None else logps
     return values / counts.clamp(min=1) if length_normalized else values
@@ -139,9 +170,15 @@ def train_dpo(config: DPOConfig) -> dict:
     say(f"tokenized: {encoder.stats.summary()}")
     ref = None
     if loss_fn.needs_reference:
-        ref = reference_logps(output_dir, policy, config.reference.name, config.policy,
-                              {"train": train_pairs, "eval": held_pairs}, max_tokens=config.max_tokens_per_forward,
-                              seed=config.train.seed)
+        ref = reference_logps(
+            output_dir,
+            policy,
+            config.reference.name,
+            config.policy,
+            {"train": train_pairs, "eval": held_pairs},
+            max_tokens=config.max_tokens_per_forward,
+            seed=config.train.seed,
+        )
         ref_logps = ref["train/logps"]
         if loss_fn.length_normalized:
             ref_logps = ref_logps / ref["train/counts"].clamp(min=1)
@@ -151,8 +188,15 @@ def train_dpo(config: DPOConfig) -> dict:
     loss_kwargs = {"beta": config.beta, **config.loss_options}
 
     def evaluate() -> dict:
-        return preference_accuracy(policy, held_pairs, ref, "eval", beta=config.beta,
-                                   length_normalized=loss_fn.length_normalized, max_tokens=config.max_tokens_per_forward)
+        return preference_accuracy(
+            policy,
+            held_pairs,
+            ref,
+            "eval",
+            beta=config.beta,
+            length_normalized=loss_fn.length_normalized,
+            max_tokens=config.max_tokens_per_forward,
+        )
 
     policy.train()
     run = Run(output_dir, policy, config.train, num_examples=len(train_pairs), name=config.loss)
@@ -171,16 +215,27 @@ def train_dpo(config: DPOConfig) -> dict:
         if run.eval_due():
             run.log_eval(evaluate())
 
-    results = {"held_out": evaluate(),
-               "data": data_summary, "truncation": dataclasses.asdict(encoder.stats), "steps": run.step}
+    results = {
+        "held_out": evaluate(),
+        "data": data_summary,
+        "truncation": dataclasses.asdict(encoder.stats),
+        "steps": run.step,
+    }
     if results["held_out"]:
         run.log_eval(results["held_out"])
-        say(f"{config.loss}: held-out preference accuracy {results['held_out']['preference_accuracy']:.3f} "
-            f"on {results['held_out']['pairs']} pairs")
+        say(
+            f"{config.loss}: held-out preference accuracy {results['held_out']['preference_accuracy']:.3f} "
+            f"on {results['held_out']['pairs']} pairs"
+        )
     run.finish()
     write_json(output_dir / "eval.json", results)
-    card = model_card(title=f"{config.loss.upper()} policy", base_model=config.policy.name, recipe="dpo",
-                      data=data_summary, config=to_dict(config), metrics=results["held_out"])
+    card = model_card(
+        title=f"{config.loss.upper()} policy",
+        base_model=config.policy.name,
+        recipe="dpo",
+        data=data_summary,
+        config=to_dict(config),
+        metrics=results["held_out"],
+    )
     save_model(policy, tokenizer, output_dir / "model", card)
     return results
-

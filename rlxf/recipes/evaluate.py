@@ -106,12 +106,18 @@ def evaluate(config: EvalConfig) -> dict:
         reward_model = load_reward_model(config.reward_model, pad_token_id=rm_tokenizer.pad_token_id).eval()
         trained = saved_settings(config.reward_model)
         max_length = config.rm_max_length or trained.get("max_length", 512)
-        max_prompt = trained.get("max_prompt_length", max_length * 3 // 4) if not config.rm_max_length else max_length * 3 // 4
+        max_prompt = (
+            trained.get("max_prompt_length", max_length * 3 // 4) if not config.rm_max_length else max_length * 3 // 4
+        )
         rm_encoder = ChatEncoder(rm_tokenizer, max_length=max_length, max_prompt_length=min(max_prompt, max_length - 1))
     if reward_model is not None and config.rm_accuracy:
         pairs = encode_pairs(rm_encoder, held)
-        results["reward_model"] = pairwise_accuracy(reward_model, pairs, [r.tie for r in held], rm_tokenizer.pad_token_id)
-        say(f"reward model accuracy: {results['reward_model']['accuracy']:.3f} on {results['reward_model']['pairs']} pairs")
+        results["reward_model"] = pairwise_accuracy(
+            reward_model, pairs, [r.tie for r in held], rm_tokenizer.pad_token_id
+        )
+        say(
+            f"reward model accuracy: {results['reward_model']['accuracy']:.3f} on {results['reward_model']['pairs']} pairs"
+        )
     if config.policy:
         results.update(compare_policy(config, held, reward_model, rm_encoder))
     write_json(output_dir / "eval.json", results)
@@ -128,8 +134,13 @@ def compare_policy(config: EvalConfig, held, reward_model, rm_encoder) -> dict:
     reference = load_causal_lm(config.reference).eval()
     for model in (policy, reference):
         use_packed_attention(model)
-    settings = dict(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-                    batch_size=gen.batch_size, seed=gen.seed)
+    settings = dict(
+        max_new_tokens=gen.max_new_tokens,
+        temperature=gen.temperature,
+        top_p=gen.top_p,
+        batch_size=gen.batch_size,
+        seed=gen.seed,
+    )
     policy_samples = generate(policy, encoder, prompts, desc="policy responses", **settings)
     reference_samples = generate(reference, encoder, prompts, desc="reference responses", **settings)
     kl = sequence_kl(policy, reference, [(s.prompt_ids, s.completion_ids) for s in policy_samples])
@@ -158,5 +169,7 @@ def compare_policy(config: EvalConfig, held, reward_model, rm_encoder) -> dict:
 
 
 def examples(prompts, policy_samples: list[Sample], reference_samples: list[Sample], count: int = 5) -> list[dict]:
-    return [{"prompt": p[-1]["content"], "policy": a.text, "reference": b.text}
-            for p, a, b in list(zip(prompts, policy_samples, reference_samples))[:count]]
+    return [
+        {"prompt": p[-1]["content"], "policy": a.text, "reference": b.text}
+        for p, a, b in list(zip(prompts, policy_samples, reference_samples))[:count]
+    ]

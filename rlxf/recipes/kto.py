@@ -26,7 +26,16 @@ from rlxf.losses import kto, sequence_mean
 from rlxf.losses.preference import kto_kl_estimate
 from rlxf.models import completion_logps
 from rlxf.recipes.common import (
-    as_groups, build_policy, encoder_for, group_logps, load_splits, reference_logps, say, write_config, write_json,
+    as_groups,
+    build_policy,
+    encode_completions,
+    encoder_for,
+    group_logps,
+    load_splits,
+    reference_logps,
+    say,
+    write_config,
+    write_json,
 )
 from rlxf.recipes.dpo import ReferenceSection
 from rlxf.train import Run
@@ -81,9 +90,13 @@ def held_out_kto(policy, matched, labels, ref: dict, *, max_tokens: int) -> dict
     desirable = labels > 0
     agree = ((rewards > 0) == desirable).float().tolist()
     estimate = proportion(agree)
-    return {"label_accuracy": estimate.value, "label_accuracy_interval": [estimate.low, estimate.high],
-            "examples": estimate.n, "reward_desirable": float(rewards[desirable].mean()) if desirable.any() else 0.0,
-            "reward_undesirable": float(rewards[~desirable].mean()) if (~desirable).any() else 0.0}
+    return {
+        "label_accuracy": estimate.value,
+        "label_accuracy_interval": [estimate.low, estimate.high],
+        "examples": estimate.n,
+        "reward_desirable": float(rewards[desirable].mean()) if desirable.any() else 0.0,
+        "reward_undesirable": float(rewards[~desirable].mean()) if (~desirable).any() else 0.0,
+    }
 
 
 def train_kto(config: KTOConfig) -> dict:
@@ -94,22 +107,23 @@ def train_kto(config: KTOConfig) -> dict:
     policy, tokenizer = build_policy(config.policy, config.train.seed)
     encoder = encoder_for(tokenizer, config.data)
 
-    def encode(records):
-        out = []
-        for record in records:
-            encoded = encoder.encode(record.prompt, [record.completion], record.source)
-            out.append((encoded.prompt, encoded.completions[0]))
-        return out
-
-    matched, held = encode(train_records), encode(held_records)
+    matched, held = encode_completions(encoder, train_records), encode_completions(encoder, held_records)
     partner = mismatched_partners([r.group_key for r in train_records], config.train.seed)
     mismatched = [(matched[i][0], matched[partner[i]][1]) for i in range(len(matched))]
     labels = torch.tensor([r.label for r in train_records])
     held_labels = torch.tensor([r.label for r in held_records])
-    say(f"tokenized: {encoder.stats.summary()}; {int((labels > 0).sum())} desirable, {int((labels <= 0).sum())} undesirable")
-    ref = reference_logps(output_dir, policy, config.reference.name, config.policy,
-                          {"train": as_groups(matched), "mismatched": as_groups(mismatched), "eval": as_groups(held)},
-                          max_tokens=config.max_tokens_per_forward, seed=config.train.seed)
+    say(
+        f"tokenized: {encoder.stats.summary()}; {int((labels > 0).sum())} desirable, {int((labels <= 0).sum())} undesirable"
+    )
+    ref = reference_logps(
+        output_dir,
+        policy,
+        config.reference.name,
+        config.policy,
+        {"train": as_groups(matched), "mismatched": as_groups(mismatched), "eval": as_groups(held)},
+        max_tokens=config.max_tokens_per_forward,
+        seed=config.train.seed,
+    )
 
     policy.train()
     run = Run(output_dir, policy, config.train, num_examples=len(matched), name="kto")
@@ -121,8 +135,13 @@ def train_kto(config: KTOConfig) -> dict:
         for micro in run.micro_batches(batch):
             logps, _ = completion_logps(policy, pack([matched[i] for i in micro]))
             per_example, metrics = kto(
-                logps, ref["train/logps"][micro], labels[micro] > 0, beta=config.beta, kl=kl,
-                desirable_weight=config.desirable_weight, undesirable_weight=config.undesirable_weight,
+                logps,
+                ref["train/logps"][micro],
+                labels[micro] > 0,
+                beta=config.beta,
+                kl=kl,
+                desirable_weight=config.desirable_weight,
+                undesirable_weight=config.undesirable_weight,
             )
             loss = sequence_mean(per_example, run.global_batch_size)
             loss.backward()
@@ -133,12 +152,22 @@ def train_kto(config: KTOConfig) -> dict:
         if run.eval_due():
             run.log_eval(held_out_kto(policy, held, held_labels, ref, max_tokens=config.max_tokens_per_forward))
 
-    results = {"held_out": held_out_kto(policy, held, held_labels, ref, max_tokens=config.max_tokens_per_forward),
-               "data": data_summary, "truncation": dataclasses.asdict(encoder.stats), "steps": run.step}
+    results = {
+        "held_out": held_out_kto(policy, held, held_labels, ref, max_tokens=config.max_tokens_per_forward),
+        "data": data_summary,
+        "truncation": dataclasses.asdict(encoder.stats),
+        "steps": run.step,
+    }
     run.log_eval(results["held_out"])
     run.finish()
     write_json(output_dir / "eval.json", results)
-    card = model_card(title="KTO policy", base_model=config.policy.name, recipe="kto", data=data_summary,
-                      config=to_dict(config), metrics=results["held_out"])
+    card = model_card(
+        title="KTO policy",
+        base_model=config.policy.name,
+        recipe="kto",
+        data=data_summary,
+        config=to_dict(config),
+        metrics=results["held_out"],
+    )
     save_model(policy, tokenizer, output_dir / "model", card)
     return results

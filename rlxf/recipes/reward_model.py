@@ -21,7 +21,13 @@ from rlxf.eval.stats import proportion
 from rlxf.losses import bradley_terry, sequence_mean
 from rlxf.models import reward_scores
 from rlxf.recipes.common import (
-    build_reward_model, encoder_for, load_preference_splits, say, token_budget_batches, write_config, write_json,
+    build_reward_model,
+    encoder_for,
+    load_preference_splits,
+    say,
+    token_budget_batches,
+    write_config,
+    write_json,
 )
 from rlxf.train import Run
 from rlxf.train.model_card import model_card, save_model
@@ -58,12 +64,13 @@ def score_pair_batch(model: nn.Module, pairs: Sequence[Pair], pad_id: int) -> tu
     sequences = [(chosen, []) for chosen, _ in pairs] + [(rejected, []) for _, rejected in pairs]
     batch = pad(sequences, pad_id)
     scores = reward_scores(model, batch.input_ids, batch.attention_mask)
-    return scores[: len(pairs)], scores[len(pairs):]
+    return scores[: len(pairs)], scores[len(pairs) :]
 
 
 @torch.no_grad()
-def pairwise_accuracy(model: nn.Module, pairs: Sequence[Pair], ties: Sequence[bool], pad_id: int,
-                      max_tokens: int = 8192) -> dict:
+def pairwise_accuracy(
+    model: nn.Module, pairs: Sequence[Pair], ties: Sequence[bool], pad_id: int, max_tokens: int = 8192
+) -> dict:
     """Share of non-tied held pairs where the chosen response gets the higher reward."""
     was_training = model.training
     model.eval()
@@ -75,16 +82,22 @@ def pairwise_accuracy(model: nn.Module, pairs: Sequence[Pair], ties: Sequence[bo
     outcomes = [float(m > 0) for m in margins]
     model.train(was_training)
     estimate = proportion(outcomes)
-    return {"accuracy": estimate.value, "accuracy_interval": [estimate.low, estimate.high], "pairs": estimate.n,
-            "p_value_vs_chance": estimate.p_value_vs_half, "mean_margin": sum(margins) / max(1, len(margins))}
+    return {
+        "accuracy": estimate.value,
+        "accuracy_interval": [estimate.low, estimate.high],
+        "pairs": estimate.n,
+        "p_value_vs_chance": estimate.p_value_vs_half,
+        "mean_margin": sum(margins) / max(1, len(margins)),
+    }
 
 
 def length_baseline(records: Sequence[Preference]) -> dict:
     """Accuracy of 'the longer response (in characters) wins' on the non-tied pairs the reward
     model is scored on; equal lengths count half."""
     decided = [r for r in records if not r.tie]
-    estimate = proportion([1.0 if len(r.chosen) > len(r.rejected) else 0.5 if len(r.chosen) == len(r.rejected)
-                           else 0.0 for r in decided])
+    estimate = proportion(
+        [1.0 if len(r.chosen) > len(r.rejected) else 0.5 if len(r.chosen) == len(r.rejected) else 0.0 for r in decided]
+    )
     return {"longer_wins": estimate.value, "longer_wins_interval": [estimate.low, estimate.high], "pairs": estimate.n}
 
 
@@ -103,14 +116,23 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     held_ties = [r.tie for r in held_records]
 
     model.train()
-    run = Run(output_dir, model, config.train, num_examples=len(train_pairs),
-              lengths=[max(len(c), len(r)) for c, r in train_pairs], name="reward model")
+    run = Run(
+        output_dir,
+        model,
+        config.train,
+        num_examples=len(train_pairs),
+        lengths=[max(len(c), len(r)) for c, r in train_pairs],
+        name="reward model",
+    )
     for batch in run.steps():
         sums, total = MetricSums(), 0.0
         for micro in run.micro_batches(batch):
             chosen, rejected = score_pair_batch(model, [train_pairs[i] for i in micro], pad_id)
             per_pair, metrics = bradley_terry(
-                chosen, rejected, tie=ties[micro], margin=margins[micro] if config.use_margin else None,
+                chosen,
+                rejected,
+                tie=ties[micro],
+                margin=margins[micro] if config.use_margin else None,
             )
             loss = sequence_mean(per_pair, run.global_batch_size)
             loss.backward()
@@ -119,16 +141,36 @@ def train_reward_model(config: RewardModelConfig) -> dict:
         run.end_step(total, sums.means())
         if run.eval_due():
             run.log_eval(pairwise_accuracy(model, held_pairs, held_ties, pad_id))
-    results = {"held_out": pairwise_accuracy(model, held_pairs, held_ties, pad_id),
-               "length_baseline": length_baseline(held_records), "data": data_summary,
-               "truncation": dataclasses.asdict(encoder.stats)}
+    results = {
+        "held_out": pairwise_accuracy(model, held_pairs, held_ties, pad_id),
+        "length_baseline": length_baseline(held_records),
+        "data": data_summary,
+        "truncation": dataclasses.asdict(encoder.stats),
+    }
     run.log_eval(results["held_out"])
     run.finish()
-    say(f"reward model: held-out accuracy {results['held_out']['accuracy']:.3f} on {results['held_out']['pairs']} pairs "
-        f"(longer-wins baseline {results['length_baseline']['longer_wins']:.3f})")
+    say(
+        f"reward model: held-out accuracy {results['held_out']['accuracy']:.3f} on {results['held_out']['pairs']} pairs "
+        f"(longer-wins baseline {results['length_baseline']['longer_wins']:.3f})"
+    )
     write_json(output_dir / "eval.json", results)
-    card = model_card(title="Reward model", base_model=config.model.name, recipe="rm",
-                      data=data_summary, config=to_dict(config), metrics=results["held_out"])
-    save_model(model, tokenizer, output_dir / "model", card, settings={
-        "kind": "reward_model", "max_length": config.data.max_length, "max_prompt_length": config.data.max_prompt_length})
+    card = model_card(
+        title="Reward model",
+        base_model=config.model.name,
+        recipe="rm",
+        data=data_summary,
+        config=to_dict(config),
+        metrics=results["held_out"],
+    )
+    save_model(
+        model,
+        tokenizer,
+        output_dir / "model",
+        card,
+        settings={
+            "kind": "reward_model",
+            "max_length": config.data.max_length,
+            "max_prompt_length": config.data.max_prompt_length,
+        },
+    )
     return results

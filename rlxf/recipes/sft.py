@@ -19,7 +19,15 @@ from rlxf.data import pack, read_demonstrations
 from rlxf.losses import token_mean
 from rlxf.models import completion_logps
 from rlxf.recipes.common import (
-    as_groups, build_policy, encoder_for, group_logps, load_splits, say, write_config, write_json,
+    as_groups,
+    build_policy,
+    encode_completions,
+    encoder_for,
+    group_logps,
+    load_splits,
+    say,
+    write_config,
+    write_json,
 )
 from rlxf.train import Run
 from rlxf.train.model_card import model_card, save_model
@@ -56,14 +64,8 @@ def train_sft(config: SFTConfig) -> dict:
     policy, tokenizer = build_policy(config.policy, config.train.seed)
     encoder = encoder_for(tokenizer, config.data)
 
-    def encode(records):
-        out = []
-        for record in records:
-            encoded = encoder.encode(record.prompt, [record.completion], record.source)
-            out.append((encoded.prompt, encoded.completions[0]))
-        return out
-
-    train_sequences, held_sequences = encode(train_records), encode(held_records)
+    train_sequences = encode_completions(encoder, train_records)
+    held_sequences = encode_completions(encoder, held_records)
     say(f"tokenized: {encoder.stats.summary()}")
     completion_tokens = [len(completion) for _, completion in train_sequences]
 
@@ -82,14 +84,24 @@ def train_sft(config: SFTConfig) -> dict:
         run.end_step(total, {"completion_tokens": global_tokens}, tokens=tokens)
         if run.eval_due():
             run.log_eval(held_out_nll(policy, held_sequences, config.max_tokens_per_forward))
-    results = {"held_out": held_out_nll(policy, held_sequences, config.max_tokens_per_forward),
-               "data": data_summary, "truncation": dataclasses.asdict(encoder.stats), "steps": run.step}
+    results = {
+        "held_out": held_out_nll(policy, held_sequences, config.max_tokens_per_forward),
+        "data": data_summary,
+        "truncation": dataclasses.asdict(encoder.stats),
+        "steps": run.step,
+    }
     if results["held_out"]:
         run.log_eval(results["held_out"])
         say(f"sft: held-out NLL {results['held_out']['nll_per_token']:.3f} per token")
     run.finish()
     write_json(output_dir / "eval.json", results)
-    card = model_card(title="SFT policy", base_model=config.policy.name, recipe="sft", data=data_summary,
-                      config=to_dict(config), metrics=results["held_out"])
+    card = model_card(
+        title="SFT policy",
+        base_model=config.policy.name,
+        recipe="sft",
+        data=data_summary,
+        config=to_dict(config),
+        metrics=results["held_out"],
+    )
     save_model(policy, tokenizer, output_dir / "model", card)
     return results

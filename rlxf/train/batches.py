@@ -23,7 +23,12 @@ def total_steps(num_examples: int, batch_size: int, *, epochs: float, max_steps:
 
 
 def epoch_batches(
-    num_examples: int, batch_size: int, *, seed: int, epoch: int, lengths: Sequence[int] | None = None,
+    num_examples: int,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    lengths: Sequence[int] | None = None,
     shuffle: bool = True,
 ) -> list[list[int]]:
     """The global batches of one epoch.
@@ -39,19 +44,26 @@ def epoch_batches(
     order = rng.permutation(num_examples)
     if lengths is not None:
         mega = batch_size * 32
-        order = np.concatenate([
-            chunk[np.argsort([-lengths[i] for i in chunk], kind="stable")]
-            for chunk in np.array_split(order, max(1, math.ceil(num_examples / mega)))
-        ])
+        order = np.concatenate(
+            [
+                chunk[np.argsort([-lengths[i] for i in chunk], kind="stable")]
+                for chunk in np.array_split(order, max(1, math.ceil(num_examples / mega)))
+            ]
+        )
     count = steps_per_epoch(num_examples, batch_size)
-    batches = [order[i * batch_size:(i + 1) * batch_size].tolist() for i in range(count)]
+    batches = [order[i * batch_size : (i + 1) * batch_size].tolist() for i in range(count)]
     if lengths is not None:
         batches = [batches[i] for i in rng.permutation(count)]
     return batches
 
 
 def batch_for_step(
-    step: int, num_examples: int, batch_size: int, *, seed: int, lengths: Sequence[int] | None = None,
+    step: int,
+    num_examples: int,
+    batch_size: int,
+    *,
+    seed: int,
+    lengths: Sequence[int] | None = None,
     shuffle: bool = True,
 ) -> tuple[int, int, list[int]]:
     """(epoch, index in epoch, example indices) of the 0-based optimizer step."""
@@ -62,4 +74,4 @@ def batch_for_step(
 
 
 def micro_batches(indices: list[int], micro_batch_size: int) -> list[list[int]]:
-    return [indices[i:i + micro_batch_size] for i in range(0, len(indices), micro_batch_size)]
+    return [indices[i : i + micro_batch_size] for i in range(0, len(indices), micro_batch_size)]

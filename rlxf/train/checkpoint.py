@@ -51,13 +51,20 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
             params[name].copy_(tensor)
 
 
-def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer, scheduler, extra: dict[str, Any], keep: int) -> Path:
+def save_checkpoint(
+    root: Path, step: int, model: nn.Module, optimizer, scheduler, extra: dict[str, Any], keep: int
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
     save_file(trainable_state(model), staging / "trainable.safetensors")
     torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-         "step": step, **extra},
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "step": step,
+            **extra,
+        },
         staging / "state.pt",
     )
     target = root / f"{_PREFIX}{step:07d}"

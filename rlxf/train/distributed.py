@@ -28,7 +28,7 @@ def is_main() -> bool:
 
 def shard(global_batch: list[int]) -> list[int]:
     """This rank's examples of a global batch (strided, so every rank gets a fair share)."""
-    return global_batch[rank()::world_size()]
+    return global_batch[rank() :: world_size()]
 
 
 def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:

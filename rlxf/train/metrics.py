@@ -36,7 +36,9 @@ class MetricsLog:
             self.path.unlink()
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+        self.writer = SummaryWriter(
+            str(output_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
+        )
 
     def write(self, step: int, metrics: dict[str, Any], *, split: str = "train") -> None:
         if not self.enabled:

@@ -22,10 +22,12 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_card(*, title: str, base_model: str, recipe: str, data: dict[str, Any], config: dict[str, Any],
-               metrics: dict[str, Any]) -> str:
-    front = yaml.safe_dump({"library_name": "transformers", "base_model": base_model, "tags": ["rlxf", recipe]},
-                           sort_keys=False)
+def model_card(
+    *, title: str, base_model: str, recipe: str, data: dict[str, Any], config: dict[str, Any], metrics: dict[str, Any]
+) -> str:
+    front = yaml.safe_dump(
+        {"library_name": "transformers", "base_model": base_model, "tags": ["rlxf", recipe]}, sort_keys=False
+    )
     data_lines = "\n".join(f"- **{k}**: {v}" for k, v in data.items())
     return (
         f"---\n{front}---\n\n# {title}\n\nTrained with `rlxf {recipe}` from `{base_model}`.\n\n"
@@ -35,8 +37,9 @@ def model_card(*, title: str, base_model: str, recipe: str, data: dict[str, Any]
     )
 
 
-def save_model(model: nn.Module, tokenizer, directory: str | Path, card: str,
-               settings: dict[str, Any] | None = None) -> Path:
+def save_model(
+    model: nn.Module, tokenizer, directory: str | Path, card: str, settings: dict[str, Any] | None = None
+) -> Path:
     """safetensors weights (LoRA merged in; the adapter also kept under adapter/), tokenizer, README.md,
     and ``rlxf.json`` with the settings a later reader needs (e.g. a reward model's input length)."""
     directory = Path(directory)

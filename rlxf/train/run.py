@@ -113,8 +113,12 @@ class Run:
         self.resumed_from = self.step
         self.metrics = MetricsLog(self.dir, resume_step=self.step, enabled=distributed.is_main())
         self.progress = tqdm(
-            total=self.total_steps, initial=self.step, desc=name, dynamic_ncols=True,
-            disable=not (show_progress and distributed.is_main()), mininterval=1.0,
+            total=self.total_steps,
+            initial=self.step,
+            desc=name,
+            dynamic_ncols=True,
+            disable=not (show_progress and distributed.is_main()),
+            mininterval=1.0,
         )
 
     @property
@@ -123,23 +127,34 @@ class Run:
 
     def _data_order(self) -> dict[str, Any]:
         """What fixes the order of examples; a resumed run must match it to be exact."""
-        return {"num_examples": self.num_examples, "batch_size": self.train.batch_size, "seed": self.train.seed,
-                "shuffle": self.train.shuffle, "length_grouped": self.lengths is not None}
+        return {
+            "num_examples": self.num_examples,
+            "batch_size": self.train.batch_size,
+            "seed": self.train.seed,
+            "shuffle": self.train.shuffle,
+            "length_grouped": self.lengths is not None,
+        }
 
     def _check_same_run(self, state: dict[str, Any], path: Path) -> None:
         saved = state.get("data_order", {})
         changed = {k: (saved[k], v) for k, v in self._data_order().items() if k in saved and saved[k] != v}
         if changed:
             details = ", ".join(f"{k}: {old} -> {new}" for k, (old, new) in changed.items())
-            raise RuntimeError(f"{path} belongs to a run with other data or batching ({details}); "
-                               f"use a new output_dir or delete {self.checkpoint_dir}")
+            raise RuntimeError(
+                f"{path} belongs to a run with other data or batching ({details}); "
+                f"use a new output_dir or delete {self.checkpoint_dir}"
+            )
 
     # ---- the loop ----
     def steps(self) -> Iterator[list[int]]:
         """Global batches (example indices) of the remaining steps, in order."""
         while self.step < self.total_steps:
             self.epoch, _, self._batch = batch_for_step(
-                self.step, self.num_examples, self.train.batch_size, seed=self.train.seed, lengths=self.lengths,
+                self.step,
+                self.num_examples,
+                self.train.batch_size,
+                seed=self.train.seed,
+                lengths=self.lengths,
                 shuffle=self.train.shuffle,
             )
             self._step_started = time.perf_counter()
@@ -173,8 +188,14 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         seconds = time.perf_counter() - self._step_started
-        record = {"loss": loss, **(metrics or {}), "grad_norm": grad_norm, "lr": lr, "epoch": self.epoch,
-                  "step_seconds": seconds}
+        record = {
+            "loss": loss,
+            **(metrics or {}),
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "epoch": self.epoch,
+            "step_seconds": seconds,
+        }
         if tokens:
             record.update(tokens=tokens, tokens_per_second=tokens / seconds)
         if self.step % self.train.log_every == 0 or self.step == self.total_steps:
@@ -195,8 +216,13 @@ class Run:
         if not distributed.is_main():
             return None
         return checkpoint.save_checkpoint(
-            self.checkpoint_dir, self.step, self.model, self.optimizer, self.scheduler,
-            {"epoch": self.epoch, "data_order": self._data_order()}, keep=self.train.keep_checkpoints,
+            self.checkpoint_dir,
+            self.step,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            {"epoch": self.epoch, "data_order": self._data_order()},
+            keep=self.train.keep_checkpoints,
         )
 
     def finish(self) -> float:

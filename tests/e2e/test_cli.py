@@ -36,9 +36,11 @@ def test_bad_override_exits_2():
 
 def test_yaml_config_file_and_overrides(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(f"output_dir: {tmp_path / 'sft'}\npolicy:\n  name: tiny-llama\ndata:\n  path: {DEMO_DATA}\n"
-                      "  limit: 8\n  eval_limit: 4\n  max_length: 128\n  max_prompt_length: 64\n  on_bad_row: skip\n"
-                      "train:\n  max_steps: 2\n  batch_size: 4\n")
+    config.write_text(
+        f"output_dir: {tmp_path / 'sft'}\npolicy:\n  name: tiny-llama\ndata:\n  path: {DEMO_DATA}\n"
+        "  limit: 8\n  eval_limit: 4\n  max_length: 128\n  max_prompt_length: 64\n  on_bad_row: skip\n"
+        "train:\n  max_steps: 2\n  batch_size: 4\n"
+    )
     rlxf("sft", str(config), "train.lr=1e-4")
     assert json.loads((tmp_path / "sft" / "eval.json").read_text())["steps"] == 2
     assert "lr: 0.0001" in (tmp_path / "sft" / "config.yaml").read_text()
@@ -47,10 +49,17 @@ def test_yaml_config_file_and_overrides(tmp_path):
 @pytest.mark.slow
 def test_mini_demo_on_the_embedded_models_writes_a_report(tmp_path):
     result = rlxf(
-        "demo", f"output_dir={tmp_path}",
-        "rm.train.max_steps=4", "rm.train.batch_size=8", "rm.data.limit=64", "rm.data.eval_limit=32",
-        "dpo.train.max_steps=2", "dpo.data.limit=8", "dpo.data.eval_limit=8",
-        "eval.generation.num_prompts=4", "eval.generation.max_new_tokens=8",
+        "demo",
+        f"output_dir={tmp_path}",
+        "rm.train.max_steps=4",
+        "rm.train.batch_size=8",
+        "rm.data.limit=64",
+        "rm.data.eval_limit=32",
+        "dpo.train.max_steps=2",
+        "dpo.data.limit=8",
+        "dpo.data.eval_limit=8",
+        "eval.generation.num_prompts=4",
+        "eval.generation.max_new_tokens=8",
     )
     report = tmp_path / "report" / "report.md"
     assert str(report) in result.stderr

@@ -43,8 +43,9 @@ def test_generation_stops_at_end_of_turn_and_is_reproducible():
         assert sample.stopped == (sample.completion_ids[-1] == 2)
         assert sample.prompt_ids[-3:] == encoder._ids("assistant\n")[-3:]
     greedy = generate(model, encoder, prompts, max_new_tokens=6, temperature=0)
-    assert [s.completion_ids for s in greedy] == [s.completion_ids for s in generate(model, encoder, prompts,
-                                                                                     max_new_tokens=6, temperature=0)]
+    assert [s.completion_ids for s in greedy] == [
+        s.completion_ids for s in generate(model, encoder, prompts, max_new_tokens=6, temperature=0)
+    ]
 
 
 def test_win_rate_counts_ties_half():
@@ -53,15 +54,39 @@ def test_win_rate_counts_ties_half():
 
 def test_the_reference_against_itself_ties_everywhere_with_zero_kl(tmp_path, small_hh):
     rm_dir = tmp_path / "rm"
-    train_reward_model(load_config(RewardModelConfig, None, [
-        f"output_dir={rm_dir}", "model.name=tiny-llama", f"data.path={small_hh}", "data.max_length=160",
-        "data.max_prompt_length=96", "train.max_steps=2", "train.batch_size=4",
-    ]))
-    results = evaluate(load_config(EvalConfig, None, [
-        f"output_dir={tmp_path / 'eval'}", "policy=tiny-llama", "reference=tiny-llama", f"reward_model={rm_dir / 'model'}",
-        f"data.path={small_hh}", "data.eval_fraction=0.25", "data.max_length=160", "data.max_prompt_length=96",
-        "generation.num_prompts=4", "generation.max_new_tokens=6",
-    ]))
+    train_reward_model(
+        load_config(
+            RewardModelConfig,
+            None,
+            [
+                f"output_dir={rm_dir}",
+                "model.name=tiny-llama",
+                f"data.path={small_hh}",
+                "data.max_length=160",
+                "data.max_prompt_length=96",
+                "train.max_steps=2",
+                "train.batch_size=4",
+            ],
+        )
+    )
+    results = evaluate(
+        load_config(
+            EvalConfig,
+            None,
+            [
+                f"output_dir={tmp_path / 'eval'}",
+                "policy=tiny-llama",
+                "reference=tiny-llama",
+                f"reward_model={rm_dir / 'model'}",
+                f"data.path={small_hh}",
+                "data.eval_fraction=0.25",
+                "data.max_length=160",
+                "data.max_prompt_length=96",
+                "generation.num_prompts=4",
+                "generation.max_new_tokens=6",
+            ],
+        )
+    )
     assert results["win_rate"]["n"] == 4 and results["win_rate"]["value"] == 0.5
     assert abs(results["kl_to_reference"]["value"]) < 1e-6
     assert results["reward_model"]["pairs"] > 0

@@ -29,11 +29,23 @@ FEW_PAIRS = ["data.limit=8"]  # a handful of pairs seen many times: learning sho
 @pytest.mark.parametrize("loss", ["dpo", "ipo", "simpo"])
 def test_preference_losses_fall_and_accuracy_rises(tmp_path, small_hh, loss):
     options = ["loss_options={gamma: 0.5}", "beta=2.0"] if loss == "simpo" else []
-    config = load_config(DPOConfig, None, [
-        f"output_dir={tmp_path}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA, *FEW_PAIRS,
-        f"loss={loss}", "train.max_steps=30", "train.batch_size=4", "train.lr=3e-3", "train.scheduler=constant",
-        *options,
-    ])
+    config = load_config(
+        DPOConfig,
+        None,
+        [
+            f"output_dir={tmp_path}",
+            "policy.name=tiny-llama",
+            f"data.path={small_hh}",
+            *TINY_DATA,
+            *FEW_PAIRS,
+            f"loss={loss}",
+            "train.max_steps=30",
+            "train.batch_size=4",
+            "train.lr=3e-3",
+            "train.scheduler=constant",
+            *options,
+        ],
+    )
     train_dpo(config)
     rows = train_rows(tmp_path)
     start, end = first_and_last(rows, "loss")
@@ -46,15 +58,26 @@ def test_preference_losses_fall_and_accuracy_rises(tmp_path, small_hh, loss):
 
 
 def test_reference_logps_are_computed_once_and_reused(tmp_path, small_hh, monkeypatch):
-    args = [f"output_dir={tmp_path}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA,
-            "train.max_steps=1", "train.batch_size=2"]
+    args = [
+        f"output_dir={tmp_path}",
+        "policy.name=tiny-llama",
+        f"data.path={small_hh}",
+        *TINY_DATA,
+        "train.max_steps=1",
+        "train.batch_size=2",
+    ]
     train_dpo(load_config(DPOConfig, None, args))
     import rlxf.recipes.common as common
 
     # Same model and tokens -> cache hit: a second training run must not compute reference log-probs.
     calls = []
-    monkeypatch.setattr(common, "group_logps", lambda *a, **k: calls.append(k.get("desc")) or
-                        (torch.zeros(len(a[1])), torch.ones(len(a[1]), dtype=torch.long)))
+    monkeypatch.setattr(
+        common,
+        "group_logps",
+        lambda *a, **k: (
+            calls.append(k.get("desc")) or (torch.zeros(len(a[1])), torch.ones(len(a[1]), dtype=torch.long))
+        ),
+    )
     import shutil
 
     shutil.rmtree(tmp_path / "model")
@@ -63,10 +86,21 @@ def test_reference_logps_are_computed_once_and_reused(tmp_path, small_hh, monkey
 
 
 def test_reward_model_learns_on_tiny_llama(tmp_path, small_hh):
-    config = load_config(RewardModelConfig, None, [
-        f"output_dir={tmp_path}", "model.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA, *FEW_PAIRS,
-        "train.max_steps=30", "train.batch_size=4", "train.lr=3e-3", "train.scheduler=constant",
-    ])
+    config = load_config(
+        RewardModelConfig,
+        None,
+        [
+            f"output_dir={tmp_path}",
+            "model.name=tiny-llama",
+            f"data.path={small_hh}",
+            *TINY_DATA,
+            *FEW_PAIRS,
+            "train.max_steps=30",
+            "train.batch_size=4",
+            "train.lr=3e-3",
+            "train.scheduler=constant",
+        ],
+    )
     results = train_reward_model(config)
     rows = train_rows(tmp_path)
     start, end = first_and_last(rows, "loss")
@@ -79,13 +113,25 @@ def test_reward_model_learns_on_tiny_llama(tmp_path, small_hh):
 
 
 def test_reward_model_with_lora_trains_adapters_and_head(tmp_path, small_hh):
-    config = load_config(RewardModelConfig, None, [
-        f"output_dir={tmp_path}", "model.name=tiny-llama", "model.lora.rank=4", f"data.path={small_hh}", *TINY_DATA,
-        *FEW_PAIRS, "train.max_steps=20", "train.batch_size=4", "train.lr=1e-2", "train.scheduler=constant",
-    ])
+    config = load_config(
+        RewardModelConfig,
+        None,
+        [
+            f"output_dir={tmp_path}",
+            "model.name=tiny-llama",
+            "model.lora.rank=4",
+            f"data.path={small_hh}",
+            *TINY_DATA,
+            *FEW_PAIRS,
+            "train.max_steps=30",
+            "train.batch_size=4",
+            "train.lr=3e-3",
+            "train.scheduler=constant",
+        ],
+    )
     train_reward_model(config)
     start, end = first_and_last(train_rows(tmp_path), "loss")
-    assert end < start
+    assert end < 0.5 * start
     from rlxf.models import load_reward_model
 
     trained = load_reward_model(str(tmp_path / "model"))
@@ -93,10 +139,20 @@ def test_reward_model_with_lora_trains_adapters_and_head(tmp_path, small_hh):
 
 
 def test_sft_lowers_completion_nll(tmp_path, small_hh):
-    config = load_config(SFTConfig, None, [
-        f"output_dir={tmp_path}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA,
-        "train.max_steps=20", "train.batch_size=4", "train.lr=3e-3", "train.eval_every=10",
-    ])
+    config = load_config(
+        SFTConfig,
+        None,
+        [
+            f"output_dir={tmp_path}",
+            "policy.name=tiny-llama",
+            f"data.path={small_hh}",
+            *TINY_DATA,
+            "train.max_steps=20",
+            "train.batch_size=4",
+            "train.lr=3e-3",
+            "train.eval_every=10",
+        ],
+    )
     results = train_sft(config)
     start, end = first_and_last(train_rows(tmp_path), "loss")
     assert end < 0.7 * start
@@ -104,10 +160,21 @@ def test_sft_lowers_completion_nll(tmp_path, small_hh):
 
 
 def test_kto_on_pairs_split_into_binary_feedback(tmp_path, small_hh):
-    config = load_config(KTOConfig, None, [
-        f"output_dir={tmp_path}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA, *FEW_PAIRS,
-        "train.max_steps=30", "train.batch_size=8", "train.lr=3e-3", "train.scheduler=constant",
-    ])
+    config = load_config(
+        KTOConfig,
+        None,
+        [
+            f"output_dir={tmp_path}",
+            "policy.name=tiny-llama",
+            f"data.path={small_hh}",
+            *TINY_DATA,
+            *FEW_PAIRS,
+            "train.max_steps=30",
+            "train.batch_size=8",
+            "train.lr=3e-3",
+            "train.scheduler=constant",
+        ],
+    )
     results = train_kto(config)
     start, end = first_and_last(train_rows(tmp_path), "loss")
     assert end < 0.8 * start
@@ -121,10 +188,20 @@ def test_kto_on_pairs_split_into_binary_feedback(tmp_path, small_hh):
 def test_lora_trains_only_adapters_and_saves_a_merged_model(tmp_path, small_hh):
     from rlxf.models.tiny import tiny_llama
 
-    config = load_config(DPOConfig, None, [
-        f"output_dir={tmp_path}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA,
-        "policy.lora.rank=4", "train.max_steps=3", "train.batch_size=4", "train.lr=1e-2",
-    ])
+    config = load_config(
+        DPOConfig,
+        None,
+        [
+            f"output_dir={tmp_path}",
+            "policy.name=tiny-llama",
+            f"data.path={small_hh}",
+            *TINY_DATA,
+            "policy.lora.rank=4",
+            "train.max_steps=3",
+            "train.batch_size=4",
+            "train.lr=1e-2",
+        ],
+    )
     train_dpo(config)
     merged = load_file(tmp_path / "model" / "model.safetensors")
     base = tiny_llama().state_dict()

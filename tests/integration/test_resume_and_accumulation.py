@@ -21,10 +21,26 @@ def losses(output_dir):
 
 
 def dpo_command(output_dir, data):
-    return [sys.executable, "-m", "rlxf.cli", "dpo", f"output_dir={output_dir}", "policy.name=tiny-llama",
-            f"data.path={data}", "data.max_length=160", "data.max_prompt_length=96", "train.max_steps=12",
-            "train.batch_size=4", "train.micro_batch_size=2", "train.lr=1e-3", "train.save_every=3",
-            "train.threads=1", "train.warmup_steps=2", "policy.lora.rank=4", "policy.lora.dropout=0.1"]
+    return [
+        sys.executable,
+        "-m",
+        "rlxf.cli",
+        "dpo",
+        f"output_dir={output_dir}",
+        "policy.name=tiny-llama",
+        f"data.path={data}",
+        "data.max_length=160",
+        "data.max_prompt_length=96",
+        "train.max_steps=12",
+        "train.batch_size=4",
+        "train.micro_batch_size=2",
+        "train.lr=1e-3",
+        "train.save_every=3",
+        "train.threads=1",
+        "train.warmup_steps=2",
+        "policy.lora.rank=4",
+        "policy.lora.dropout=0.1",
+    ]
 
 
 def test_sigkill_then_resume_gives_the_same_per_step_losses(tmp_path, small_hh):
@@ -33,8 +49,9 @@ def test_sigkill_then_resume_gives_the_same_per_step_losses(tmp_path, small_hh):
     subprocess.run(dpo_command(straight, small_hh), check=True, env=env, capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(dpo_command(killed, small_hh), env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        dpo_command(killed, small_hh), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "step-0000006").exists():
         assert process.poll() is None and time.time() < deadline, "run ended before its second checkpoint"
@@ -55,11 +72,21 @@ def test_sigkill_then_resume_gives_the_same_per_step_losses(tmp_path, small_hh):
 
 def test_accumulation_equals_one_big_batch(tmp_path, small_hh):
     def run(micro, output_dir):
-        config = load_config(DPOConfig, None, [
-            f"output_dir={output_dir}", "policy.name=tiny-llama", f"data.path={small_hh}", "data.max_length=160",
-            "data.max_prompt_length=96", "train.max_steps=2", "train.batch_size=8",
-            f"train.micro_batch_size={micro}", "train.lr=1e-3",
-        ])
+        config = load_config(
+            DPOConfig,
+            None,
+            [
+                f"output_dir={output_dir}",
+                "policy.name=tiny-llama",
+                f"data.path={small_hh}",
+                "data.max_length=160",
+                "data.max_prompt_length=96",
+                "train.max_steps=2",
+                "train.batch_size=8",
+                f"train.micro_batch_size={micro}",
+                "train.lr=1e-3",
+            ],
+        )
         train_dpo(config)
         return read_metrics(output_dir / "metrics.jsonl", "train")
 

@@ -9,10 +9,19 @@ from rlxf.recipes.reward_model import RewardModelConfig
 
 def test_yaml_then_dotted_overrides_with_types(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("loss: ipo\nbeta: 0.5\ntrain:\n  batch_size: 8\n  lr: 1.0e-5\n")
-    config = load_config(DPOConfig, path, ["train.lr=3e-6", "policy.lora.rank=8", "loss_options={gamma: 0.3}",
-                                           "data.path=x.jsonl", "train.scheduler=cosine"])
-    assert (config.loss, config.beta, config.train.batch_size) == ("ipo", 0.5, 8)
+    path.write_text("loss: simpo\nbeta: 0.5\ntrain:\n  batch_size: 8\n  lr: 1.0e-5\n")
+    config = load_config(
+        DPOConfig,
+        path,
+        [
+            "train.lr=3e-6",
+            "policy.lora.rank=8",
+            "loss_options={gamma: 0.3}",
+            "data.path=x.jsonl",
+            "train.scheduler=cosine",
+        ],
+    )
+    assert (config.loss, config.beta, config.train.batch_size) == ("simpo", 0.5, 8)
     assert config.train.lr == 3e-6 and isinstance(config.train.lr, float)
     assert config.policy.lora.rank == 8 and config.loss_options == {"gamma": 0.3}
     # sections keep the recipe's own defaults for fields not mentioned
@@ -27,16 +36,20 @@ def test_round_trip_through_yaml(tmp_path):
     assert load_config(DPOConfig, path) == config
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.lr=fast", "train.lr: expected float"),
-    ("train.batch_size=2.5", "train.batch_size: expected int"),
-    ("nope=1", "unknown field"),
-    ("loss=magic", "loss must be one of"),
-    ("train.scheduler=zigzag", "scheduler must be"),
-    ("data.on_bad_row=ignore", "on_bad_row must be"),
-    ("train.batch_size=6", None),
-    ("novalue", "expected key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr=fast", "train.lr: expected float"),
+        ("train.batch_size=2.5", "train.batch_size: expected int"),
+        ("nope=1", "unknown field"),
+        ("loss=magic", "loss must be one of"),
+        ("train.scheduler=zigzag", "scheduler must be"),
+        ("data.on_bad_row=ignore", "on_bad_row must be"),
+        ("train.batch_size=6", None),
+        ("novalue", "expected key=value"),
+        ("loss_options={gamma: 1}", r"loss_options \['gamma'\] do not apply to dpo"),
+    ],
+)
 def test_bad_values_are_refused_with_the_field_named(override, message):
     if message is None:  # batch 6 with micro-batch 4 is not a multiple
         with pytest.raises(ConfigError, match="multiple of micro_batch_size"):

@@ -5,8 +5,15 @@ import json
 import pytest
 
 from rlxf.data import (
-    ChatEncoder, DataError, parse_dialogue, read_demonstrations, read_feedback, read_labeled, read_preferences,
-    read_prompts, split_by_group,
+    ChatEncoder,
+    DataError,
+    parse_dialogue,
+    read_demonstrations,
+    read_feedback,
+    read_labeled,
+    read_preferences,
+    read_prompts,
+    split_by_group,
 )
 from rlxf.models.tiny import tiny_tokenizer
 
@@ -19,18 +26,25 @@ def write_jsonl(path, rows):
 
 
 def test_hh_dialogues_become_prompt_and_last_replies(tmp_path):
-    row = {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant: A pun.",
-           "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant: No."}
+    row = {
+        "chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant: A pun.",
+        "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant: No.",
+    }
     (pair,), bad = read_preferences(write_jsonl(tmp_path / "hh.jsonl", [row]))
-    assert pair.prompt == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                           {"role": "user", "content": "joke?"}]
+    assert pair.prompt == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "joke?"},
+    ]
     assert (pair.chosen, pair.rejected, pair.tie, len(bad)) == ("A pun.", "No.", False, 0)
     assert pair.source.endswith("hh.jsonl, line 1")
 
 
 def test_hh_pair_that_differs_before_last_turn_names_file_line_and_field(tmp_path):
-    rows = [{"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"},
-            {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: DIFFERENT\n\nAssistant: c"}]
+    rows = [
+        {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"},
+        {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: DIFFERENT\n\nAssistant: c"},
+    ]
     path = write_jsonl(tmp_path / "hh.jsonl", rows)
     with pytest.raises(DataError) as error:
         read_preferences(path)
@@ -42,18 +56,29 @@ def test_hh_pair_that_differs_before_last_turn_names_file_line_and_field(tmp_pat
 
 def test_trl_standard_conversational_and_implicit_prompt(tmp_path):
     rows = [
-        {"prompt": "2+2?", "chosen": "4", "rejected": "5", "margin": 2, "annotator": "ann-7",
-         "aspects": {"correctness": 1}},
-        {"prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
-         "chosen": [{"role": "assistant", "content": "hey"}], "rejected": [{"role": "assistant", "content": "..."}],
-         "tie": True},
+        {
+            "prompt": "2+2?",
+            "chosen": "4",
+            "rejected": "5",
+            "margin": 2,
+            "annotator": "ann-7",
+            "aspects": {"correctness": 1},
+        },
+        {
+            "prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+            "chosen": [{"role": "assistant", "content": "hey"}],
+            "rejected": [{"role": "assistant", "content": "..."}],
+            "tie": True,
+        },
     ]
     a, b = read_preferences(write_jsonl(tmp_path / "trl.jsonl", rows))[0]
     assert a.prompt == [{"role": "user", "content": "2+2?"}] and a.margin == 2.0 and a.annotator == "ann-7"
     assert a.aspects == {"correctness": 1.0}
     assert b.prompt[0]["role"] == "system" and b.chosen == "hey" and b.tie
-    implicit = {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "good"}],
-                "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "bad"}]}
+    implicit = {
+        "chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "good"}],
+        "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "bad"}],
+    }
     (c,), _ = read_preferences(write_jsonl(tmp_path / "implicit.jsonl", [implicit]))
     assert c.prompt == [{"role": "user", "content": "q"}] and (c.chosen, c.rejected) == ("good", "bad")
 
@@ -67,8 +92,9 @@ def test_wrong_types_and_invalid_json_name_the_place(tmp_path):
     with pytest.raises(DataError, match=r"broken.jsonl, line 2: invalid JSON"):
         read_preferences(broken)
     with pytest.raises(DataError, match="field 'margin': expected a number"):
-        read_preferences(write_jsonl(tmp_path / "m.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "r",
-                                                              "margin": "lots"}]))
+        read_preferences(
+            write_jsonl(tmp_path / "m.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "r", "margin": "lots"}])
+        )
     with pytest.raises(DataError, match="cannot tell the preference format"):
         read_preferences(write_jsonl(tmp_path / "x.jsonl", [{"question": "q"}]))
 
@@ -102,8 +128,10 @@ def test_shared_public_formats():
 
 
 def test_autoj_label_order_and_bad_label(tmp_path):
-    rows = [{"prompt": "p", "response 1": "one", "response 2": "two", "label": 1, "scenario": "x"},
-            {"prompt": "p", "response 1": "one", "response 2": "two", "label": 7, "scenario": "x"}]
+    rows = [
+        {"prompt": "p", "response 1": "one", "response 2": "two", "label": 1, "scenario": "x"},
+        {"prompt": "p", "response 1": "one", "response 2": "two", "label": 7, "scenario": "x"},
+    ]
     path = write_jsonl(tmp_path / "autoj.jsonl", rows)
     records, bad = read_preferences(path, on_bad_row="skip")
     assert (records[0].chosen, records[0].rejected) == ("two", "one")

@@ -86,8 +86,9 @@ def test_simpo_is_reference_free_with_margin():
 
 def test_kto_desirable_and_undesirable():
     # r = -1 - -1.5 = 0.5, z0 = 0.2, β = 1
-    loss, metrics = kto(t(-1.0, -1.0), t(-1.5, -1.5), torch.tensor([True, False]), beta=1.0, kl=t(0.2),
-                        undesirable_weight=2.0)
+    loss, metrics = kto(
+        t(-1.0, -1.0), t(-1.5, -1.5), torch.tensor([True, False]), beta=1.0, kl=t(0.2), undesirable_weight=2.0
+    )
     # desirable: 1 - σ(0.3) = 1 - 0.57444252; undesirable: 2 * (1 - σ(-0.3)) = 2 * 0.57444252
     assert loss.tolist() == pytest.approx([0.42555748, 1.14888504], abs=1e-8)
     assert metrics["rewards/accuracy"].tolist() == [1.0, 0.0]
@@ -106,8 +107,9 @@ def test_kto_clamps_negative_kl_and_blocks_its_gradient():
 
 
 def test_bradley_terry_with_margin_and_ties():
-    loss, metrics = bradley_terry(t(2.0, 2.0, 2.0), t(1.0, 1.0, 1.0), margin=t(0.0, 0.5, 0.0),
-                                  tie=torch.tensor([False, False, True]))
+    loss, metrics = bradley_terry(
+        t(2.0, 2.0, 2.0), t(1.0, 1.0, 1.0), margin=t(0.0, 0.5, 0.0), tie=torch.tensor([False, False, True])
+    )
     # -log σ(1) = 0.31326169; -log σ(1 - 0.5) = 0.47407698; tie: ½(0.31326169 + 1.31326169)
     assert loss.tolist() == pytest.approx([0.31326169, 0.47407698, 0.81326169], abs=1e-8)
     assert metrics["rewards/accuracy"].tolist() == [1.0, 1.0]  # the tied pair has no right answer

@@ -55,7 +55,7 @@ def plain_logps(model, prompt, reply):
     ids = torch.tensor([prompt + reply])
     logits = model(input_ids=ids).logits[0, :-1].log_softmax(-1)
     token_logps = logits.gather(1, ids[0, 1:, None]).squeeze(1)
-    return token_logps[len(prompt) - 1:].sum()
+    return token_logps[len(prompt) - 1 :].sum()
 
 
 def test_completion_logps_equal_a_plain_forward_for_packed_and_padded_layouts():
