@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from rlxf.config import DataSection, ModelSection, to_yaml
+from rlxf.config import DataSection, ModelSection, to_dict, to_yaml
 from rlxf.data import BadRows, Labeled, Preference, read_preferences, split_by_group
 from rlxf.data.batching import pack_groups, token_budget_batches
 from rlxf.data.templating import ChatEncoder
@@ -27,6 +27,7 @@ from rlxf.models import (
     resolve_model_path,
 )
 from rlxf.models.packing import use_packed_attention
+from rlxf.train.model_card import model_card, save_model
 
 log = logging.getLogger("rlxf")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -102,35 +103,58 @@ def encode_completions(encoder: ChatEncoder, records: Sequence[Labeled]) -> list
     return sequences
 
 
+def _maybe_lora(model: nn.Module, section: ModelSection, *, reward_head: bool) -> nn.Module:
+    lora = section.lora
+    if not lora.rank:
+        return model
+    return apply_lora(
+        model,
+        rank=lora.rank,
+        alpha=lora.alpha,
+        dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        reward_head=reward_head,
+    )
+
+
 def build_policy(section: ModelSection, seed: int) -> tuple[nn.Module, Any]:
     """Causal LM + tokenizer, packed attention on, LoRA applied if asked."""
     tokenizer = load_tokenizer(section.name)
     model = load_causal_lm(section.name, dtype=section.dtype, seed=seed)
     use_packed_attention(model)
-    if section.lora.rank:
-        model = apply_lora(
-            model,
-            rank=section.lora.rank,
-            alpha=section.lora.alpha,
-            dropout=section.lora.dropout,
-            target_modules=section.lora.target_modules,
-        )
-    return model, tokenizer
+    return _maybe_lora(model, section, reward_head=False), tokenizer
 
 
 def build_reward_model(section: ModelSection, seed: int) -> tuple[nn.Module, Any]:
+    """Scalar-head model + tokenizer, LoRA applied if asked."""
     tokenizer = load_tokenizer(section.name)
     model = load_reward_model(section.name, dtype=section.dtype, seed=seed, pad_token_id=tokenizer.pad_token_id)
-    if section.lora.rank:
-        model = apply_lora(
-            model,
-            rank=section.lora.rank,
-            alpha=section.lora.alpha,
-            dropout=section.lora.dropout,
-            target_modules=section.lora.target_modules,
-            reward_head=True,
-        )
-    return model, tokenizer
+    return _maybe_lora(model, section, reward_head=True), tokenizer
+
+
+def save_results(
+    output_dir: Path,
+    model: nn.Module,
+    tokenizer,
+    results: dict[str, Any],
+    *,
+    title: str,
+    recipe: str,
+    base_model: str,
+    config: Any,
+    settings: dict[str, Any] | None = None,
+) -> None:
+    """eval.json, and the final model under model/ with a card recording data, config and metrics."""
+    write_json(output_dir / "eval.json", results)
+    card = model_card(
+        title=title,
+        base_model=base_model,
+        recipe=recipe,
+        data=results.get("data", {}),
+        config=to_dict(config),
+        metrics=results.get("held_out", {}),
+    )
+    save_model(model, tokenizer, output_dir / "model", card, settings=settings)
 
 
 Group = tuple[list[int], list[list[int]]]  # a prompt's token ids and its completions' token ids

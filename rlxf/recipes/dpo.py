@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from rlxf.config import DataSection, ModelSection, TrainSection, to_dict
+from rlxf.config import DataSection, ModelSection, TrainSection
 from rlxf.data import Preference
 from rlxf.data.batching import pack_groups
 from rlxf.data.templating import ChatEncoder
@@ -33,12 +33,11 @@ from rlxf.recipes.common import (
     group_logps,
     load_preference_splits,
     reference_logps,
+    save_results,
     say,
     write_config,
-    write_json,
 )
 from rlxf.train import Run
-from rlxf.train.model_card import model_card, save_model
 from rlxf.train.run import MetricSums
 
 
@@ -228,14 +227,14 @@ def train_dpo(config: DPOConfig) -> dict:
             f"on {results['held_out']['pairs']} pairs"
         )
     run.finish()
-    write_json(output_dir / "eval.json", results)
-    card = model_card(
+    save_results(
+        output_dir,
+        policy,
+        tokenizer,
+        results,
         title=f"{config.loss.upper()} policy",
-        base_model=config.policy.name,
         recipe="dpo",
-        data=data_summary,
-        config=to_dict(config),
-        metrics=results["held_out"],
+        base_model=config.policy.name,
+        config=config,
     )
-    save_model(policy, tokenizer, output_dir / "model", card)
     return results

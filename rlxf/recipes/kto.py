@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rlxf.config import DataSection, ModelSection, TrainSection, to_dict
+from rlxf.config import DataSection, ModelSection, TrainSection
 from rlxf.data import pack, read_feedback
 from rlxf.eval.stats import proportion
 from rlxf.losses import kto, sequence_mean
@@ -33,13 +33,12 @@ from rlxf.recipes.common import (
     group_logps,
     load_splits,
     reference_logps,
+    save_results,
     say,
     write_config,
-    write_json,
 )
 from rlxf.recipes.dpo import ReferenceSection
 from rlxf.train import Run
-from rlxf.train.model_card import model_card, save_model
 from rlxf.train.run import MetricSums
 
 
@@ -160,14 +159,14 @@ def train_kto(config: KTOConfig) -> dict:
     }
     run.log_eval(results["held_out"])
     run.finish()
-    write_json(output_dir / "eval.json", results)
-    card = model_card(
+    save_results(
+        output_dir,
+        policy,
+        tokenizer,
+        results,
         title="KTO policy",
-        base_model=config.policy.name,
         recipe="kto",
-        data=data_summary,
-        config=to_dict(config),
-        metrics=results["held_out"],
+        base_model=config.policy.name,
+        config=config,
     )
-    save_model(policy, tokenizer, output_dir / "model", card)
     return results

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rlxf.config import DataSection, ModelSection, TrainSection, to_dict
+from rlxf.config import DataSection, ModelSection, TrainSection
 from rlxf.data import Preference, pad
 from rlxf.data.templating import ChatEncoder
 from rlxf.eval.stats import proportion
@@ -24,13 +24,12 @@ from rlxf.recipes.common import (
     build_reward_model,
     encoder_for,
     load_preference_splits,
+    save_results,
     say,
     token_budget_batches,
     write_config,
-    write_json,
 )
 from rlxf.train import Run
-from rlxf.train.model_card import model_card, save_model
 from rlxf.train.run import MetricSums
 
 
@@ -153,20 +152,15 @@ def train_reward_model(config: RewardModelConfig) -> dict:
         f"reward model: held-out accuracy {results['held_out']['accuracy']:.3f} on {results['held_out']['pairs']} pairs "
         f"(longer-wins baseline {results['length_baseline']['longer_wins']:.3f})"
     )
-    write_json(output_dir / "eval.json", results)
-    card = model_card(
-        title="Reward model",
-        base_model=config.model.name,
-        recipe="rm",
-        data=data_summary,
-        config=to_dict(config),
-        metrics=results["held_out"],
-    )
-    save_model(
+    save_results(
+        output_dir,
         model,
         tokenizer,
-        output_dir / "model",
-        card,
+        results,
+        title="Reward model",
+        recipe="rm",
+        base_model=config.model.name,
+        config=config,
         settings={
             "kind": "reward_model",
             "max_length": config.data.max_length,

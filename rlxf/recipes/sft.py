@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rlxf.config import DataSection, ModelSection, TrainSection, to_dict
+from rlxf.config import DataSection, ModelSection, TrainSection
 from rlxf.data import pack, read_demonstrations
 from rlxf.losses import token_mean
 from rlxf.models import completion_logps
@@ -25,12 +25,11 @@ from rlxf.recipes.common import (
     encoder_for,
     group_logps,
     load_splits,
+    save_results,
     say,
     write_config,
-    write_json,
 )
 from rlxf.train import Run
-from rlxf.train.model_card import model_card, save_model
 
 
 @dataclass
@@ -94,14 +93,14 @@ def train_sft(config: SFTConfig) -> dict:
         run.log_eval(results["held_out"])
         say(f"sft: held-out NLL {results['held_out']['nll_per_token']:.3f} per token")
     run.finish()
-    write_json(output_dir / "eval.json", results)
-    card = model_card(
+    save_results(
+        output_dir,
+        policy,
+        tokenizer,
+        results,
         title="SFT policy",
-        base_model=config.policy.name,
         recipe="sft",
-        data=data_summary,
-        config=to_dict(config),
-        metrics=results["held_out"],
+        base_model=config.policy.name,
+        config=config,
     )
-    save_model(policy, tokenizer, output_dir / "model", card)
     return results
