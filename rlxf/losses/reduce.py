@@ -21,6 +21,35 @@ def token_mean(per_sequence_token_sums: Tensor, global_token_count: int | float 
     return per_sequence_token_sums.sum() / global_token_count
 
 
+def aggregate(
+    per_token: Tensor,
+    mask: Tensor,
+    mode: str = "token_mean",
+    *,
+    global_tokens: int | float | Tensor | None = None,
+    global_sequences: int | None = None,
+    max_tokens: int | None = None,
+) -> Tensor:
+    """Per-token losses (B, T) -> the scalar to back-propagate, for this rank's share.
+
+    ``token_mean``: Σ loss / tokens of the global batch (DAPO's token-level loss, Yu et al. 2025).
+    ``sequence_mean``: mean over sequences of each sequence's token mean (original GRPO).
+    ``constant``: Σ loss / (sequences × max_tokens), Dr. GRPO's length-unbiased form
+    (Liu et al. 2025). Global counts default to this batch's own.
+    """
+    mask = mask.to(per_token.dtype)
+    sequences = global_sequences or per_token.shape[0]
+    if mode == "token_mean":
+        return (per_token * mask).sum() / (global_tokens if global_tokens is not None else mask.sum().clamp(min=1))
+    if mode == "sequence_mean":
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum() / sequences
+    if mode == "constant":
+        if max_tokens is None:
+            raise ValueError("the constant normalizer needs max_tokens (e.g. the generation limit)")
+        return (per_token * mask).sum() / (sequences * max_tokens)
+    raise ValueError(f"unknown aggregation {mode!r}; use token_mean, sequence_mean or constant")
+
+
 def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
     """Sum of ``values`` over the last dimension where ``mask`` is true.
 

@@ -76,3 +76,17 @@ def test_unions_and_lists():
     config = load_config(Custom, None, ["limit=3", "names=[a, b]"])
     assert config.limit == 3 and config.names == ["a", "b"]
     assert load_config(Custom, None, ["limit=none"]).limit is None
+
+
+def test_shipped_configs_load_into_their_commands():
+    from pathlib import Path
+
+    from rlxf.cli import COMMANDS
+
+    classes = {name: getattr(__import__(module, fromlist=[cls]), cls) for name, (module, cls, *_) in COMMANDS.items()}
+    command_of = {"dpo_hh": "dpo", "simpo_hh": "dpo", "rm_hh": "rm", "kto_hh": "kto", "demo": "demo"}
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+    assert {p.stem for p in configs} == set(command_of)
+    for path in configs:
+        config = load_config(classes[command_of[path.stem]], path)
+        assert config.output_dir.startswith("runs/"), path

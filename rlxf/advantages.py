@@ -1,0 +1,116 @@
+"""Advantage estimators for online RL: GAE, group-normalized, leave-one-out, greedy baseline.
+
+All are pure functions over tensors. Sequence-level rewards are (B,) tensors; token-level
+quantities are (B, T) with a 0/1 ``mask`` marking response tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def gae(
+    rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[Tensor, Tensor]:
+    """Generalized Advantage Estimation.
+
+    Schulman et al., "High-Dimensional Continuous Control Using Generalized Advantage
+    Estimation" (ICLR 2016), Eq. 16: ``δ_t = r_t + γ V_{t+1} - V_t``,
+    ``A_t = δ_t + γλ A_{t+1}``; the value after the last response token is 0.
+
+    rewards, values, mask: (B, T). Returns (advantages, returns = advantages + values), zero
+    where ``mask`` is 0.
+    """
+    mask = mask.to(values.dtype)
+    advantages = torch.zeros_like(values)
+    next_value = torch.zeros_like(values[:, 0])
+    next_advantage = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantages[:, t] = (delta + gamma * lam * next_advantage) * mask[:, t]
+        # padding after a response must not leak into it: only real tokens carry values forward
+        next_value = torch.where(mask[:, t] > 0, values[:, t], next_value)
+        next_advantage = torch.where(mask[:, t] > 0, advantages[:, t], next_advantage)
+    return advantages, (advantages + values) * mask
+
+
+def group_normalized(rewards: Tensor, group_size: int, *, scale: bool = True, eps: float = 1e-6) -> Tensor:
+    """Group-relative advantages: each reward against the other samples of its prompt.
+
+    GRPO: Shao et al., "DeepSeekMath" (2024), Sec. 4.1.2: ``A_i = (r_i - mean(r)) / std(r)``
+    (sample standard deviation). ``scale=False`` is Dr. GRPO, Liu et al., "Understanding
+    R1-Zero-Like Training: A Critical Perspective" (2025), Sec. 3.2: ``A_i = r_i - mean(r)``,
+    which removes the difficulty bias of dividing by the group's spread.
+
+    rewards: (G * group_size,), samples of one prompt adjacent. Returns (G * group_size,).
+    """
+    grouped = rewards.view(-1, group_size)
+    centred = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale:
+        centred = centred / (grouped.std(dim=1, keepdim=True) + eps)
+    return centred.reshape(-1)
+
+
+def leave_one_out(rewards: Tensor, group_size: int) -> Tensor:
+    """RLOO: each sample's baseline is the mean reward of the other samples of its prompt.
+
+    Kool et al., "Buy 4 REINFORCE Samples, Get a Baseline for Free!" (2019); Ahmadian et al.,
+    "Back to Basics: Revisiting REINFORCE Style Optimization for Learning from Human
+    Feedback in LLMs" (ACL 2024), Eq. 5: ``A_i = r_i - 1/(k-1) Σ_{j≠i} r_j``.
+    """
+    if group_size < 2:
+        raise ValueError("leave-one-out needs at least 2 samples per prompt")
+    grouped = rewards.view(-1, group_size)
+    others = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)
+    return (grouped - others).reshape(-1)
+
+
+def greedy_baseline(rewards: Tensor, greedy_rewards: Tensor, group_size: int = 1) -> Tensor:
+    """ReMax: the baseline is the reward of the greedy response to the same prompt.
+
+    Li et al., "ReMax: A Simple, Effective, and Efficient Reinforcement Learning Method for
+    Aligning Large Language Models" (ICML 2024), Algorithm 1: ``A_i = r(x, y_i) - r(x, ŷ)``.
+
+    rewards: (G * group_size,); greedy_rewards: (G,).
+    """
+    return (rewards.view(-1, group_size) - greedy_rewards.view(-1, 1)).reshape(-1)
+
+
+def discounted_returns(token_rewards: Tensor, mask: Tensor, *, gamma: float = 1.0) -> Tensor:
+    """``G_t = Σ_{s ≥ t} γ^{s-t} r_s`` over response tokens (B, T)."""
+    mask = mask.to(token_rewards.dtype)
+    returns = torch.zeros_like(token_rewards)
+    running = torch.zeros_like(token_rewards[:, 0])
+    for t in reversed(range(token_rewards.shape[1])):
+        running = (token_rewards[:, t] + gamma * running) * mask[:, t] + running * (1 - mask[:, t])
+        returns[:, t] = running * mask[:, t]
+    return returns
+
+
+def whiten(values: Tensor, mask: Tensor, *, eps: float = 1e-8, shift_mean: bool = True) -> Tensor:
+    """Normalize masked entries to zero mean and unit variance over the whole batch."""
+    mask = mask.to(values.dtype)
+    count = mask.sum().clamp(min=1)
+    mean = (values * mask).sum() / count
+    variance = (((values - mean) * mask) ** 2).sum() / count
+    whitened = (values - mean) * torch.rsqrt(variance + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask
+
+
+def reinforce_pp(rewards: Tensor, kl: Tensor, mask: Tensor, *, kl_coef: float, gamma: float = 1.0) -> Tensor:
+    """REINFORCE++ advantages: token-level KL penalty in the reward, returns, global whitening.
+
+    Hu, "REINFORCE++: A Simple and Efficient Approach for Aligning Large Language Models"
+    (2025), Sec. 3: ``r_t = 1[t = last]·r(x, y) - β·KL_t``, ``A_t = Σ_{s≥t} γ^{s-t} r_s``,
+    then normalized over the whole batch.
+
+    rewards: (B,) sequence rewards; kl: (B, T) per-token KL estimates; mask: (B, T).
+    """
+    mask = mask.to(kl.dtype)
+    last = mask.cumsum(dim=1) == mask.sum(dim=1, keepdim=True)
+    last = last & (mask > 0)
+    token_rewards = -kl_coef * kl * mask + last.to(kl.dtype) * rewards[:, None]
+    return whiten(discounted_returns(token_rewards, mask, gamma=gamma), mask)

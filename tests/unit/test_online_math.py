@@ -1,0 +1,128 @@
+"""Advantages and policy/value losses against arithmetic written out by hand."""
+
+import math
+
+import pytest
+import torch
+
+from rlxf.advantages import (
+    discounted_returns,
+    gae,
+    greedy_baseline,
+    group_normalized,
+    leave_one_out,
+    reinforce_pp,
+    whiten,
+)
+from rlxf.losses.policy import AdaptiveKLController, kl_estimate, ppo_clip
+from rlxf.losses.reduce import aggregate
+from rlxf.losses.value import clipped_value_loss
+
+
+def t(*rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_gae_by_hand_and_padding_does_not_leak():
+    # rewards [0, 1], values [0.5, 0.8], γ=1, λ=0.9:
+    # δ1 = 1 - 0.8 = 0.2 -> A1 = 0.2; δ0 = 0 + 0.8 - 0.5 = 0.3 -> A0 = 0.3 + 0.9*0.2 = 0.48
+    advantages, returns = gae(t([0.0, 1.0, 7.0]), t([0.5, 0.8, 9.0]), t([1, 1, 0]), gamma=1.0, lam=0.9)
+    assert advantages.flatten().tolist() == pytest.approx([0.48, 0.2, 0.0])
+    assert returns.flatten().tolist() == pytest.approx([0.98, 1.0, 0.0])
+    # discounting: γ=0.5, λ=1 on one step: δ0 = 0 + 0.5*0.8 - 0.5 = -0.1; A0 = -0.1 + 0.5*0.2 = 0.0
+    advantages, _ = gae(t([0.0, 1.0]), t([0.5, 0.8]), t([1, 1]), gamma=0.5, lam=1.0)
+    assert advantages.flatten().tolist() == pytest.approx([0.0, 0.2])
+
+
+def test_grpo_and_dr_grpo_group_advantages():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
+    # group 1: mean 0.5, sample std sqrt((4 * 0.25) / 3) = 0.57735 -> ±0.5 / 0.57735 = ±0.86603
+    grpo = group_normalized(rewards, 4, eps=0.0)
+    assert grpo[:4].tolist() == pytest.approx([0.86603, -0.86603, -0.86603, 0.86603], abs=1e-5)
+    assert group_normalized(rewards, 4)[4:].tolist() == [0.0] * 4  # a solved group carries no signal
+    assert group_normalized(rewards, 4, scale=False)[:4].tolist() == [0.5, -0.5, -0.5, 0.5]
+
+
+def test_rloo_and_remax_baselines():
+    # 1 - (0 + 0 + 1)/3 = 0.6667 ; 0 - (1 + 0 + 1)/3 = -0.6667
+    assert leave_one_out(torch.tensor([1.0, 0.0, 0.0, 1.0]), 4).tolist() == pytest.approx(
+        [2 / 3, -2 / 3, -2 / 3, 2 / 3]
+    )
+    assert greedy_baseline(torch.tensor([1.0, 0.0, 0.5, 0.5]), torch.tensor([0.5, 1.0]), 2).tolist() == [
+        0.5,
+        -0.5,
+        -0.5,
+        -0.5,
+    ]
+    with pytest.raises(ValueError):
+        leave_one_out(torch.tensor([1.0]), 1)
+
+
+def test_returns_whitening_and_reinforce_pp():
+    # γ = 0.5: G = [1 + 0.5*(2 + 0.5*4), 2 + 0.5*4, 4] = [3, 4, 4]
+    assert discounted_returns(t([1.0, 2.0, 4.0, 9.0]), t([1, 1, 1, 0]), gamma=0.5).flatten().tolist() == [3, 4, 4, 0]
+    white = whiten(t([1.0, 3.0, 100.0]), t([1, 1, 0]))
+    assert white.flatten().tolist() == pytest.approx([-1.0, 1.0, 0.0], abs=1e-6)
+    # two sequences, reward 1 and 0 at the last token, KL 0.1 per token, β = 1:
+    # token rewards [[-0.1, 0.9], [-0.1, -0.1]] -> returns [[0.8, 0.9], [-0.2, -0.1]] -> whitened
+    advantages = reinforce_pp(t(1.0, 0.0), t([0.1, 0.1], [0.1, 0.1]), t([1, 1], [1, 1]), kl_coef=1.0)
+    returns = torch.tensor([0.8, 0.9, -0.2, -0.1], dtype=torch.float64)
+    expected = (returns - returns.mean()) / returns.std(unbiased=False)
+    assert advantages.flatten().tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_ppo_clip_by_hand_with_clip_higher():
+    old = math.log(0.5)
+    # ratio = 2: A = +1 -> -min(2, 1.2) = -1.2 ; A = -1 -> -min(-2, -1.2) = 2
+    loss, metrics = ppo_clip(t([0.0, 0.0]), t([old, old]), t([1.0, -1.0]), clip_low=0.2)
+    assert loss.flatten().tolist() == pytest.approx([-1.2, 2.0])
+    assert metrics["clipped"].flatten().tolist() == [1.0, 0.0]
+    # clip-higher: ε_high = 0.28 -> -min(2, 1.28) = -1.28
+    loss, _ = ppo_clip(t([0.0]), t([old]), t([1.0]), clip_low=0.2, clip_high=0.28)
+    assert loss.item() == pytest.approx(-1.28)
+    # on-policy (ratio 1) the gradient is -A · ∇log π
+    logp = torch.zeros(1, 1, dtype=torch.float64, requires_grad=True)
+    ppo_clip(logp, logp.detach(), t([3.0]))[0].sum().backward()
+    assert logp.grad.item() == pytest.approx(-3.0)
+
+
+def test_kl_estimators_by_hand():
+    # log π - log π_ref = 0.5: k1 = 0.5, k2 = 0.125, k3 = e^-0.5 - 1 + 0.5 = 0.10653066
+    logp, ref = t([0.0]), t([-0.5])
+    assert kl_estimate(logp, ref, "k1").item() == pytest.approx(0.5)
+    assert kl_estimate(logp, ref, "k2").item() == pytest.approx(0.125)
+    assert kl_estimate(logp, ref, "k3").item() == pytest.approx(0.10653066, abs=1e-8)
+    assert kl_estimate(ref, ref, "k3").item() == 0.0
+
+
+def test_clipped_value_loss_by_hand():
+    # v = 1.0, v_old = 0.5, R = 2, ε = 0.2: clipped v = 0.7 -> ½ max(1, 1.69) = 0.845
+    loss, metrics = clipped_value_loss(t([1.0]), t([0.5]), t([2.0]), clip=0.2)
+    assert loss.item() == pytest.approx(0.845) and metrics["value_clipped"].item() == 1.0
+
+
+def test_aggregations_by_hand_and_across_ranks():
+    per_token = t([1.0, 2.0, 3.0], [4.0, 0.0, 0.0])
+    mask = t([1, 1, 1], [1, 0, 0])
+    assert aggregate(per_token, mask, "token_mean").item() == pytest.approx(10 / 4)
+    assert aggregate(per_token, mask, "sequence_mean").item() == pytest.approx((2 + 4) / 2)
+    assert aggregate(per_token, mask, "constant", max_tokens=5).item() == pytest.approx(10 / (2 * 5))
+    # a batch split across two ranks, each dividing by the global counts, adds up to the whole
+    for mode in ("token_mean", "sequence_mean", "constant"):
+        whole = aggregate(per_token, mask, mode, max_tokens=5)
+        halves = sum(
+            aggregate(per_token[i : i + 1], mask[i : i + 1], mode, global_tokens=4, global_sequences=2, max_tokens=5)
+            for i in (0, 1)
+        )
+        assert halves.item() == pytest.approx(whole.item()), mode
+    # masked tokens change nothing
+    noisy = per_token + (1 - mask) * 1000
+    assert aggregate(noisy, mask, "token_mean").item() == pytest.approx(10 / 4)
+
+
+def test_adaptive_kl_controller_moves_toward_target():
+    controller = AdaptiveKLController(coef=0.1, target=6.0, horizon=100)
+    # KL 12 -> error clipped to 0.2 -> 0.1 * (1 + 0.2 * 10/100) = 0.102
+    assert controller.update(12.0, batch_size=10) == pytest.approx(0.102)
+    # KL 3 -> error -0.5 clipped to -0.2 -> 0.102 * (1 - 0.02) = 0.09996
+    assert controller.update(3.0, batch_size=10) == pytest.approx(0.09996)
