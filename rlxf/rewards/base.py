@@ -1,0 +1,44 @@
+"""One protocol for every reward source: ``score(prompts, completions) -> RewardBatch``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import torch
+from torch import Tensor
+
+from rlxf.data.records import Message
+
+
+@dataclass
+class RewardBatch:
+    """Rewards for a batch of completions, with a record of where each part came from."""
+
+    rewards: Tensor  # (B,) scalar reward per completion
+    by_source: dict[str, Tensor] = field(default_factory=dict)  # name -> (B,) that source's raw score
+    details: list[dict] = field(default_factory=list)  # per completion: parsed answer, test output, judge reply...
+    token_rewards: Tensor | None = None  # (B, T) optional per-token rewards (e.g. fine-grained spans)
+
+    def metrics(self) -> dict[str, float]:
+        """Mean reward overall and per source, for logging."""
+        out = {"reward": float(self.rewards.float().mean())}
+        out.update({f"reward/{name}": float(values.float().mean()) for name, values in self.by_source.items()})
+        return out
+
+
+class RewardSource(Protocol):
+    name: str
+
+    def score(self, prompts: Sequence[list[Message]], completions: Sequence[str], **context) -> RewardBatch:
+        """Score each completion of the prompt at the same index.
+
+        ``context`` carries per-example fields the source may need, e.g. ``answers`` for a
+        verifier or ``tests`` for code.
+        """
+        ...
+
+
+def single_source(name: str, values: Sequence[float], details: list[dict] | None = None) -> RewardBatch:
+    rewards = torch.tensor(list(values), dtype=torch.float32)
+    return RewardBatch(rewards, {name: rewards}, details or [{} for _ in values])

@@ -1,0 +1,41 @@
+"""Several reward sources as one: weighted sum, each optionally normalized over the batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from rlxf.rewards.base import RewardBatch, RewardSource
+
+
+@dataclass
+class WeightedSum:
+    """``r = Σ_k w_k · norm_k(r_k)``, where ``norm_k`` standardizes source k over the batch when
+    ``normalize[k]`` is set (so sources on different scales contribute by their weights).
+    Every source's raw score is kept in ``by_source``."""
+
+    sources: Sequence[RewardSource]
+    weights: Sequence[float]
+    normalize: Sequence[bool] | None = None
+    name: str = "combined"
+
+    def __post_init__(self):
+        if len(self.sources) != len(self.weights):
+            raise ValueError("give one weight per reward source")
+        self.normalize = list(self.normalize or [False] * len(self.sources))
+
+    def score(self, prompts, completions, **context) -> RewardBatch:
+        total = torch.zeros(len(completions))
+        by_source, details = {}, [{} for _ in completions]
+        for source, weight, normalize in zip(self.sources, self.weights, self.normalize):
+            batch = source.score(prompts, completions, **context)
+            by_source.update(batch.by_source)
+            values = batch.rewards.float()
+            if normalize and len(values) > 1:
+                values = (values - values.mean()) / (values.std() + 1e-6)
+            total += weight * values
+            for row, detail in zip(details, batch.details):
+                row[source.name] = detail
+        return RewardBatch(total, by_source, details)

@@ -1,0 +1,44 @@
+"""Math answers checked by the math-verify package (numbers, fractions, LaTeX, \\boxed{})."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from rlxf.rewards.base import RewardBatch, single_source
+
+_GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
+
+
+def reference_answer(answer: str) -> str:
+    """The final answer of a GSM8K worked solution (after ``####``, commas removed), else the text."""
+    found = _GSM8K_FINAL.search(answer)
+    return found.group(1).replace(",", "") if found else answer
+
+
+@dataclass
+class MathVerifier:
+    """1 when the completion's final answer equals the reference answer mathematically, else 0.
+
+    Parsing and equivalence are math-verify's (Kydlíček, Hugging Face, 2025): it extracts the
+    last boxed or plain answer and compares symbolically.
+    """
+
+    correct_reward: float = 1.0
+    wrong_reward: float = 0.0
+    name: str = "math"
+
+    def score(self, prompts, completions: Sequence[str], *, answers: Sequence[str], **context) -> RewardBatch:
+        from math_verify import parse, verify
+
+        values, details = [], []
+        for completion, answer in zip(completions, answers, strict=True):
+            gold = parse(reference_answer(answer))
+            predicted = parse(completion)
+            correct = bool(gold) and bool(predicted) and bool(verify(gold, predicted))
+            values.append(self.correct_reward if correct else self.wrong_reward)
+            details.append(
+                {"gold": [str(g) for g in gold], "predicted": [str(p) for p in predicted], "correct": correct}
+            )
+        return single_source(self.name, values, details)

@@ -1,0 +1,138 @@
+"""Reward sources: rules, math verification, and unit tests in a sandbox that survives abuse."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from rlxf.rewards.code import SandboxLimits, UnitTestReward, extract_code, run_tests
+from rlxf.rewards.math import MathVerifier, reference_answer
+from rlxf.rewards.rules import FormatReward, LengthPenalty
+
+from ..conftest import SHARED_DATA
+
+FAST = SandboxLimits(timeout_seconds=3, cpu_seconds=2, memory_bytes=512 << 20, output_bytes=64 << 10)
+
+
+def test_format_and_length_rules():
+    fmt = FormatReward(r"<answer>.*</answer>", match_reward=1.0, miss_reward=-1.0)
+    batch = fmt.score([], ["<answer>4</answer>", "4"])
+    assert batch.rewards.tolist() == [1.0, -1.0] and batch.metrics()["reward/format"] == 0.0
+    # 1,500 characters with 1,000 free: -2 * 500 / 1000 = -1
+    assert LengthPenalty(free_chars=1000, coef=2.0).score([], ["x" * 1500, "y"]).rewards.tolist() == [-1.0, 0.0]
+
+
+def test_math_verifier_on_gsm8k_and_latex_answers():
+    row = json.loads((SHARED_DATA / "gsm8k_train.jsonl").read_text().splitlines()[0])
+    assert reference_answer(row["answer"]) == "72"
+    assert reference_answer("so #### 1,234") == "1234"
+    verifier = MathVerifier()
+    completions = ["She sold 48 + 24 = 72 clips.", "The answer is $\\boxed{72}$", "I think 70.", "no idea"]
+    batch = verifier.score([], completions, answers=[row["answer"]] * 4)
+    assert batch.rewards.tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert batch.details[1]["correct"] and not batch.details[3]["correct"]
+    assert verifier.score([], ["$\\frac{1}{2}$"], answers=["0.5"]).rewards.tolist() == [1.0]
+
+
+MBPP_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]
+
+
+def test_unit_tests_pass_fail_and_partial():
+    reward = UnitTestReward(limits=FAST)
+    completions = [
+        "```python\ndef add(a, b):\n    return a + b\n```",
+        "def add(a, b):\n    return a - b",
+        "def add(a, b):\n    return 3",
+        "def add(a, b) return",
+    ]
+    batch = reward.score([], completions, tests=[MBPP_TESTS] * 4)
+    # a - b passes none of the three; a constant 3 passes the first
+    assert batch.rewards.tolist() == pytest.approx([1.0, 0.0, 1 / 3, 0.0])
+    assert "SyntaxError" in batch.details[3]["error"]
+    strict = UnitTestReward(limits=FAST, all_or_nothing=True).score([], completions[:2], tests=[MBPP_TESTS] * 2)
+    assert strict.rewards.tolist() == [1.0, 0.0]
+
+
+def test_mbpp_reference_solutions_pass():
+    rows = [json.loads(line) for line in (SHARED_DATA / "mbpp_validation.jsonl").read_text().splitlines()[:3]]
+    batch = UnitTestReward(limits=FAST).score(
+        [], [r["code"] for r in rows], tests=[r["test_list"] for r in rows], setup=[r["test_setup_code"] for r in rows]
+    )
+    assert batch.rewards.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_extract_code_takes_the_last_fenced_block():
+    assert extract_code("text\n```python\nx = 1\n```\nmore\n```\ny = 2\n```") == "y = 2\n"
+    assert extract_code("x = 1") == "x = 1"
+
+
+@pytest.mark.parametrize(
+    "program, why",
+    [
+        ("while True:\n    pass", "died"),  # the CPU limit (2 s) ends it before the 3 s timeout
+        ("import os\nwhile True:\n    os.fork()", "os.fork is not allowed"),
+        ("import subprocess\nsubprocess.Popen(['sh', '-c', ':(){ :|:& };:'])", "not allowed"),
+        ("import os\nos.system('yes > /dev/null &')", "os.system is not allowed"),
+        ("import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)", "not allowed"),
+        ("x = bytearray(8 << 30)", "MemoryError"),
+        ("import ctypes\nctypes.CDLL(None).fork()", "not allowed"),
+    ],
+)
+def test_hostile_programs_fail_without_harm(program, why):
+    started = time.time()
+    result = run_tests(program, ["assert True"], FAST)
+    assert time.time() - started < FAST.timeout_seconds + 5
+    assert result.passed == [False] and why in (result.error or "")
+
+
+def test_huge_output_is_capped_and_the_trainer_survives():
+    result = run_tests("while True:\n    print('x' * 10000)", ["assert True"], FAST)
+    assert result.passed == [False] and len(result.output) <= 2000
+
+
+def test_writes_outside_the_sandbox_are_refused(tmp_path):
+    target = tmp_path / "escape.txt"
+    keep = tmp_path / "keep.txt"
+    keep.write_text("precious")
+    program = f"open({str(target)!r}, 'w').write('x')\n"
+    assert "writing outside the sandbox" in run_tests(program, ["assert True"], FAST).error
+    assert "outside the sandbox" in run_tests(f"import os\nos.remove({str(keep)!r})", ["assert True"], FAST).error
+    assert not target.exists() and keep.read_text() == "precious"
+    inside = run_tests("open('notes.txt', 'w').write('ok')", ["assert open('notes.txt').read() == 'ok'"], FAST)
+    assert inside.passed == [True]
+
+
+def test_a_program_cannot_forge_the_result_line():
+    forged = "import sys\nprint('0' * 32 + ' {\"program\": null, \"tests\": [true]}')\nraise SystemExit(0)"
+    result = run_tests(forged, ["assert False"], FAST)
+    assert result.passed == [False]
+
+
+def test_no_process_outlives_its_sandbox():
+    run_tests("import time\nwhile True:\n    time.sleep(1)", ["assert True"], FAST)
+    assert [p for p in Path("/proc").iterdir() if p.name.isdigit() and _child_of_this_test(p)] == []
+
+
+def _child_of_this_test(proc: Path) -> bool:
+    try:
+        fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0] != "Z" and int(fields[1]) == os.getpid()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def test_weighted_sum_records_every_source():
+    from rlxf.rewards import WeightedSum
+
+    combined = WeightedSum([FormatReward(r"\d"), LengthPenalty(free_chars=2, coef=1.0)], weights=[2.0, 0.5])
+    batch = combined.score(
+        [],
+        ["12345", "abc"],
+    )
+    # "12345": 2*1 + 0.5*(-(5-2)/2) = 2 - 0.75 = 1.25 ; "abc": 0 + 0.5*(-(3-2)/2) = -0.25
+    assert batch.rewards.tolist() == pytest.approx([1.25, -0.25])
+    assert set(batch.by_source) == {"format", "length"} and batch.details[0]["format"]["format_match"]
+    normalized = WeightedSum([FormatReward(r"\d")], weights=[1.0], normalize=[True]).score([], ["1", "a"])
+    assert normalized.rewards.tolist() == pytest.approx([0.7071, -0.7071], abs=1e-3)  # (±0.5)/std(1,0)=0.7071
