@@ -1,0 +1,55 @@
+"""The HF rollout engine: sampling layout, stops, and log-probs that match the trainer's."""
+
+import torch
+
+from rlxf.data import pack
+from rlxf.data.templating import ChatEncoder
+from rlxf.models import completion_logps
+from rlxf.models.packing import use_packed_attention
+from rlxf.models.tiny import tiny_llama, tiny_tokenizer
+from rlxf.rollout import HFEngine, SamplingParams
+
+PROMPTS = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "what is two plus two?"}]]
+
+
+def engine(seed=0):
+    model = tiny_llama(seed=seed)
+    use_packed_attention(model)
+    return HFEngine(model, ChatEncoder(tiny_tokenizer(), max_length=256, max_prompt_length=128), batch_size=3)
+
+
+def test_samples_are_prompt_major_and_cut_at_their_stop():
+    rollout = engine().generate(PROMPTS, SamplingParams(max_new_tokens=12, n=3, temperature=1.0))
+    assert rollout.prompt_index == [0, 0, 0, 1, 1, 1]
+    assert rollout.logprobs.shape == rollout.mask.shape and rollout.mask.shape[0] == 6
+    for tokens, reason, row in zip(rollout.completion_ids, rollout.stop_reasons, rollout.mask):
+        assert int(row.sum()) == len(tokens) <= 12
+        assert (reason == "eos") == (tokens[-1] == 2) and (reason == "length") == (
+            len(tokens) == 12 and 2 not in tokens
+        )
+    assert rollout.timings["generate_tokens_per_second"] > 0
+
+
+def test_engine_log_probs_equal_the_trainer_forward():
+    policy = engine(seed=1)
+    rollout = policy.generate(PROMPTS, SamplingParams(max_new_tokens=10, n=2, temperature=1.0))
+    with torch.no_grad():
+        trainer, _ = completion_logps(policy.model, pack(list(zip(rollout.prompt_ids, rollout.completion_ids))))
+    engine_sums = (rollout.logprobs * rollout.mask).sum(-1)
+    assert torch.allclose(engine_sums, trainer, atol=1e-4), (engine_sums, trainer)
+
+
+def test_greedy_is_deterministic_and_stop_strings_end_completions():
+    policy = engine(seed=2)
+    greedy = SamplingParams(max_new_tokens=8, temperature=0)
+    assert policy.generate(PROMPTS, greedy).completion_ids == policy.generate(PROMPTS, greedy).completion_ids
+    sampled = SamplingParams(max_new_tokens=8, temperature=1.0)
+    torch.manual_seed(0)
+    full = policy.generate(PROMPTS[:1], sampled)
+    text = full.texts[0]
+    assert len(text) >= 4 and full.stop_reasons == ["length"]  # this seed babbles for all 8 tokens
+    stop = text[2:4]
+    torch.manual_seed(0)  # same draws until the stop string appears
+    stopped = policy.generate(PROMPTS[:1], SamplingParams(max_new_tokens=8, temperature=1.0, stop=(stop,)))
+    assert stopped.stop_reasons == ["stop"] and stopped.texts[0] == text[: text.index(stop) + len(stop)]
+    assert len(stopped.completion_ids[0]) < len(full.completion_ids[0])
