@@ -283,7 +283,8 @@ def _from_prompt_row(cell: _Cell) -> Prompt:
                 messages = messages[:-1]
             if not messages:
                 raise cell.error(field, "expected at least one non-assistant message")
-            return Prompt(messages, source=cell.source)
+            answer = cell.row.get("answer")
+            return Prompt(messages, source=cell.source, context={} if answer is None else {"answer": str(answer)})
     return Prompt(_parse_preference(cell, detect_preference_format(cell.row)).prompt, source=cell.source)
 
 

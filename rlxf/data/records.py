@@ -18,6 +18,8 @@ class Prompt:
 
     messages: list[Message]
     source: str = ""
+    context: dict = field(default_factory=dict)
+    """What a reward source needs besides the completion, e.g. {"answer": "72"} or {"tests": [...]}."""
 
 
 @dataclass

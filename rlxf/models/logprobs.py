@@ -9,6 +9,8 @@ compute (prompt positions are skipped).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -90,33 +92,79 @@ def hidden_states(model: nn.Module, batch: TokenBatch) -> Tensor:
     ).last_hidden_state
 
 
+@dataclass
+class TokenLogps:
+    """Log-probs of the completion tokens of a batch, flat in batch order."""
+
+    values: Tensor  # (N,) log π(y_t | x, y_<t)
+    owner: Tensor  # (N,) the sequence each token belongs to
+    num_sequences: int
+    entropy: Tensor | None = None  # (N,) entropy of π(·| x, y_<t), when asked for
+
+    def per_sequence(self, values: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Sums over each sequence's tokens (S,) and token counts (S,)."""
+        values = self.values if values is None else values
+        sums = values.new_zeros(self.num_sequences).index_add(0, self.owner, values)
+        return sums, torch.bincount(self.owner, minlength=self.num_sequences)
+
+    def as_matrix(self, values: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(S, T) right-padded per-token values and their 0/1 mask (tokens keep their order)."""
+        values = self.values if values is None else values
+        counts = torch.bincount(self.owner, minlength=self.num_sequences)
+        starts = torch.cumsum(counts, 0) - counts
+        position = torch.arange(len(self.owner)) - starts[self.owner]
+        width = int(counts.max()) if len(counts) else 0
+        matrix = values.new_zeros(self.num_sequences, width)
+        matrix = matrix.index_put((self.owner, position), values)
+        mask = torch.zeros(self.num_sequences, width, dtype=values.dtype)
+        mask[self.owner, position] = 1
+        return matrix, mask
+
+
+def token_logps(
+    model: nn.Module, batch: TokenBatch, *, temperature: float = 1.0, with_entropy: bool = False, chunk: int = 512
+) -> TokenLogps:
+    """Log-probs (and optionally entropies) of every completion token, under softmax(logits / temperature).
+
+    The owners of packed sequences must be sorted (they are, from :mod:`rlxf.data.batching`).
+    """
+    base = unwrap(model)
+    if batch.segments is not None and not uses_packed_attention(base):
+        raise ValueError("packed batches need packed attention: call rlxf.models.packing.use_packed_attention(model)")
+    if has_plain_head(base) and not with_entropy:
+        hidden = hidden_states(model, batch).flatten(0, 1)[batch.score_index]
+        if temperature != 1.0:
+            hidden = hidden / temperature  # (h/T) W^T = (h W^T)/T for a bias-free head
+        values = token_logps_from_hidden(hidden, base.get_output_embeddings(), batch.score_targets, chunk=chunk)
+        return TokenLogps(values, batch.score_owner, batch.num_sequences)
+    logits = _full_logits(model, batch) / temperature
+    logp = logits.log_softmax(-1)
+    values = logp.gather(1, batch.score_targets[:, None]).squeeze(1)
+    entropy = -(logp.exp() * logp).sum(-1) if with_entropy else None
+    return TokenLogps(values, batch.score_owner, batch.num_sequences, entropy)
+
+
+def _full_logits(model: nn.Module, batch: TokenBatch) -> Tensor:
+    base = unwrap(model)
+    if has_plain_head(base):
+        hidden = hidden_states(model, batch).flatten(0, 1)[batch.score_index]
+        return base.get_output_embeddings()(hidden).float()
+    output = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+        **batch.attention_kwargs(),
+    )
+    return output.logits.flatten(0, 1)[batch.score_index].float()
+
+
 def completion_logps(model: nn.Module, batch: TokenBatch, *, chunk: int = 512) -> tuple[Tensor, Tensor]:
     """Per-sequence sum of log π(y_t | x, y_<t) over completion tokens, and their counts.
 
     Returns (logps (S,), num_tokens (S,)).
     """
-    base = unwrap(model)
-    if batch.segments is not None and not uses_packed_attention(base):
-        raise ValueError("packed batches need packed attention: call rlxf.models.packing.use_packed_attention(model)")
-    if has_plain_head(base):
-        hidden = hidden_states(model, batch).flatten(0, 1)[batch.score_index]
-        token_logps = token_logps_from_hidden(hidden, base.get_output_embeddings(), batch.score_targets, chunk=chunk)
-    else:  # heads with soft-capping or scaling: fall back to full logits
-        logits = (
-            model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-                **batch.attention_kwargs(),
-            )
-            .logits.flatten(0, 1)[batch.score_index]
-            .float()
-        )
-        token_logps = logits.log_softmax(-1).gather(1, batch.score_targets[:, None]).squeeze(1)
-    sums = token_logps.new_zeros(batch.num_sequences).index_add(0, batch.score_owner, token_logps)
-    counts = torch.bincount(batch.score_owner, minlength=batch.num_sequences)
-    return sums, counts
+    return token_logps(model, batch, chunk=chunk).per_sequence()
 
 
 def reward_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:

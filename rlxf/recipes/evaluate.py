@@ -12,20 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from rlxf.config import DataSection
-from rlxf.data import pad
 from rlxf.data.records import Message
-from rlxf.data.templating import ChatEncoder
 from rlxf.eval.generate import Sample, generate
 from rlxf.eval.kl import sequence_kl
 from rlxf.eval.stats import mean_interval, proportion
-from rlxf.models import load_causal_lm, load_reward_model, load_tokenizer, reward_scores
+from rlxf.models import load_causal_lm, load_tokenizer
 from rlxf.models.packing import use_packed_attention
-from rlxf.recipes.common import encoder_for, load_preference_splits, say, token_budget_batches, write_json
+from rlxf.recipes.common import encoder_for, load_preference_splits, say, write_json
 from rlxf.recipes.reward_model import encode_pairs, pairwise_accuracy
-from rlxf.train.model_card import saved_settings
+from rlxf.rewards.learned import LearnedReward
 
 
 @dataclass
@@ -75,23 +72,6 @@ def held_prompts(records, limit: int) -> list[list[Message]]:
     return prompts[:limit] if limit else prompts
 
 
-@torch.no_grad()
-def judge(reward_model, rm_encoder: ChatEncoder, prompts, texts: list[str], max_tokens: int = 8192) -> list[float]:
-    """Reward of each (prompt, response text)."""
-    sequences = []
-    for prompt, text in zip(prompts, texts):
-        encoded = rm_encoder.encode(prompt, [text])
-        sequences.append((encoded.prompt + encoded.completions[0], []))
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
-    scores = [0.0] * len(sequences)
-    for batch in token_budget_batches([len(sequences[i][0]) for i in order], max_tokens):
-        rows = [order[i] for i in batch]
-        padded = pad([sequences[i] for i in rows], rm_encoder.tokenizer.pad_token_id)
-        for row, value in zip(rows, reward_scores(reward_model, padded.input_ids, padded.attention_mask).tolist()):
-            scores[row] = value
-    return scores
-
-
 def win_rate(policy_scores: list[float], reference_scores: list[float]) -> list[float]:
     return [1.0 if p > r else 0.5 if p == r else 0.0 for p, r in zip(policy_scores, reference_scores)]
 
@@ -100,32 +80,21 @@ def evaluate(config: EvalConfig) -> dict:
     output_dir = Path(config.output_dir)
     _, held, data_summary = load_preference_splits(config.data)
     results: dict = {"data": data_summary}
-    reward_model = rm_encoder = None
-    if config.reward_model:
-        rm_tokenizer = load_tokenizer(config.reward_model)
-        reward_model = load_reward_model(config.reward_model, pad_token_id=rm_tokenizer.pad_token_id).eval()
-        trained = saved_settings(config.reward_model)
-        max_length = config.rm_max_length or trained.get("max_length", 512)
-        max_prompt = (
-            trained.get("max_prompt_length", max_length * 3 // 4) if not config.rm_max_length else max_length * 3 // 4
-        )
-        rm_encoder = ChatEncoder(rm_tokenizer, max_length=max_length, max_prompt_length=min(max_prompt, max_length - 1))
-    if reward_model is not None and config.rm_accuracy:
-        pairs = encode_pairs(rm_encoder, held)
-        results["reward_model"] = pairwise_accuracy(
-            reward_model, pairs, [r.tie for r in held], rm_tokenizer.pad_token_id
-        )
-        say(
-            f"reward model accuracy: {results['reward_model']['accuracy']:.3f} on {results['reward_model']['pairs']} pairs"
-        )
+    judge = LearnedReward(config.reward_model, max_length=config.rm_max_length) if config.reward_model else None
+    if judge is not None and config.rm_accuracy:
+        model, encoder = judge.load()
+        pairs = encode_pairs(encoder, held)
+        results["reward_model"] = pairwise_accuracy(model, pairs, [r.tie for r in held], encoder.tokenizer.pad_token_id)
+        accuracy = results["reward_model"]
+        say(f"reward model accuracy: {accuracy['accuracy']:.3f} on {accuracy['pairs']} pairs")
     if config.policy:
-        results.update(compare_policy(config, held, reward_model, rm_encoder))
+        results.update(compare_policy(config, held, judge))
     write_json(output_dir / "eval.json", results)
     say(f"evaluation written to {output_dir / 'eval.json'}")
     return results
 
 
-def compare_policy(config: EvalConfig, held, reward_model, rm_encoder) -> dict:
+def compare_policy(config: EvalConfig, held, judge: LearnedReward | None) -> dict:
     gen = config.generation
     tokenizer = load_tokenizer(config.reference)
     encoder = encoder_for(tokenizer, config.data)
@@ -155,9 +124,9 @@ def compare_policy(config: EvalConfig, held, reward_model, rm_encoder) -> dict:
         "examples": examples(prompts, policy_samples, reference_samples),
     }
     say(f"KL(policy || reference) per response: {out['kl_to_reference']['value']:.3f}")
-    if reward_model is not None:
-        policy_scores = judge(reward_model, rm_encoder, prompts, [s.text for s in policy_samples])
-        reference_scores = judge(reward_model, rm_encoder, prompts, [s.text for s in reference_samples])
+    if judge is not None:
+        policy_scores = judge.score(prompts, [s.text for s in policy_samples]).rewards.tolist()
+        reference_scores = judge.score(prompts, [s.text for s in reference_samples]).rewards.tolist()
         estimate = proportion(win_rate(policy_scores, reference_scores))
         out["win_rate"] = estimate.as_dict()
         out["policy_reward"] = mean_interval(policy_scores).as_dict()

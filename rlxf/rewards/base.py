@@ -33,8 +33,8 @@ class RewardSource(Protocol):
     def score(self, prompts: Sequence[list[Message]], completions: Sequence[str], **context) -> RewardBatch:
         """Score each completion of the prompt at the same index.
 
-        ``context`` carries per-example fields the source may need, e.g. ``answers`` for a
-        verifier or ``tests`` for code.
+        ``context`` carries per-example fields the source may need, e.g. ``answer`` for a
+        verifier or ``tests`` for code, one entry per completion.
         """
         ...
 

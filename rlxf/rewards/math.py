@@ -29,12 +29,13 @@ class MathVerifier:
     wrong_reward: float = 0.0
     name: str = "math"
 
-    def score(self, prompts, completions: Sequence[str], *, answers: Sequence[str], **context) -> RewardBatch:
+    def score(self, prompts, completions: Sequence[str], *, answer: Sequence[str], **context) -> RewardBatch:
+        """``answer``: the reference answer of each completion's problem."""
         from math_verify import parse, verify
 
         values, details = [], []
-        for completion, answer in zip(completions, answers, strict=True):
-            gold = parse(reference_answer(answer))
+        for completion, reference in zip(completions, answer, strict=True):
+            gold = parse(reference_answer(reference))
             predicted = parse(completion)
             correct = bool(gold) and bool(predicted) and bool(verify(gold, predicted))
             values.append(self.correct_reward if correct else self.wrong_reward)

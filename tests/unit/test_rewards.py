@@ -30,10 +30,10 @@ def test_math_verifier_on_gsm8k_and_latex_answers():
     assert reference_answer("so #### 1,234") == "1234"
     verifier = MathVerifier()
     completions = ["She sold 48 + 24 = 72 clips.", "The answer is $\\boxed{72}$", "I think 70.", "no idea"]
-    batch = verifier.score([], completions, answers=[row["answer"]] * 4)
+    batch = verifier.score([], completions, answer=[row["answer"]] * 4)
     assert batch.rewards.tolist() == [1.0, 1.0, 0.0, 0.0]
     assert batch.details[1]["correct"] and not batch.details[3]["correct"]
-    assert verifier.score([], ["$\\frac{1}{2}$"], answers=["0.5"]).rewards.tolist() == [1.0]
+    assert verifier.score([], ["$\\frac{1}{2}$"], answer=["0.5"]).rewards.tolist() == [1.0]
 
 
 MBPP_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]

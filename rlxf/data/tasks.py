@@ -1,0 +1,100 @@
+"""Prompt sets for online RL, each prompt carrying what its reward source checks against.
+
+- ``arithmetic``: generated additions (or subtractions / multiplications), answer checked exactly;
+- ``gsm8k``: grade-school math word problems (Cobbe et al., 2021), final answer after ``####``;
+- ``mbpp``: Python problems with unit tests (Austin et al., 2021), in the original prompt layout;
+- any prompt file (jsonl/json/csv/parquet) whose rows may carry an ``answer`` field.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from rlxf.data.errors import DataError
+from rlxf.data.formats import read_prompts
+from rlxf.data.readers import iter_rows
+from rlxf.data.records import Prompt
+
+
+def arithmetic(
+    count: int,
+    *,
+    digits: int = 2,
+    operation: str = "+",
+    seed: int = 0,
+    no_carry: bool = False,
+    exclude: set[str] | None = None,
+) -> list[Prompt]:
+    """``count`` distinct problems "What is a + b?" with ``digits``-digit operands.
+
+    ``no_carry`` keeps only additions whose digit sums stay below 10. ``exclude`` holds
+    problem texts to leave out (e.g. a held-out set).
+    """
+    if operation not in ("+", "-", "*"):
+        raise ValueError("operation must be +, - or *")
+    low, high = (0 if digits == 1 else 10 ** (digits - 1)), 10**digits - 1
+    rng, seen, prompts = random.Random(seed), set(exclude or ()), []
+    if count > (high - low + 1) ** 2:
+        raise ValueError(f"only {(high - low + 1) ** 2} distinct {digits}-digit problems exist")
+    while len(prompts) < count:
+        a, b = rng.randint(low, high), rng.randint(low, high)
+        if no_carry and any(int(x) + int(y) >= 10 for x, y in zip(str(a).zfill(digits), str(b).zfill(digits))):
+            continue
+        text = f"What is {a} {operation} {b}?"
+        if text in seen:
+            continue
+        seen.add(text)
+        answer = {"+": a + b, "-": a - b, "*": a * b}[operation]
+        prompts.append(
+            Prompt([{"role": "user", "content": text}], source=f"arithmetic:{seed}", context={"answer": str(answer)})
+        )
+    return prompts
+
+
+def gsm8k(path: str | Path) -> list[Prompt]:
+    """Questions as prompts, worked solutions (ending ``#### N``) as the reference answer."""
+    prompts = []
+    for location, row in iter_rows(path):
+        if not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
+            raise DataError(
+                str(path),
+                location,
+                "question" if "question" not in row else "answer",
+                "expected GSM8K rows {question, answer}",
+            )
+        prompts.append(
+            Prompt(
+                [{"role": "user", "content": row["question"]}],
+                source=f"{path}, {location}",
+                context={"answer": row["answer"]},
+            )
+        )
+    return prompts
+
+
+def mbpp(path: str | Path) -> list[Prompt]:
+    """MBPP problems with their tests, in the prompt layout of Austin et al. (2021)."""
+    prompts = []
+    for location, row in iter_rows(path):
+        for field in ("text", "test_list"):
+            if field not in row:
+                raise DataError(str(path), location, field, "expected MBPP rows {text, test_list, ...}")
+        tests = "\n".join(row["test_list"])
+        text = (
+            f"You are an expert Python programmer, and here is your task: {row['text']} "
+            f"Your code should pass these tests:\n\n{tests}"
+        )
+        prompts.append(
+            Prompt(
+                [{"role": "user", "content": text}],
+                source=f"{path}, {location}",
+                context={"tests": list(row["test_list"]), "setup": row.get("test_setup_code") or ""},
+            )
+        )
+    return prompts
+
+
+def prompt_file(path: str | Path, *, on_bad_row: str = "error") -> list[Prompt]:
+    """Any prompt file; an ``answer`` column, if present, becomes the reference answer."""
+    return read_prompts(path, on_bad_row=on_bad_row)[0]

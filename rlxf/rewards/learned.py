@@ -1,0 +1,59 @@
+"""A trained reward model (from ``rlxf rm``) as a reward source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from rlxf.data.batching import pad, token_budget_batches
+from rlxf.data.templating import ChatEncoder
+from rlxf.rewards.base import RewardBatch, single_source
+
+
+@dataclass
+class LearnedReward:
+    """Scores each (prompt, completion) with a scalar-head model, encoded as it was trained."""
+
+    model_path: str
+    max_length: int = 0
+    """Input limit; 0 = as the model was trained (its rlxf.json), else 512."""
+    max_tokens: int = 8192
+    name: str = "reward_model"
+    _loaded: tuple = field(default=(), repr=False)
+
+    def load(self):
+        """(model, encoder), loaded once."""
+        if not self._loaded:
+            from rlxf.models import load_reward_model, load_tokenizer
+            from rlxf.train.model_card import saved_settings
+
+            tokenizer = load_tokenizer(self.model_path)
+            model = load_reward_model(self.model_path, pad_token_id=tokenizer.pad_token_id).eval()
+            settings = saved_settings(self.model_path) if not self.max_length else {}
+            max_length = self.max_length or settings.get("max_length", 512)
+            prompt_length = settings.get("max_prompt_length", max_length * 3 // 4)
+            encoder = ChatEncoder(
+                tokenizer, max_length=max_length, max_prompt_length=min(prompt_length, max_length - 1)
+            )
+            self._loaded = (model, encoder)
+        return self._loaded
+
+    @torch.no_grad()
+    def score(self, prompts, completions: Sequence[str], **context) -> RewardBatch:
+        from rlxf.models import reward_scores
+
+        model, encoder = self.load()
+        sequences = []
+        for prompt, completion in zip(prompts, completions):
+            encoded = encoder.encode(prompt, [completion])
+            sequences.append(encoded.prompt + encoded.completions[0])
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        scores = [0.0] * len(sequences)
+        for batch in token_budget_batches([len(sequences[i]) for i in order], self.max_tokens):
+            rows = [order[i] for i in batch]
+            padded = pad([(sequences[i], []) for i in rows], encoder.tokenizer.pad_token_id)
+            for row, value in zip(rows, reward_scores(model, padded.input_ids, padded.attention_mask).tolist()):
+                scores[row] = value
+        return single_source(self.name, scores)
