@@ -25,6 +25,15 @@ COMMANDS = {
         "offline preference optimization (dpo, ipo, cdpo, robust, hinge, simpo)",
     ),
     "kto": ("rlxf.recipes.kto", "KTOConfig", "train_kto", "KTO on unpaired binary feedback"),
+    "online": (
+        "rlxf.recipes.online",
+        "OnlineConfig",
+        "train_online",
+        "online RL from rewards: algo=grpo|dr_grpo|rloo|remax|reinforce_pp",
+    ),
+    "grpo": ("rlxf.recipes.online", "OnlineConfig", "train_online", "GRPO (= rlxf online algo=grpo)"),
+    "rloo": ("rlxf.recipes.online", "OnlineConfig", "train_online", "RLOO (= rlxf online algo=rloo)"),
+    "remax": ("rlxf.recipes.online", "OnlineConfig", "train_online", "ReMax (= rlxf online algo=remax)"),
     "eval": ("rlxf.recipes.evaluate", "EvalConfig", "evaluate", "RM accuracy, win rate vs reference, KL, lengths"),
     "demo": (
         "rlxf.recipes.demo",
@@ -33,6 +42,9 @@ COMMANDS = {
         "reward model -> DPO -> evaluation -> report, on shipped data",
     ),
 }
+
+
+ALGORITHM_ALIASES = ("grpo", "rloo", "remax")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     path = args.args[0] if args.args and "=" not in args.args[0] else None
     overrides = args.args[1:] if path else args.args
+    if args.command in ALGORITHM_ALIASES:  # `rlxf grpo ...` is `rlxf online algo=grpo ...`
+        overrides = [f"algo={args.command}", *overrides]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

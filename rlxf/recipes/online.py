@@ -1,0 +1,492 @@
+"""`rlxf online` (and `rlxf grpo`, `rlxf rloo`, ...): learn from rewards on the policy's own samples.
+
+Loop, one optimizer step per rollout:
+    prompts -> rollout (n samples each) -> score (reward sources) -> advantages
+    -> clipped policy loss (+ KL to the reference, - entropy bonus) -> aggregate -> step.
+
+Algorithms differ in their advantage estimator (``ADVANTAGE_ESTIMATORS``); the rest are
+knobs of the same loop: PPO-style ratio clipping (with DAPO's clip-higher), KL as a loss term
+or folded into the reward (k1/k2/k3 estimators, optionally adaptive), entropy bonus, DAPO's
+dynamic sampling of zero-variance groups, periodic reference refresh, and the loss
+aggregation (token mean, sequence mean, or Dr. GRPO's constant).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from rlxf.advantages import greedy_baseline, group_normalized, leave_one_out, reinforce_pp
+from rlxf.config import ModelSection, TrainSection
+from rlxf.data import pack
+from rlxf.data import tasks as task_sets
+from rlxf.data.records import Prompt
+from rlxf.losses.policy import AdaptiveKLController, entropy_bonus, kl_estimate, ppo_clip
+from rlxf.losses.reduce import aggregate
+from rlxf.models.logprobs import TokenLogps, token_logps
+from rlxf.models.lora import is_lora
+from rlxf.recipes.common import build_policy, encoder_for, save_results, say, write_config
+from rlxf.recipes.dpo import ReferenceSection
+from rlxf.rewards import FormatReward, LengthPenalty, MathVerifier, RewardBatch, UnitTestReward, WeightedSum
+from rlxf.rewards.learned import LearnedReward
+from rlxf.rollout import HFEngine, Rollout, SamplingParams
+from rlxf.train import Run
+from rlxf.train.run import MetricSums
+
+
+@dataclass
+class TaskSection:
+    name: str = "arithmetic"
+    """arithmetic (generated), gsm8k, mbpp, or file (any prompt file with an optional answer column)."""
+    path: str = ""
+    """Data file for gsm8k, mbpp and file."""
+    count: int = 4000
+    """arithmetic: training problems to generate."""
+    digits: int = 2
+    """arithmetic: digits per operand."""
+    operation: str = "+"
+    """arithmetic: +, - or *."""
+    eval_count: int = 100
+    """Held-out prompts (generated apart for arithmetic; the last rows of a file otherwise)."""
+    limit: int = 0
+    """Use only the first N training prompts (0 = all)."""
+    system_prompt: str = ""
+    """An optional system message put before every prompt."""
+
+    def __post_init__(self):
+        if self.name not in ("arithmetic", "gsm8k", "mbpp", "file"):
+            raise ValueError(f"task.name must be arithmetic, gsm8k, mbpp or file, got {self.name!r}")
+        if self.name != "arithmetic" and not self.path:
+            raise ValueError(f"task {self.name} needs task.path")
+
+
+@dataclass
+class RewardSection:
+    kind: str = "math"
+    """math (math-verify against the answer), unit_tests, format, length, or reward_model."""
+    weight: float = 1.0
+    """Weight in the sum of sources."""
+    normalize: bool = False
+    """Standardize this source over each batch before weighting."""
+    pattern: str = ""
+    """format: regular expression a good completion matches."""
+    model: str = ""
+    """reward_model: folder saved by `rlxf rm`."""
+    free_chars: int = 1000
+    """length: characters before the penalty starts."""
+
+    def build(self):
+        sources: dict[str, Callable] = {
+            "math": MathVerifier,
+            "unit_tests": UnitTestReward,
+            "format": lambda: FormatReward(self.pattern),
+            "length": lambda: LengthPenalty(free_chars=self.free_chars),
+            "reward_model": lambda: LearnedReward(self.model),
+        }
+        if self.kind not in sources:
+            raise ValueError(f"reward kind must be one of {sorted(sources)}, got {self.kind!r}")
+        return sources[self.kind]()
+
+
+@dataclass
+class SamplingSection:
+    n: int = 8
+    """Samples per prompt (the group for group-relative advantages)."""
+    max_new_tokens: int = 64
+    """Longest completion."""
+    temperature: float = 1.0
+    """Sampling temperature (also applied to the trainer's log-probs)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold."""
+    stop: list[str] = field(default_factory=list)
+    """Strings that end a completion."""
+    batch_size: int = 32
+    """Sequences per generate call."""
+
+
+@dataclass
+class OnlineConfig:
+    output_dir: str = "runs/online"
+    """Where checkpoints, metrics, eval.json and the final model (model/) go."""
+    algo: str = "grpo"
+    """Advantage estimator: grpo, dr_grpo, rloo, remax, reinforce_pp."""
+    policy: ModelSection = field(default_factory=ModelSection)
+    """The model being trained."""
+    reference: ReferenceSection = field(default_factory=ReferenceSection)
+    """KL anchor; empty name = the initial policy (kept frozen in memory, or LoRA adapters switched off)."""
+    task: TaskSection = field(default_factory=TaskSection)
+    """Prompts and what the rewards check them against."""
+    rewards: list[RewardSection] = field(default_factory=lambda: [RewardSection()])
+    """Reward sources, summed with their weights."""
+    sampling: SamplingSection = field(default_factory=SamplingSection)
+    """How the policy samples."""
+    train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=4, lr=1e-6, max_steps=100))
+    """Optimization; batch_size counts prompts per step (each with sampling.n samples)."""
+    clip_low: float = 0.2
+    """PPO ratio clip below 1."""
+    clip_high: float = 0.2
+    """PPO ratio clip above 1 (DAPO's clip-higher: 0.28)."""
+    kl_coef: float = 0.0
+    """Weight of KL(policy || reference); 0 = no reference model at all."""
+    kl_estimator: str = "k3"
+    """k1, k2 or k3 (Schulman 2020)."""
+    kl_penalty: str = "loss"
+    """loss: a KL term in the loss (GRPO); reward: subtracted from the reward (PPO, RLOO, REINFORCE++)."""
+    kl_target: float = 0.0
+    """> 0: adapt kl_coef toward this KL per sequence (Ziegler et al. 2019)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight."""
+    aggregation: str = "token_mean"
+    """token_mean, sequence_mean (GRPO) or constant (Dr. GRPO)."""
+    dynamic_sampling: bool = False
+    """DAPO: replace prompts whose samples all get the same reward, drawing extra prompts."""
+    max_sampling_rounds: int = 3
+    """Dynamic sampling: most rollouts per step."""
+    reference_refresh_every: int = 0
+    """Copy the policy into the reference every N steps (0 = never)."""
+    eval_greedy_every: int = 0
+    """Greedy evaluation on held-out prompts every N steps (0 = before and after training only)."""
+
+    def __post_init__(self):
+        if self.algo not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"algo must be one of {sorted(ADVANTAGE_ESTIMATORS)}, got {self.algo!r}")
+        if self.kl_penalty not in ("loss", "reward"):
+            raise ValueError("kl_penalty must be loss or reward")
+        if self.aggregation not in ("token_mean", "sequence_mean", "constant"):
+            raise ValueError("aggregation must be token_mean, sequence_mean or constant")
+        if self.algo in ("grpo", "dr_grpo", "rloo") and self.sampling.n < 2:
+            raise ValueError(f"{self.algo} compares samples of a prompt: sampling.n must be >= 2")
+
+
+# ---- advantages ----------------------------------------------------------------------------
+
+
+@dataclass
+class AdvantageInputs:
+    rewards: Tensor  # (B,) sequence rewards, KL already folded in when kl_penalty == "reward"
+    mask: Tensor  # (B, T) response tokens
+    group_size: int
+    kl: Tensor | None  # (B, T) per-token KL estimates (for REINFORCE++)
+    kl_coef: float
+    greedy_rewards: Tensor | None  # (G,) for ReMax
+
+
+def _per_token(advantages: Tensor, mask: Tensor) -> Tensor:
+    return advantages[:, None] * mask
+
+
+ADVANTAGE_ESTIMATORS: dict[str, Callable[[AdvantageInputs], Tensor]] = {
+    "grpo": lambda x: _per_token(group_normalized(x.rewards, x.group_size), x.mask),
+    "dr_grpo": lambda x: _per_token(group_normalized(x.rewards, x.group_size, scale=False), x.mask),
+    "rloo": lambda x: _per_token(leave_one_out(x.rewards, x.group_size), x.mask),
+    "remax": lambda x: _per_token(greedy_baseline(x.rewards, x.greedy_rewards, x.group_size), x.mask),
+    "reinforce_pp": lambda x: reinforce_pp(
+        x.rewards, x.kl if x.kl is not None else torch.zeros_like(x.mask), x.mask, kl_coef=x.kl_coef
+    ),
+}
+
+
+# ---- the pieces of a step --------------------------------------------------------------------
+
+
+def load_task(task: TaskSection, seed: int) -> tuple[list[Prompt], list[Prompt]]:
+    """Training and held-out prompts."""
+    if task.name == "arithmetic":
+        held = task_sets.arithmetic(task.eval_count, digits=task.digits, operation=task.operation, seed=seed + 1)
+        train = task_sets.arithmetic(
+            task.count,
+            digits=task.digits,
+            operation=task.operation,
+            seed=seed,
+            exclude={p.messages[-1]["content"] for p in held},
+        )
+    else:
+        loader = {"gsm8k": task_sets.gsm8k, "mbpp": task_sets.mbpp, "file": task_sets.prompt_file}[task.name]
+        prompts = loader(task.path)
+        train, held = prompts[: len(prompts) - task.eval_count], prompts[len(prompts) - task.eval_count :]
+    train = train[: task.limit] if task.limit else train
+    if task.system_prompt:
+        for prompt in train + held:
+            prompt.messages = [{"role": "system", "content": task.system_prompt}, *prompt.messages]
+    return train, held
+
+
+def reward_function(sections: list[RewardSection]):
+    if len(sections) == 1 and not sections[0].normalize and sections[0].weight == 1.0:
+        return sections[0].build()
+    return WeightedSum([s.build() for s in sections], [s.weight for s in sections], [s.normalize for s in sections])
+
+
+def score(source, prompts: list[Prompt], rollout: Rollout) -> RewardBatch:
+    """Rewards for every sample, with each prompt's context (answer, tests) spread over its samples."""
+    samples = [prompts[i] for i in rollout.prompt_index]
+    keys = set().union(*(p.context for p in samples)) if samples else set()
+    context = {key: [p.context.get(key) for p in samples] for key in keys}
+    return source.score([p.messages for p in samples], rollout.texts, **context)
+
+
+def zero_variance_groups(rewards: Tensor, group_size: int) -> Tensor:
+    """(G,) True where every sample of a prompt got the same reward: no signal for group methods."""
+    grouped = rewards.view(-1, group_size)
+    return (grouped.max(dim=1).values - grouped.min(dim=1).values) == 0
+
+
+def merge_rollouts(parts: list[tuple[list[Prompt], Rollout, RewardBatch]], keep_groups: int, group_size: int):
+    """DAPO's dynamic sampling: the first ``keep_groups`` groups whose rewards differ, as one rollout
+    (the first rollout's groups as they are if none differ)."""
+    kept = []
+    for part_prompts, rollout, rewards in parts:
+        flat = zero_variance_groups(rewards.rewards, group_size)
+        for g, prompt in enumerate(part_prompts):
+            kept.append((not bool(flat[g]), prompt, rollout, rewards, g))
+    chosen = [k for k in kept if k[0]][:keep_groups] or kept[:keep_groups]
+    rows = [(rollout, rewards, g * group_size + j) for _, _, rollout, rewards, g in chosen for j in range(group_size)]
+    width = max(int(r.mask[i].sum()) for r, _, i in rows)
+    logprobs = torch.zeros(len(rows), width)
+    mask = torch.zeros(len(rows), width)
+    for row, (rollout, _, i) in enumerate(rows):
+        length = len(rollout.completion_ids[i])
+        logprobs[row, :length] = rollout.logprobs[i, :length]
+        mask[row, :length] = 1
+    merged = Rollout(
+        [r.prompt_ids[i] for r, _, i in rows],
+        [r.completion_ids[i] for r, _, i in rows],
+        logprobs,
+        mask,
+        [r.texts[i] for r, _, i in rows],
+        [r.stop_reasons[i] for r, _, i in rows],
+        [k // group_size for k in range(len(rows))],
+        {"generate_seconds": sum(p[1].timings["generate_seconds"] for p in parts)},
+    )
+    rewards = RewardBatch(
+        torch.stack([b.rewards[i] for _, b, i in rows]),
+        {name: torch.stack([b.by_source[name][i] for _, b, i in rows]) for name in parts[0][2].by_source},
+        [b.details[i] for _, b, i in rows],
+    )
+    return [c[1] for c in chosen], merged, rewards
+
+
+class Reference:
+    """log π_ref of sampled tokens: a frozen copy of the initial policy, or the LoRA base."""
+
+    def __init__(self, policy: nn.Module, name: str, dtype: str, seed: int):
+        self.policy = policy
+        self.model = None
+        if name:
+            from rlxf.models import load_causal_lm
+            from rlxf.models.packing import use_packed_attention
+
+            self.model = load_causal_lm(name, dtype=dtype, seed=seed).eval().requires_grad_(False)
+            use_packed_attention(self.model)
+        elif not is_lora(policy):
+            self.model = copy.deepcopy(policy).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def token_logps(self, batch, temperature: float) -> Tensor:
+        if self.model is not None:
+            return token_logps(self.model, batch, temperature=temperature).values
+        with self.policy.disable_adapter():  # LoRA: the base weights are the reference
+            return token_logps(self.policy, batch, temperature=temperature).values
+
+    def refresh(self) -> None:
+        """T1: the current policy becomes the reference."""
+        if self.model is not None:
+            self.model.load_state_dict(self.policy.state_dict())
+
+
+@torch.no_grad()
+def greedy_eval(engine: HFEngine, source, prompts: list[Prompt], max_new_tokens: int) -> dict:
+    """Mean reward (accuracy for 0/1 verifiers) of greedy completions on held-out prompts."""
+    if not prompts:
+        return {}
+    rollout = engine.generate(
+        [p.messages for p in prompts], SamplingParams(max_new_tokens=max_new_tokens, temperature=0)
+    )
+    rewards = score(source, prompts, rollout)
+    return {
+        "greedy_reward": float(rewards.rewards.mean()),
+        "prompts": len(prompts),
+        "greedy_length": float(rollout.mask.sum(1).mean()),
+        "examples": [
+            {"prompt": p.messages[-1]["content"], "completion": t, "reward": float(r)}
+            for p, t, r in list(zip(prompts, rollout.texts, rewards.rewards))[:3]
+        ],
+    }
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+
+
+def train_online(config: OnlineConfig) -> dict:
+    output_dir = Path(config.output_dir)
+    write_config(output_dir, config)
+    torch.manual_seed(config.train.seed)
+    train_prompts, held_prompts = load_task(config.task, config.train.seed)
+    say(f"task {config.task.name}: {len(train_prompts)} training prompts, {len(held_prompts)} held out")
+    policy, tokenizer = build_policy(config.policy, config.train.seed)
+    encoder = encoder_for(tokenizer, config_data_limits(config))
+    engine = HFEngine(policy, encoder, batch_size=config.sampling.batch_size)
+    source = reward_function(config.rewards)
+    reference = (
+        Reference(policy, config.reference.name, config.policy.dtype, config.train.seed) if config.kl_coef > 0 else None
+    )
+    kl_control = AdaptiveKLController(config.kl_coef, config.kl_target) if config.kl_target > 0 else None
+    sampling = SamplingParams(
+        max_new_tokens=config.sampling.max_new_tokens,
+        temperature=config.sampling.temperature,
+        top_p=config.sampling.top_p,
+        n=config.sampling.n,
+        stop=tuple(config.sampling.stop),
+    )
+    n = sampling.n
+
+    run = Run(output_dir, policy, config.train, num_examples=len(train_prompts), name=config.algo)
+    results = {"before": greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)} if run.step == 0 else {}
+    if results:
+        run.log_eval(results["before"])
+        say(f"held-out greedy reward before training: {results['before']['greedy_reward']:.3f}")
+    kl_coef = config.kl_coef
+    for batch in run.steps():
+        # 1. rollout, with DAPO's dynamic sampling when asked
+        prompts = [train_prompts[i] for i in batch]
+        parts = [
+            (
+                prompts,
+                rollout := engine.generate([p.messages for p in prompts], sampling),
+                score(source, prompts, rollout),
+            )
+        ]
+        extra = random.Random(f"{config.train.seed}:{run.step}")
+        while (
+            config.dynamic_sampling
+            and len(parts) < config.max_sampling_rounds
+            and sum(int((~zero_variance_groups(p[2].rewards, n)).sum()) for p in parts) < len(batch)
+        ):
+            more = [train_prompts[extra.randrange(len(train_prompts))] for _ in batch]
+            rollout = engine.generate([p.messages for p in more], sampling)
+            parts.append((more, rollout, score(source, more, rollout)))
+        prompts, rollout, rewards = merge_rollouts(parts, len(batch), n) if config.dynamic_sampling else parts[0]
+
+        # 2. reference log-probs and advantages
+        sequences = list(zip(rollout.prompt_ids, rollout.completion_ids))
+        mask = rollout.mask
+        kl_tokens = ref_matrix = None
+        if reference is not None:
+            full = pack(sequences)
+            ref_matrix, _ = TokenLogps(
+                reference.token_logps(full, sampling.temperature), full.score_owner, full.num_sequences
+            ).as_matrix()
+            # the sampler's log-probs are the policy's (tested to match the trainer's forward)
+            kl_tokens = kl_estimate(rollout.logprobs, ref_matrix, config.kl_estimator) * mask
+        sequence_rewards = rewards.rewards.clone()
+        if kl_tokens is not None and config.kl_penalty == "reward" and config.algo != "reinforce_pp":
+            sequence_rewards -= kl_coef * kl_tokens.sum(-1)
+        greedy_rewards = None
+        if config.algo == "remax":
+            greedy = engine.generate(
+                [p.messages for p in prompts],
+                SamplingParams(max_new_tokens=sampling.max_new_tokens, temperature=0, stop=sampling.stop),
+            )
+            greedy_rewards = score(source, prompts, greedy).rewards
+        advantages = ADVANTAGE_ESTIMATORS[config.algo](
+            AdvantageInputs(
+                sequence_rewards, mask, n, kl_tokens if config.kl_penalty == "reward" else None, kl_coef, greedy_rewards
+            )
+        )
+
+        # 3. loss over micro-batches, divided by the whole step's counts
+        global_tokens, global_sequences = float(mask.sum()), len(sequences)
+        sums, total, trained_tokens = MetricSums(), 0.0, 0
+        for micro in _micro_batches(len(sequences), run.micro_batch_size * n):
+            batch_micro = pack([sequences[i] for i in micro])
+            current = token_logps(
+                policy, batch_micro, temperature=sampling.temperature, with_entropy=config.entropy_coef > 0
+            )
+            logp, micro_mask = current.as_matrix()
+            per_token, metrics = ppo_clip(
+                logp,
+                logp.detach(),
+                advantages[micro, : logp.shape[1]],
+                clip_low=config.clip_low,
+                clip_high=config.clip_high,
+            )
+            if ref_matrix is not None and config.kl_penalty == "loss":
+                ref_micro = ref_matrix[micro, : logp.shape[1]]
+                per_token = per_token + kl_coef * kl_estimate(logp, ref_micro, config.kl_estimator)
+            if config.entropy_coef > 0:
+                entropy, _ = current.as_matrix(current.entropy)
+                per_token = per_token + entropy_bonus(entropy, coef=config.entropy_coef)
+                sums.add({"entropy": current.entropy.detach()})
+            loss = aggregate(
+                per_token,
+                micro_mask,
+                config.aggregation,
+                global_tokens=global_tokens,
+                global_sequences=global_sequences,
+                max_tokens=sampling.max_new_tokens,
+            )
+            loss.backward()
+            total += loss.item()
+            sums.add({"clip_fraction": metrics["clipped"][micro_mask > 0]})
+            trained_tokens += batch_micro.num_tokens
+
+        # 4. step, with what a person watching the run wants to see
+        flat = zero_variance_groups(rewards.rewards, n)
+        step_metrics = {
+            **rewards.metrics(),
+            **sums.means(),
+            "reward_std": float(rewards.rewards.std()) if len(rewards.rewards) > 1 else 0.0,
+            "zero_variance_groups": float(flat.float().mean()),
+            "response_length": float(mask.sum(1).mean()),
+            "stopped": sum(r != "length" for r in rollout.stop_reasons) / len(rollout.stop_reasons),
+            "generate_tokens_per_second": float(mask.sum()) / max(1e-9, rollout.timings["generate_seconds"]),
+            "rollouts": len(parts),
+        }
+        if kl_tokens is not None:
+            step_metrics.update(kl=float(kl_tokens.sum(-1).mean()), kl_coef=kl_coef)
+            if kl_control is not None:
+                kl_coef = kl_control.update(step_metrics["kl"], len(sequences))
+        run.end_step(total, step_metrics, tokens=trained_tokens)
+        if reference is not None and config.reference_refresh_every and run.step % config.reference_refresh_every == 0:
+            reference.refresh()
+        if config.eval_greedy_every and run.step % config.eval_greedy_every == 0 and run.step < run.total_steps:
+            run.log_eval(greedy_eval(engine, source, held_prompts, sampling.max_new_tokens))
+
+    results["after"] = greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)
+    results["steps"] = run.step
+    results["held_out"] = {k: v for k, v in results["after"].items() if k != "examples"}
+    run.log_eval(results["held_out"])
+    run.finish()
+    if results.get("before"):
+        say(
+            f"held-out greedy reward: {results['before']['greedy_reward']:.3f} -> {results['after']['greedy_reward']:.3f}"
+        )
+    save_results(
+        output_dir,
+        policy,
+        tokenizer,
+        results,
+        title=f"{config.algo.upper()} policy",
+        recipe=config.algo,
+        base_model=config.policy.name,
+        config=config,
+    )
+    return results
+
+
+def config_data_limits(config: OnlineConfig):
+    """Prompt and completion budget for the chat encoder."""
+    from rlxf.config import DataSection
+
+    max_length = 1024 + config.sampling.max_new_tokens
+    return DataSection(max_length=max_length, max_prompt_length=1024)
+
+
+def _micro_batches(count: int, size: int) -> list[list[int]]:
+    return [list(range(start, min(count, start + size))) for start in range(0, count, size)]
