@@ -29,11 +29,17 @@ COMMANDS = {
         "rlxf.recipes.online",
         "OnlineConfig",
         "train_online",
-        "online RL from rewards: algo=grpo|dr_grpo|rloo|remax|reinforce_pp",
+        "online RL from rewards: algo=grpo|dr_grpo|rloo|remax|reinforce_pp|ppo",
     ),
     "grpo": ("rlxf.recipes.online", "OnlineConfig", "train_online", "GRPO (= rlxf online algo=grpo)"),
     "rloo": ("rlxf.recipes.online", "OnlineConfig", "train_online", "RLOO (= rlxf online algo=rloo)"),
     "remax": ("rlxf.recipes.online", "OnlineConfig", "train_online", "ReMax (= rlxf online algo=remax)"),
+    "ppo": (
+        "rlxf.recipes.online",
+        "OnlineConfig",
+        "train_online",
+        "PPO with a critic and GAE (= rlxf online algo=ppo)",
+    ),
     "eval": ("rlxf.recipes.evaluate", "EvalConfig", "evaluate", "RM accuracy, win rate vs reference, KL, lengths"),
     "demo": (
         "rlxf.recipes.demo",
@@ -44,7 +50,7 @@ COMMANDS = {
 }
 
 
-ALGORITHM_ALIASES = ("grpo", "rloo", "remax")
+ALGORITHM_ALIASES = ("grpo", "rloo", "remax", "ppo")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -144,6 +144,16 @@ def token_logps(
     return TokenLogps(values, batch.score_owner, batch.num_sequences, entropy)
 
 
+def token_values(critic: nn.Module, batch: TokenBatch) -> TokenLogps:
+    """A critic's value V(s_t) for the state before each completion token (scalar head on every position).
+
+    The critic is a sequence model with a ``score`` head (as loaded by ``load_reward_model``).
+    """
+    base = unwrap(critic)
+    hidden = hidden_states(critic, batch).flatten(0, 1)[batch.score_index]
+    return TokenLogps(base.score(hidden).squeeze(-1).float(), batch.score_owner, batch.num_sequences)
+
+
 def _full_logits(model: nn.Module, batch: TokenBatch) -> Tensor:
     base = unwrap(model)
     if has_plain_head(base):

@@ -22,14 +22,15 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from rlxf.advantages import greedy_baseline, group_normalized, leave_one_out, reinforce_pp
+from rlxf.advantages import gae, greedy_baseline, group_normalized, leave_one_out, reinforce_pp, whiten
 from rlxf.config import ModelSection, TrainSection
 from rlxf.data import pack
 from rlxf.data import tasks as task_sets
 from rlxf.data.records import Prompt
 from rlxf.losses.policy import AdaptiveKLController, entropy_bonus, kl_estimate, ppo_clip
 from rlxf.losses.reduce import aggregate
-from rlxf.models.logprobs import TokenLogps, token_logps
+from rlxf.losses.value import clipped_value_loss
+from rlxf.models.logprobs import TokenLogps, token_logps, token_values
 from rlxf.models.lora import is_lora
 from rlxf.recipes.common import build_policy, encoder_for, save_results, say, write_config
 from rlxf.recipes.dpo import ReferenceSection
@@ -115,7 +116,7 @@ class OnlineConfig:
     output_dir: str = "runs/online"
     """Where checkpoints, metrics, eval.json and the final model (model/) go."""
     algo: str = "grpo"
-    """Advantage estimator: grpo, dr_grpo, rloo, remax, reinforce_pp."""
+    """Advantage estimator: grpo, dr_grpo, rloo, remax, reinforce_pp, ppo (GAE with a critic)."""
     policy: ModelSection = field(default_factory=ModelSection)
     """The model being trained."""
     reference: ReferenceSection = field(default_factory=ReferenceSection)
@@ -152,6 +153,16 @@ class OnlineConfig:
     """Copy the policy into the reference every N steps (0 = never)."""
     eval_greedy_every: int = 0
     """Greedy evaluation on held-out prompts every N steps (0 = before and after training only)."""
+    critic: str = ""
+    """ppo: the value model's backbone (a scalar head is added); empty = the policy's model."""
+    gamma: float = 1.0
+    """ppo: discount."""
+    lam: float = 0.95
+    """ppo: GAE λ."""
+    value_clip: float = 0.2
+    """ppo: clip of the value update."""
+    value_coef: float = 0.5
+    """ppo: weight of the value loss (the critic shares the optimizer)."""
 
     def __post_init__(self):
         if self.algo not in ADVANTAGE_ESTIMATORS:
@@ -175,6 +186,25 @@ class AdvantageInputs:
     kl: Tensor | None  # (B, T) per-token KL estimates (for REINFORCE++)
     kl_coef: float
     greedy_rewards: Tensor | None  # (G,) for ReMax
+    values: Tensor | None = None  # (B, T) critic values V(s_t), for PPO
+    gamma: float = 1.0
+    lam: float = 0.95
+
+
+def token_rewards(x: AdvantageInputs) -> Tensor:
+    """The sequence reward on each response's last token, minus β·KL on every token when given."""
+    mask = x.mask
+    last = (mask.cumsum(1) == mask.sum(1, keepdim=True)) & (mask > 0)
+    rewards = last.to(mask.dtype) * x.rewards[:, None]
+    if x.kl is not None:
+        rewards = rewards - x.kl_coef * x.kl * mask
+    return rewards
+
+
+def ppo_advantages(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
+    """GAE advantages (whitened over the batch) and returns, for PPO with a critic."""
+    advantages, returns = gae(token_rewards(x), x.values, x.mask, gamma=x.gamma, lam=x.lam)
+    return whiten(advantages, x.mask), returns
 
 
 def _per_token(advantages: Tensor, mask: Tensor) -> Tensor:
@@ -189,6 +219,7 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[[AdvantageInputs], Tensor]] = {
     "reinforce_pp": lambda x: reinforce_pp(
         x.rewards, x.kl if x.kl is not None else torch.zeros_like(x.mask), x.mask, kl_coef=x.kl_coef
     ),
+    "ppo": lambda x: ppo_advantages(x)[0],
 }
 
 
@@ -346,7 +377,9 @@ def train_online(config: OnlineConfig) -> dict:
     )
     n = sampling.n
 
-    run = Run(output_dir, policy, config.train, num_examples=len(train_prompts), name=config.algo)
+    critic = build_critic(config) if config.algo == "ppo" else None
+    trained = nn.ModuleDict({"policy": policy, "critic": critic}) if critic is not None else policy
+    run = Run(output_dir, trained, config.train, num_examples=len(train_prompts), name=config.algo)
     results = {"before": greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)} if run.step == 0 else {}
     if results:
         run.log_eval(results["before"])
@@ -394,11 +427,25 @@ def train_online(config: OnlineConfig) -> dict:
                 SamplingParams(max_new_tokens=sampling.max_new_tokens, temperature=0, stop=sampling.stop),
             )
             greedy_rewards = score(source, prompts, greedy).rewards
-        advantages = ADVANTAGE_ESTIMATORS[config.algo](
-            AdvantageInputs(
-                sequence_rewards, mask, n, kl_tokens if config.kl_penalty == "reward" else None, kl_coef, greedy_rewards
-            )
+        old_values = returns = None
+        if critic is not None:
+            full = pack(sequences)
+            with torch.no_grad():
+                old_values, _ = token_values(critic, full).as_matrix()
+        inputs = AdvantageInputs(
+            rewards.rewards if config.algo == "ppo" else sequence_rewards,
+            mask,
+            n,
+            kl_tokens if config.kl_penalty == "reward" else None,
+            kl_coef,
+            greedy_rewards,
+            old_values,
+            config.gamma,
+            config.lam,
         )
+        advantages = ADVANTAGE_ESTIMATORS[config.algo](inputs)
+        if critic is not None:
+            returns = ppo_advantages(inputs)[1]
 
         # 3. loss over micro-batches, divided by the whole step's counts
         global_tokens, global_sequences = float(mask.sum()), len(sequences)
@@ -431,6 +478,21 @@ def train_online(config: OnlineConfig) -> dict:
                 global_sequences=global_sequences,
                 max_tokens=sampling.max_new_tokens,
             )
+            if critic is not None:
+                values, _ = token_values(critic, batch_micro).as_matrix()
+                width = values.shape[1]
+                value_loss, value_metrics = clipped_value_loss(
+                    values, old_values[micro, :width], returns[micro, :width], clip=config.value_clip
+                )
+                loss = loss + config.value_coef * aggregate(
+                    value_loss, micro_mask, "token_mean", global_tokens=global_tokens
+                )
+                sums.add(
+                    {
+                        "value_loss": value_loss.detach()[micro_mask > 0],
+                        "value_clipped": value_metrics["value_clipped"][micro_mask > 0],
+                    }
+                )
             loss.backward()
             total += loss.item()
             sums.add({"clip_fraction": metrics["clipped"][micro_mask > 0]})
@@ -478,6 +540,16 @@ def train_online(config: OnlineConfig) -> dict:
         config=config,
     )
     return results
+
+
+def build_critic(config: OnlineConfig) -> nn.Module:
+    """A value model: the critic backbone with a scalar head, packed attention on."""
+    from rlxf.models import load_reward_model
+    from rlxf.models.packing import use_packed_attention
+
+    critic = load_reward_model(config.critic or config.policy.name, dtype=config.policy.dtype, seed=config.train.seed)
+    use_packed_attention(critic)
+    return critic
 
 
 def config_data_limits(config: OnlineConfig):

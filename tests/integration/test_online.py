@@ -68,6 +68,7 @@ def test_grpo_raises_the_reward_of_an_easy_verifiable_task(tmp_path, prompt_file
         ["algo=dr_grpo", "aggregation=constant", "kl_coef=0.1", "kl_penalty=loss", "entropy_coef=0.01"],
         ["algo=grpo", "dynamic_sampling=true", "clip_high=0.28", "reference_refresh_every=1", "kl_coef=0.01"],
         ["algo=grpo", "policy.lora.rank=4", "kl_coef=0.05", "train.micro_batch_size=2"],
+        ["algo=ppo", "kl_coef=0.05", "kl_penalty=reward", "train.micro_batch_size=2"],
     ],
 )
 def test_every_algorithm_and_knob_runs(tmp_path, prompt_file, overrides):
@@ -77,6 +78,8 @@ def test_every_algorithm_and_knob_runs(tmp_path, prompt_file, overrides):
         assert "kl" in rows[-1] and rows[-1]["kl"] >= -1e-6
     if "entropy_coef=0.01" in overrides:
         assert rows[-1]["entropy"] > 0
+    if "algo=ppo" in overrides:
+        assert rows[-1]["value_loss"] > 0 and "value_clipped" in rows[-1]
     assert results["steps"] == 2
 
 
