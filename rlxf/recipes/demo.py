@@ -47,8 +47,8 @@ class DemoConfig:
     dpo: DPOConfig = field(
         default_factory=lambda: DPOConfig(
             policy=ModelSection(name="smollm2-135m-instruct"),
-            data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip", limit=200, eval_limit=200),
-            train=TrainSection(max_steps=50, batch_size=4, lr=3e-5, warmup_steps=5),
+            data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip", limit=180, eval_limit=180),
+            train=TrainSection(max_steps=45, batch_size=4, lr=3e-5, warmup_steps=5),
             beta=0.1,
         )
     )

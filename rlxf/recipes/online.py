@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from rlxf.advantages import gae, greedy_baseline, group_normalized, leave_one_out, reinforce_pp, whiten
 from rlxf.config import ModelSection, TrainSection
-from rlxf.data import pack
+from rlxf.data.batching import pack_groups
 from rlxf.data import tasks as task_sets
 from rlxf.data.records import Prompt
 from rlxf.losses.policy import AdaptiveKLController, entropy_bonus, kl_estimate, ppo_clip
@@ -411,7 +411,7 @@ def train_online(config: OnlineConfig) -> dict:
         mask = rollout.mask
         kl_tokens = ref_matrix = None
         if reference is not None:
-            full = pack(sequences)
+            full = pack_samples(sequences, n)
             ref_matrix, _ = TokenLogps(
                 reference.token_logps(full, sampling.temperature), full.score_owner, full.num_sequences
             ).as_matrix()
@@ -429,7 +429,7 @@ def train_online(config: OnlineConfig) -> dict:
             greedy_rewards = score(source, prompts, greedy).rewards
         old_values = returns = None
         if critic is not None:
-            full = pack(sequences)
+            full = pack_samples(sequences, n)
             with torch.no_grad():
                 old_values, _ = token_values(critic, full).as_matrix()
         inputs = AdvantageInputs(
@@ -451,7 +451,7 @@ def train_online(config: OnlineConfig) -> dict:
         global_tokens, global_sequences = float(mask.sum()), len(sequences)
         sums, total, trained_tokens = MetricSums(), 0.0, 0
         for micro in _micro_batches(len(sequences), run.micro_batch_size * n):
-            batch_micro = pack([sequences[i] for i in micro])
+            batch_micro = pack_samples([sequences[i] for i in micro], n)
             current = token_logps(
                 policy, batch_micro, temperature=sampling.temperature, with_entropy=config.entropy_coef > 0
             )
@@ -558,6 +558,15 @@ def config_data_limits(config: OnlineConfig):
 
     max_length = 1024 + config.sampling.max_new_tokens
     return DataSection(max_length=max_length, max_prompt_length=1024)
+
+
+def pack_samples(sequences: list[tuple[list[int], list[int]]], group_size: int):
+    """Samples of one prompt are adjacent and share its tokens: lay each prompt down once."""
+    groups = [
+        (sequences[start][0], [c for _, c in sequences[start : start + group_size]])
+        for start in range(0, len(sequences), group_size)
+    ]
+    return pack_groups(groups)
 
 
 def _micro_batches(count: int, size: int) -> list[list[int]]:
