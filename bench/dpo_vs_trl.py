@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import WARMUP, launch, median_step, peak_rss_gib, report
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "hh_rlhf_harmless_demo.jsonl"
-BATCH, MAX_LENGTH, BETA, LR, WARMUP = 4, 1024, 0.1, 2e-5, 2
+BATCH, MAX_LENGTH, BETA, LR = 4, 1024, 0.1, 2e-5
 
 
 def select_pairs(count: int, path: Path) -> dict:
@@ -53,10 +52,6 @@ def select_pairs(count: int, path: Path) -> dict:
             break
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return {"pairs": len(rows), "mean_tokens_per_sequence": statistics.mean(tokens)}
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
 def run_rlxf(data: Path, steps: int, workdir: Path) -> dict:
@@ -157,25 +152,7 @@ def worker(kind: str, data: Path, steps: int) -> None:
             if kind == "rlxf"
             else run_trl(data, steps, Path(workdir), fast=kind == "trl-fast")
         )
-    print("RESULT " + json.dumps(result))
-
-
-def launch(kind: str, data: Path, steps: int) -> dict:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(
-        [sys.executable, __file__, "--worker", kind, "--data", str(data), "--steps", str(steps)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode or not lines:
-        raise SystemExit(f"{kind} failed:\n{done.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
-
-
-def median_step(result: dict) -> float:
-    return statistics.median(result["step_seconds"][WARMUP:])
+    report(result)
 
 
 def main() -> None:
@@ -192,7 +169,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "pairs.jsonl"
         selection = select_pairs(args.steps * BATCH, data)
-        results = {kind: launch(kind, data, args.steps) for kind in args.runs.split(",")}
+        results = {
+            kind: launch(__file__, kind, "--data", str(data), "--steps", str(args.steps))
+            for kind in args.runs.split(",")
+        }
     print(
         f"{selection['pairs']} pairs, {selection['mean_tokens_per_sequence']:.0f} tokens per sequence on average; "
         f"batch {BATCH} pairs; {args.steps} steps (median over steps {WARMUP + 1}..{args.steps})"

@@ -114,3 +114,33 @@ def reinforce_pp(rewards: Tensor, kl: Tensor, mask: Tensor, *, kl_coef: float, g
     last = last & (mask > 0)
     token_rewards = -kl_coef * kl * mask + last.to(kl.dtype) * rewards[:, None]
     return whiten(discounted_returns(token_rewards, mask, gamma=gamma), mask)
+
+
+def best_of_n(rewards: Tensor, group_size: int, *, top_k: int = 1, threshold: float | None = None) -> Tensor:
+    """Which samples a rejection-sampling fine-tune keeps: the ``top_k`` best of each prompt's
+    group, and of those only the ones at or above ``threshold`` (when given).
+
+    Rejection sampling fine-tuning, Yuan et al., "Scaling Relationship on Learning Mathematical
+    Reasoning with Large Language Models" (2023), Sec. 3.3 (keep correct samples); SuperHF,
+    Mukobi et al., "SuperHF: Supervised Iterative Learning from Human Feedback" (2023), Sec. 3
+    (keep the reward model's best of n). Ties keep the earlier sample.
+
+    rewards: (G * group_size,). Returns a (G * group_size,) 0/1 float mask.
+    """
+    grouped = rewards.view(-1, group_size)
+    k = min(top_k, group_size)
+    # stable descending sort: equal rewards keep sample order
+    order = torch.sort(grouped, dim=1, descending=True, stable=True).indices[:, :k]
+    keep = torch.zeros_like(grouped).scatter_(1, order, 1.0)
+    if threshold is not None:
+        keep = keep * (grouped >= threshold).to(keep.dtype)
+    return keep.reshape(-1)
+
+
+def group_success_rate(success: Tensor, group_size: int) -> Tensor:
+    """``r̂_q``: the share of each prompt's samples that succeeded, repeated for every sample.
+
+    success: (G * group_size,) 0/1. Returns (G * group_size,).
+    """
+    grouped = success.view(-1, group_size).to(torch.float32)
+    return grouped.mean(dim=1, keepdim=True).expand_as(grouped).reshape(-1)

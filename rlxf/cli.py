@@ -29,11 +29,18 @@ COMMANDS = {
         "rlxf.recipes.online",
         "OnlineConfig",
         "train_online",
-        "online RL from rewards: algo=grpo|dr_grpo|rloo|remax|reinforce_pp|ppo",
+        "online RL from rewards: algo=grpo|dr_grpo|rloo|remax|reinforce_pp|ppo|rft|nft",
     ),
     "grpo": ("rlxf.recipes.online", "OnlineConfig", "train_online", "GRPO (= rlxf online algo=grpo)"),
     "rloo": ("rlxf.recipes.online", "OnlineConfig", "train_online", "RLOO (= rlxf online algo=rloo)"),
     "remax": ("rlxf.recipes.online", "OnlineConfig", "train_online", "ReMax (= rlxf online algo=remax)"),
+    "rft": (
+        "rlxf.recipes.online",
+        "OnlineConfig",
+        "train_online",
+        "rejection-sampling fine-tuning / SuperHF with kl_coef (= rlxf online algo=rft)",
+    ),
+    "nft": ("rlxf.recipes.online", "OnlineConfig", "train_online", "negative-aware fine-tuning (= rlxf online algo=nft)"),
     "ppo": (
         "rlxf.recipes.online",
         "OnlineConfig",
@@ -50,7 +57,7 @@ COMMANDS = {
 }
 
 
-ALGORITHM_ALIASES = ("grpo", "rloo", "remax", "ppo")
+ALGORITHM_ALIASES = ("grpo", "rloo", "remax", "ppo", "rft", "nft")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -283,9 +283,11 @@ def _from_prompt_row(cell: _Cell) -> Prompt:
                 messages = messages[:-1]
             if not messages:
                 raise cell.error(field, "expected at least one non-assistant message")
-            answer = cell.row.get("answer")
-            return Prompt(messages, source=cell.source, context={} if answer is None else {"answer": str(answer)})
-    return Prompt(_parse_preference(cell, detect_preference_format(cell.row)).prompt, source=cell.source)
+            context = {key: str(cell.row[key]) for key in ("answer", "reference") if cell.row.get(key) is not None}
+            return Prompt(messages, source=cell.source, context=context)
+    # a preference row: its preferred response is the reference a pairwise judge compares against
+    pair = _parse_preference(cell, detect_preference_format(cell.row))
+    return Prompt(pair.prompt, source=cell.source, context={"reference": pair.chosen})
 
 
 def _parse_preference(cell: _Cell, format_name: str) -> Preference:

@@ -41,6 +41,53 @@ def ppo_clip(
     return loss, {"ratio": ratio.detach(), "clipped": was_clipped.float()}
 
 
+def filtered_sft(logprobs: Tensor, keep: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Negative log-likelihood of the kept samples only: rejection-sampling fine-tuning.
+
+    RFT (Yuan et al. 2023) and SuperHF (Mukobi et al. 2023, which adds a KL term to the
+    reference, here the loop's ``kl_coef``): sample n, keep the best (see
+    :func:`rlxf.advantages.best_of_n`), and fine-tune on them, ``-keep · log π_θ(y_t)``.
+
+    logprobs: (B, T); keep: (B,) 0/1. Returns a (B, T) per-token loss.
+    """
+    keep = keep.to(logprobs.dtype)[:, None]
+    return -keep * logprobs, {"kept": keep.detach().squeeze(1)}
+
+
+def nft(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    success: Tensor,
+    success_rate: Tensor,
+    *,
+    negative_floor: float = 1e-3,
+    rate_clip: float = 0.02,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Negative-aware Fine-Tuning: supervised learning on both correct and wrong samples.
+
+    Chen et al., "Bridging Supervised Learning and Reinforcement Learning in Math Reasoning"
+    (2025), Eq. 9. With the token ratio ``R = π_θ / π_old`` and the prompt's success rate
+    ``r̂``, a correct sample maximizes ``log R`` and a wrong one maximizes the likelihood of
+    the implicit negative policy, ``log (1 - r̂ R) / (1 - r̂)``:
+
+        loss_t = -[ s · log R + (1 - s) · log max((1 - r̂ R) / (1 - r̂), ε) ]
+
+    The ``max(·, ε)`` keeps the value finite and lets the gradient through unchanged (as the
+    paper does). ``r̂`` is clipped to ``[rate_clip, 1 - rate_clip]``. On-policy (R = 1) the
+    gradient equals a policy gradient with advantage 1 for correct and ``-r̂/(1-r̂)`` for wrong
+    samples.
+
+    logprobs, old_logprobs: (B, T); success, success_rate: (B,). Returns (B, T).
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    rate = success_rate.to(ratio.dtype).clamp(rate_clip, 1 - rate_clip)[:, None]
+    implicit_negative = (1 - rate * ratio) / (1 - rate)
+    floored = implicit_negative + (implicit_negative.clamp(min=negative_floor) - implicit_negative).detach()
+    s = success.to(ratio.dtype)[:, None]
+    loss = -(s * (logprobs - old_logprobs) + (1 - s) * torch.log(floored))
+    return loss, {"ratio": ratio.detach(), "floored": (implicit_negative < negative_floor).float().detach()}
+
+
 def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: KLEstimator = "k3") -> Tensor:
     """Per-token estimate of KL(π || π_ref) from tokens sampled from π.
 

@@ -4,7 +4,9 @@
 2. DPO tunes SmolLM2-135M-Instruct on pairs from the same training split;
 3. evaluation on held-out prompts: RM accuracy, DPO preference accuracy, and the
    DPO policy's win rate over the reference, judged by the reward model;
-4. a report folder with plots and intervals.
+4. online RL: GRPO on generated additions with an exact-answer verifier, the reward
+   rising step by step and greedy accuracy on unseen problems before and after;
+5. a report folder with plots and intervals.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from pathlib import Path
 
 from rlxf.config import DataSection, ModelSection, TrainSection, to_dict
 from rlxf.eval.report import estimate_from, load_json, plot_curves, plot_estimates, verdict
-from rlxf.eval.stats import Estimate
+from rlxf.eval.stats import Estimate, binomial_two_sided_p, proportion
 from rlxf.recipes.common import say, write_json
 from rlxf.recipes.dpo import DPOConfig, train_dpo
 from rlxf.recipes.evaluate import EvalConfig, GenerationSection, evaluate
+from rlxf.recipes.online import OnlineConfig, SamplingSection, TaskSection, train_online
 from rlxf.recipes.reward_model import RewardModelConfig, train_reward_model
 from rlxf.train.metrics import read_metrics
 
@@ -61,6 +64,16 @@ class DemoConfig:
         )
     )
     """Stage 3: evaluation."""
+    online: OnlineConfig = field(
+        default_factory=lambda: OnlineConfig(
+            algo="grpo",
+            policy=ModelSection(name="smollm2-135m-instruct"),
+            task=TaskSection(name="arithmetic", digits=1, eval_count=60),
+            sampling=SamplingSection(n=8, max_new_tokens=32, temperature=0.7),
+            train=TrainSection(max_steps=20, batch_size=4, lr=2e-6, warmup_steps=0, scheduler="constant"),
+        )
+    )
+    """Stage 4: online RL on verifiable problems (train.max_steps=0 skips it)."""
 
 
 def _with_data(section: DataSection, config: DemoConfig) -> DataSection:
@@ -75,13 +88,13 @@ def run_demo(config: DemoConfig) -> Path:
 
     started = time.perf_counter()
     rm_config = dataclasses.replace(config.rm, output_dir=str(root / "rm"), data=_with_data(config.rm.data, config))
-    say("== 1/3 reward model ==")
+    say("== 1/4 reward model ==")
     train_reward_model(rm_config)
     timings["reward model"] = time.perf_counter() - started
 
     started = time.perf_counter()
     dpo_config = dataclasses.replace(config.dpo, output_dir=str(root / "dpo"), data=_with_data(config.dpo.data, config))
-    say("== 2/3 DPO ==")
+    say("== 2/4 DPO ==")
     train_dpo(dpo_config)
     timings["DPO"] = time.perf_counter() - started
 
@@ -94,13 +107,58 @@ def run_demo(config: DemoConfig) -> Path:
         reward_model=str(root / "rm" / "model"),
         data=_with_data(config.eval.data, config),
     )
-    say("== 3/3 evaluation ==")
+    say("== 3/4 evaluation ==")
     evaluate(eval_config)
     timings["evaluation"] = time.perf_counter() - started
+
+    if config.online.train.max_steps:
+        started = time.perf_counter()
+        say("== 4/4 online RL: GRPO on additions ==")
+        train_online(dataclasses.replace(config.online, output_dir=str(root / "online")))
+        timings["online RL"] = time.perf_counter() - started
 
     report = write_report(root, timings, config)
     say(f"report: {report}")
     return report
+
+
+def online_section(root: Path, out: Path, config: DemoConfig) -> tuple[str, dict]:
+    """The online-RL part of the report: reward per step, greedy accuracy before and after."""
+    results = load_json(root / "online" / "eval.json")
+    if not results.get("before"):
+        return "", {}
+    rows = read_metrics(root / "online" / "metrics.jsonl")
+    plot_curves(
+        out / "grpo_reward.png",
+        [r for r in rows if r["split"] == "train"],
+        ["reward"],
+        title="GRPO: mean reward of the step's samples",
+        ylabel="reward (1 = correct)",
+        eval_rows=[r for r in rows if r["split"] == "eval"],
+        eval_key="greedy_reward",
+    )
+    before, after = (proportion(results[k]["outcomes"]) for k in ("before", "after"))
+    pairs = list(zip(results["before"]["outcomes"], results["after"]["outcomes"]))
+    fixed, broken = sum(1 for b, a in pairs if a > b), sum(1 for b, a in pairs if a < b)
+    p_value = binomial_two_sided_p(fixed, fixed + broken)
+    online = config.online
+    text = f"""## Online RL: GRPO on {online.task.digits}-digit additions ({results["steps"]} steps)
+
+The policy samples {online.sampling.n} answers per problem ({online.train.batch_size} problems a step, temperature
+{online.sampling.temperature}); a verifier gives 1 for the exact sum and 0 otherwise; GRPO pushes up
+answers that beat their group's mean. Greedy accuracy on {before.n} unseen problems:
+
+| | greedy accuracy [95% interval] |
+|---|---|
+| before (SmolLM2 as shipped) | {before.text()} |
+| after {results["steps"]} GRPO steps | {after.text()} |
+
+Paired on the same problems: {fixed} became right, {broken} became wrong (sign test p = {p_value:.2g}).
+
+![grpo reward](grpo_reward.png)
+"""
+    summary = {"greedy_accuracy_before": before.as_dict(), "greedy_accuracy_after": after.as_dict()}
+    return text, summary
 
 
 def write_report(root: Path, timings: dict[str, float], config: DemoConfig) -> Path:
@@ -152,11 +210,13 @@ def write_report(root: Path, timings: dict[str, float], config: DemoConfig) -> P
     baseline = rm_eval["length_baseline"]
     kl = Estimate(**final["kl_to_reference"])
     lengths = Estimate(**final["policy_length_tokens"]), Estimate(**final["reference_length_tokens"])
+    online_text, online_summary = online_section(root, out, config)
     summary = {
         "reward_model_accuracy": rm_acc.as_dict(),
         "dpo_preference_accuracy": dpo_acc.as_dict(),
         "win_rate": win.as_dict(),
         "kl_to_reference": kl.as_dict(),
+        **online_summary,
         "timings_seconds": timings,
     }
     write_json(out / "summary.json", summary)
@@ -195,6 +255,7 @@ DPO changed the model; each pair is judged by the reward model.
 
 {examples}
 
+{online_text}
 ## Time
 
 {chr(10).join(f"- {stage}: {seconds / 60:.1f} min" for stage, seconds in timings.items())}

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from rlxf.config import DataSection
 from rlxf.data.records import Message
 from rlxf.eval.generate import Sample, generate

@@ -1,8 +1,11 @@
 """`rlxf online` (and `rlxf grpo`, `rlxf rloo`, ...): learn from rewards on the policy's own samples.
 
-Loop, one optimizer step per rollout:
+Loop, one or more optimizer steps per rollout:
     prompts -> rollout (n samples each) -> score (reward sources) -> advantages
     -> clipped policy loss (+ KL to the reference, - entropy bonus) -> aggregate -> step.
+
+The supervised members of the family share the loop with another loss: rft fine-tunes on
+the best of n samples (SuperHF with a KL term), nft also learns from the wrong ones.
 
 Algorithms differ in their advantage estimator (``ADVANTAGE_ESTIMATORS``); the rest are
 knobs of the same loop: PPO-style ratio clipping (with DAPO's clip-higher), KL as a loss term
@@ -22,12 +25,22 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from rlxf.advantages import gae, greedy_baseline, group_normalized, leave_one_out, reinforce_pp, whiten
+from rlxf.advantages import (
+    best_of_n,
+    gae,
+    greedy_baseline,
+    group_normalized,
+    group_success_rate,
+    leave_one_out,
+    reinforce_pp,
+    whiten,
+)
 from rlxf.config import ModelSection, TrainSection
-from rlxf.data.batching import pack_groups
 from rlxf.data import tasks as task_sets
+from rlxf.data.batching import pack_groups
 from rlxf.data.records import Prompt
-from rlxf.losses.policy import AdaptiveKLController, entropy_bonus, kl_estimate, ppo_clip
+from rlxf.eval.stats import mean_interval, proportion
+from rlxf.losses.policy import AdaptiveKLController, entropy_bonus, filtered_sft, kl_estimate, nft, ppo_clip
 from rlxf.losses.reduce import aggregate
 from rlxf.losses.value import clipped_value_loss
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
@@ -35,6 +48,7 @@ from rlxf.models.lora import is_lora
 from rlxf.recipes.common import build_policy, encoder_for, save_results, say, write_config
 from rlxf.recipes.dpo import ReferenceSection
 from rlxf.rewards import FormatReward, LengthPenalty, MathVerifier, RewardBatch, UnitTestReward, WeightedSum
+from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 from rlxf.rewards.learned import LearnedReward
 from rlxf.rollout import HFEngine, Rollout, SamplingParams
 from rlxf.train import Run
@@ -70,7 +84,7 @@ class TaskSection:
 @dataclass
 class RewardSection:
     kind: str = "math"
-    """math (math-verify against the answer), unit_tests, format, length, or reward_model."""
+    """math (math-verify against the answer), unit_tests, format, length, reward_model, or judge (an LLM)."""
     weight: float = 1.0
     """Weight in the sum of sources."""
     normalize: bool = False
@@ -78,7 +92,11 @@ class RewardSection:
     pattern: str = ""
     """format: regular expression a good completion matches."""
     model: str = ""
-    """reward_model: folder saved by `rlxf rm`."""
+    """reward_model: folder saved by `rlxf rm`; judge: the judge LLM (default the embedded model)."""
+    mode: str = "pointwise"
+    """judge: pointwise (rate each response) or pairwise (against the prompt's reference, both orders)."""
+    rubric: str = ""
+    """judge: what to judge by (a default helpful/correct/harmless rubric if empty)."""
     free_chars: int = 1000
     """length: characters before the penalty starts."""
 
@@ -89,6 +107,9 @@ class RewardSection:
             "format": lambda: FormatReward(self.pattern),
             "length": lambda: LengthPenalty(free_chars=self.free_chars),
             "reward_model": lambda: LearnedReward(self.model),
+            "judge": lambda: LLMJudge(
+                self.model or "smollm2-135m-instruct", mode=self.mode, rubric=self.rubric or DEFAULT_RUBRIC
+            ),
         }
         if self.kind not in sources:
             raise ValueError(f"reward kind must be one of {sorted(sources)}, got {self.kind!r}")
@@ -116,7 +137,8 @@ class OnlineConfig:
     output_dir: str = "runs/online"
     """Where checkpoints, metrics, eval.json and the final model (model/) go."""
     algo: str = "grpo"
-    """Advantage estimator: grpo, dr_grpo, rloo, remax, reinforce_pp, ppo (GAE with a critic)."""
+    """grpo, dr_grpo, rloo, remax, reinforce_pp, ppo (GAE with a critic), or the supervised rft (best-of-n
+    fine-tuning; with kl_coef > 0 it is SuperHF) and nft (negative-aware fine-tuning)."""
     policy: ModelSection = field(default_factory=ModelSection)
     """The model being trained."""
     reference: ReferenceSection = field(default_factory=ReferenceSection)
@@ -163,10 +185,19 @@ class OnlineConfig:
     """ppo: clip of the value update."""
     value_coef: float = 0.5
     """ppo: weight of the value loss (the critic shares the optimizer)."""
+    updates_per_rollout: int = 1
+    """Optimizer steps on each rollout (PPO epochs, GRPO's μ); after the first, the ratio to the
+    sampling policy moves off 1 and clipping takes effect."""
+    success_threshold: float = 0.5
+    """rft: keep only samples rewarded at least this; nft: samples at least this are correct."""
+    rft_top_k: int = 1
+    """rft: samples kept per prompt, best first (sampling.n keeps every one above the threshold)."""
 
     def __post_init__(self):
-        if self.algo not in ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"algo must be one of {sorted(ADVANTAGE_ESTIMATORS)}, got {self.algo!r}")
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {self.algo!r}")
+        if self.updates_per_rollout < 1:
+            raise ValueError("updates_per_rollout must be >= 1")
         if self.kl_penalty not in ("loss", "reward"):
             raise ValueError("kl_penalty must be loss or reward")
         if self.aggregation not in ("token_mean", "sequence_mean", "constant"):
@@ -223,6 +254,9 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[[AdvantageInputs], Tensor]] = {
 }
 
 
+ALGORITHMS = (*ADVANTAGE_ESTIMATORS, "rft", "nft")
+
+
 # ---- the pieces of a step --------------------------------------------------------------------
 
 
@@ -230,8 +264,10 @@ def load_task(task: TaskSection, seed: int) -> tuple[list[Prompt], list[Prompt]]
     """Training and held-out prompts."""
     if task.name == "arithmetic":
         held = task_sets.arithmetic(task.eval_count, digits=task.digits, operation=task.operation, seed=seed + 1)
+        low = 0 if task.digits == 1 else 10 ** (task.digits - 1)
+        distinct = (10**task.digits - low) ** 2  # 1-digit: only 100 problems, so train on the rest
         train = task_sets.arithmetic(
-            task.count,
+            min(task.count, distinct - task.eval_count),
             digits=task.digits,
             operation=task.operation,
             seed=seed,
@@ -340,15 +376,25 @@ def greedy_eval(engine: HFEngine, source, prompts: list[Prompt], max_new_tokens:
         [p.messages for p in prompts], SamplingParams(max_new_tokens=max_new_tokens, temperature=0)
     )
     rewards = score(source, prompts, rollout)
+    outcomes = rewards.rewards.tolist()
+    binary = all(o in (0.0, 1.0) for o in outcomes)
+    estimate = proportion(outcomes) if binary else mean_interval(outcomes)
     return {
         "greedy_reward": float(rewards.rewards.mean()),
+        "greedy_interval": [estimate.low, estimate.high],
         "prompts": len(prompts),
+        "outcomes": outcomes,
         "greedy_length": float(rollout.mask.sum(1).mean()),
         "examples": [
             {"prompt": p.messages[-1]["content"], "completion": t, "reward": float(r)}
             for p, t, r in list(zip(prompts, rollout.texts, rewards.rewards))[:3]
         ],
     }
+
+
+def scalars(results: dict) -> dict:
+    """What goes into the metrics log: no per-example lists."""
+    return {k: v for k, v in results.items() if k not in ("examples", "outcomes")}
 
 
 # ---- the loop ---------------------------------------------------------------------------------
@@ -380,9 +426,13 @@ def train_online(config: OnlineConfig) -> dict:
     critic = build_critic(config) if config.algo == "ppo" else None
     trained = nn.ModuleDict({"policy": policy, "critic": critic}) if critic is not None else policy
     run = Run(output_dir, trained, config.train, num_examples=len(train_prompts), name=config.algo)
-    results = {"before": greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)} if run.step == 0 else {}
+    results = (
+        {"before": greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)}
+        if run.step == 0 and held_prompts
+        else {}
+    )
     if results:
-        run.log_eval(results["before"])
+        run.log_eval(scalars(results["before"]))
         say(f"held-out greedy reward before training: {results['before']['greedy_reward']:.3f}")
     kl_coef = config.kl_coef
     for batch in run.steps():
@@ -443,60 +493,21 @@ def train_online(config: OnlineConfig) -> dict:
             config.gamma,
             config.lam,
         )
-        advantages = ADVANTAGE_ESTIMATORS[config.algo](inputs)
+        advantages = ADVANTAGE_ESTIMATORS[config.algo](inputs) if config.algo in ADVANTAGE_ESTIMATORS else None
         if critic is not None:
             returns = ppo_advantages(inputs)[1]
 
-        # 3. loss over micro-batches, divided by the whole step's counts
-        global_tokens, global_sequences = float(mask.sum()), len(sequences)
-        sums, total, trained_tokens = MetricSums(), 0.0, 0
-        for micro in _micro_batches(len(sequences), run.micro_batch_size * n):
-            batch_micro = pack_samples([sequences[i] for i in micro], n)
-            current = token_logps(
-                policy, batch_micro, temperature=sampling.temperature, with_entropy=config.entropy_coef > 0
+        # 3. loss over micro-batches, divided by the whole step's counts; several updates if asked
+        experience = Experience(
+            sequences, mask, advantages, sequence_labels(config, rewards.rewards, n), ref_matrix, old_values, returns
+        )
+        sums, old_logps = MetricSums(), None
+        for update in range(config.updates_per_rollout):
+            total, trained_tokens, old_logps = train_on_rollout(
+                config, policy, critic, experience, old_logps, run.micro_batch_size * n, kl_coef, sums
             )
-            logp, micro_mask = current.as_matrix()
-            per_token, metrics = ppo_clip(
-                logp,
-                logp.detach(),
-                advantages[micro, : logp.shape[1]],
-                clip_low=config.clip_low,
-                clip_high=config.clip_high,
-            )
-            if ref_matrix is not None and config.kl_penalty == "loss":
-                ref_micro = ref_matrix[micro, : logp.shape[1]]
-                per_token = per_token + kl_coef * kl_estimate(logp, ref_micro, config.kl_estimator)
-            if config.entropy_coef > 0:
-                entropy, _ = current.as_matrix(current.entropy)
-                per_token = per_token + entropy_bonus(entropy, coef=config.entropy_coef)
-                sums.add({"entropy": current.entropy.detach()})
-            loss = aggregate(
-                per_token,
-                micro_mask,
-                config.aggregation,
-                global_tokens=global_tokens,
-                global_sequences=global_sequences,
-                max_tokens=sampling.max_new_tokens,
-            )
-            if critic is not None:
-                values, _ = token_values(critic, batch_micro).as_matrix()
-                width = values.shape[1]
-                value_loss, value_metrics = clipped_value_loss(
-                    values, old_values[micro, :width], returns[micro, :width], clip=config.value_clip
-                )
-                loss = loss + config.value_coef * aggregate(
-                    value_loss, micro_mask, "token_mean", global_tokens=global_tokens
-                )
-                sums.add(
-                    {
-                        "value_loss": value_loss.detach()[micro_mask > 0],
-                        "value_clipped": value_metrics["value_clipped"][micro_mask > 0],
-                    }
-                )
-            loss.backward()
-            total += loss.item()
-            sums.add({"clip_fraction": metrics["clipped"][micro_mask > 0]})
-            trained_tokens += batch_micro.num_tokens
+            if update < config.updates_per_rollout - 1:
+                run.apply_gradients(total)
 
         # 4. step, with what a person watching the run wants to see
         flat = zero_variance_groups(rewards.rewards, n)
@@ -509,6 +520,7 @@ def train_online(config: OnlineConfig) -> dict:
             "stopped": sum(r != "length" for r in rollout.stop_reasons) / len(rollout.stop_reasons),
             "generate_tokens_per_second": float(mask.sum()) / max(1e-9, rollout.timings["generate_seconds"]),
             "rollouts": len(parts),
+            **{name: float(values.mean()) for name, values in experience.labels.items() if name != "success_rate"},
         }
         if kl_tokens is not None:
             step_metrics.update(kl=float(kl_tokens.sum(-1).mean()), kl_coef=kl_coef)
@@ -518,11 +530,11 @@ def train_online(config: OnlineConfig) -> dict:
         if reference is not None and config.reference_refresh_every and run.step % config.reference_refresh_every == 0:
             reference.refresh()
         if config.eval_greedy_every and run.step % config.eval_greedy_every == 0 and run.step < run.total_steps:
-            run.log_eval(greedy_eval(engine, source, held_prompts, sampling.max_new_tokens))
+            run.log_eval(scalars(greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)))
 
     results["after"] = greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)
     results["steps"] = run.step
-    results["held_out"] = {k: v for k, v in results["after"].items() if k != "examples"}
+    results["held_out"] = scalars(results["after"])
     run.log_eval(results["held_out"])
     run.finish()
     if results.get("before"):
@@ -540,6 +552,121 @@ def train_online(config: OnlineConfig) -> dict:
         config=config,
     )
     return results
+
+
+@dataclass
+class Experience:
+    """One rollout made ready for training: what every update pass over it reads."""
+
+    sequences: list[tuple[list[int], list[int]]]
+    mask: Tensor  # (B, T) response tokens
+    advantages: Tensor | None  # (B, T); None for the supervised algorithms
+    labels: dict[str, Tensor]  # (B,) per-sample targets of rft (keep) and nft (success, success_rate)
+    ref_logps: Tensor | None  # (B, T)
+    old_values: Tensor | None  # (B, T), ppo
+    returns: Tensor | None  # (B, T), ppo
+
+    def loss_mask(self, algo: str) -> Tensor:
+        """Tokens the loss averages over: rejection sampling trains on kept samples only."""
+        return self.mask * self.labels["keep"][:, None] if algo == "rft" else self.mask
+
+
+def sequence_labels(config: OnlineConfig, rewards: Tensor, group_size: int) -> dict[str, Tensor]:
+    if config.algo == "rft":
+        return {"keep": best_of_n(rewards, group_size, top_k=config.rft_top_k, threshold=config.success_threshold)}
+    if config.algo == "nft":
+        success = (rewards >= config.success_threshold).float()
+        return {"success": success, "success_rate": group_success_rate(success, group_size)}
+    return {}
+
+
+def policy_loss(config: OnlineConfig, logp: Tensor, old_logp: Tensor, experience: Experience, rows: list[int]):
+    """Per-token loss of the configured algorithm, and its per-token diagnostics."""
+    width = logp.shape[1]
+    if config.algo == "rft":
+        loss, _ = filtered_sft(logp, experience.labels["keep"][rows])
+        return loss, {}
+    if config.algo == "nft":
+        labels = experience.labels
+        loss, metrics = nft(logp, old_logp, labels["success"][rows], labels["success_rate"][rows])
+        return loss, {"negative_floored": metrics["floored"]}
+    loss, metrics = ppo_clip(
+        logp, old_logp, experience.advantages[rows, :width], clip_low=config.clip_low, clip_high=config.clip_high
+    )
+    return loss, {"clip_fraction": metrics["clipped"]}
+
+
+def train_on_rollout(
+    config: OnlineConfig,
+    policy: nn.Module,
+    critic: nn.Module | None,
+    experience: Experience,
+    old_logps: list[Tensor] | None,
+    micro_size: int,
+    kl_coef: float,
+    sums: MetricSums,
+) -> tuple[float, int, list[Tensor]]:
+    """One pass over the rollout, accumulating gradients; returns (loss, tokens, old log-probs).
+
+    The first pass is on-policy, so its own log-probs are the "old" ones (ratio exactly 1);
+    later passes (``updates_per_rollout > 1``) reuse them, which is where clipping bites.
+    """
+    loss_mask = experience.loss_mask(config.algo)
+    global_tokens, global_sequences = max(1.0, float(loss_mask.sum())), len(experience.sequences)
+    total, trained_tokens, first_logps = 0.0, 0, []
+    n = config.sampling.n
+    for index, micro in enumerate(_micro_batches(global_sequences, micro_size)):
+        packed = pack_samples([experience.sequences[i] for i in micro], n)
+        current = token_logps(
+            policy, packed, temperature=config.sampling.temperature, with_entropy=config.entropy_coef > 0
+        )
+        logp, _ = current.as_matrix()
+        micro_mask = loss_mask[micro, : logp.shape[1]]
+        old_logp = logp.detach() if old_logps is None else old_logps[index]
+        first_logps.append(old_logp)
+        per_token, diagnostics = policy_loss(config, logp, old_logp, experience, micro)
+        if experience.ref_logps is not None and config.kl_penalty == "loss":
+            per_token = per_token + kl_coef * kl_estimate(
+                logp, experience.ref_logps[micro, : logp.shape[1]], config.kl_estimator
+            )
+        if config.entropy_coef > 0:
+            entropy, _ = current.as_matrix(current.entropy)
+            per_token = per_token + entropy_bonus(entropy, coef=config.entropy_coef)
+            sums.add({"entropy": current.entropy.detach()})
+        loss = aggregate(
+            per_token,
+            micro_mask,
+            config.aggregation,
+            global_tokens=global_tokens,
+            global_sequences=global_sequences,
+            max_tokens=config.sampling.max_new_tokens,
+        )
+        if critic is not None:
+            loss = loss + value_loss_term(config, critic, packed, experience, micro, micro_mask, global_tokens, sums)
+        loss.backward()
+        total += loss.item()
+        sums.add({name: values[micro_mask > 0] for name, values in diagnostics.items()})
+        trained_tokens += packed.num_tokens
+    return total, trained_tokens, first_logps
+
+
+def value_loss_term(config, critic, packed, experience: Experience, micro, micro_mask, global_tokens, sums) -> Tensor:
+    """PPO's clipped value loss for one micro-batch, weighted and divided by the step's tokens."""
+    values, _ = token_values(critic, packed).as_matrix()
+    width = values.shape[1]
+    value_loss, value_metrics = clipped_value_loss(
+        values,
+        experience.old_values[micro, :width],
+        experience.returns[micro, :width],
+        clip=config.value_clip,
+    )
+    sums.add(
+        {
+            "value_loss": value_loss.detach()[micro_mask > 0],
+            "value_clipped": value_metrics["value_clipped"][micro_mask > 0],
+        }
+    )
+    return config.value_coef * aggregate(value_loss, micro_mask, "token_mean", global_tokens=global_tokens)
 
 
 def build_critic(config: OnlineConfig) -> nn.Module:

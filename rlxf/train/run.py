@@ -173,19 +173,9 @@ class Run:
 
         ``tokens``: tokens processed this step on this rank, for a throughput figure.
         """
-        where = f"step {self.step + 1} (examples {self._batch[:8]}{'...' if len(self._batch) > 8 else ''})"
-        if not math.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLoss(f"{where}: loss is {loss}; the weights were not updated")
-        max_norm = self.train.max_grad_norm if self.train.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        if not math.isfinite(grad_norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLoss(f"{where}: gradient norm is {grad_norm}; the weights were not updated")
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
+        grad_norm = self.apply_gradients(loss)
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         seconds = time.perf_counter() - self._step_started
         record = {
@@ -205,6 +195,23 @@ class Run:
         if self.train.save_every and self.step % self.train.save_every == 0:
             self.save_checkpoint()
         return record
+
+    def apply_gradients(self, loss: float) -> float:
+        """Clip and apply the accumulated gradients (no schedule step, no logging); returns the
+        gradient norm. ``end_step`` calls it; loops that update several times per step (PPO
+        epochs) call it directly for all but the last update."""
+        where = f"step {self.step + 1} (examples {self._batch[:8]}{'...' if len(self._batch) > 8 else ''})"
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLoss(f"{where}: loss is {loss}; the weights were not updated")
+        max_norm = self.train.max_grad_norm if self.train.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLoss(f"{where}: gradient norm is {grad_norm}; the weights were not updated")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
 
     def eval_due(self) -> bool:
         return bool(self.train.eval_every) and self.step % self.train.eval_every == 0 and self.step < self.total_steps

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ..conftest import DEMO_DATA
+from ..conftest import DEMO_DATA, SHARED_DATA
 
 
 def rlxf(*args, check=True):
@@ -70,3 +70,47 @@ def test_mini_demo_on_the_embedded_models_writes_a_report(tmp_path):
         assert (tmp_path / "report" / plot).stat().st_size > 1000
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["win_rate"]["n"] == 4 and 0 <= summary["win_rate"]["value"] <= 1
+
+
+ONLINE_RUNS = {
+    "grpo-math": ["algo=grpo", "task.name=arithmetic", "task.digits=1"],
+    "dr_grpo": ["algo=dr_grpo", "aggregation=constant", "task.name=arithmetic", "task.digits=1"],
+    "rloo-kl-in-reward": ["algo=rloo", "kl_coef=0.05", "kl_penalty=reward", "task.name=arithmetic"],
+    "remax": ["algo=remax", "task.name=arithmetic"],
+    "reinforce_pp": ["algo=reinforce_pp", "kl_coef=0.05", "kl_penalty=reward", "task.name=arithmetic"],
+    "ppo-critic": ["algo=ppo", "kl_coef=0.05", "kl_penalty=reward", "task.name=arithmetic"],
+    "superhf": ["algo=rft", "kl_coef=0.05", "task.name=arithmetic", "task.digits=1"],
+    "nft": ["algo=nft", "updates_per_rollout=2", "task.name=arithmetic", "task.digits=1"],
+    "gsm8k": ["task.name=gsm8k", f"task.path={SHARED_DATA / 'gsm8k_train.jsonl'}", "task.limit=8"],
+    "mbpp-unit-tests": [
+        "task.name=mbpp",
+        f"task.path={SHARED_DATA / 'mbpp_train.jsonl'}",
+        "task.limit=8",
+        "rewards=[{kind: unit_tests}]",
+    ],
+    "judge-pairwise": [
+        "task.name=file",
+        f"task.path={DEMO_DATA}",
+        "task.limit=8",
+        "rewards=[{kind: judge, mode: pairwise}]",
+    ],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ONLINE_RUNS)
+def test_online_algorithms_and_rewards_on_the_embedded_model(tmp_path, name):
+    rlxf(
+        "online",
+        f"output_dir={tmp_path}",
+        "task.eval_count=2",
+        "sampling.n=2",
+        "sampling.max_new_tokens=8",
+        "train.batch_size=2",
+        "train.max_steps=1",
+        *ONLINE_RUNS[name],
+    )
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    assert len(train) == 1 and "reward" in train[0] and "generate_tokens_per_second" in train[0]
+    assert (tmp_path / "model" / "model.safetensors").exists()

@@ -41,9 +41,10 @@ def online(tmp_path, prompt_file, *overrides):
     return train_online(config), read_metrics(tmp_path / "metrics.jsonl", "train")
 
 
-def test_grpo_raises_the_reward_of_an_easy_verifiable_task(tmp_path, prompt_file):
+@pytest.mark.parametrize("algo", ["grpo", "rloo", "reinforce_pp", "rft", "nft"])
+def test_the_reward_of_an_easy_verifiable_task_rises(tmp_path, prompt_file, algo):
     # reward 1 when the completion contains a digit: about half the random samples do at first
-    results, rows = online(tmp_path, prompt_file, "train.max_steps=12")
+    results, rows = online(tmp_path, prompt_file, "train.max_steps=12", f"algo={algo}")
     first, last = sum(r["reward"] for r in rows[:3]) / 3, sum(r["reward"] for r in rows[-3:]) / 3
     assert first < 0.75 and last > 0.9, [r["reward"] for r in rows]
     assert results["after"]["greedy_reward"] > results["before"]["greedy_reward"]
@@ -51,9 +52,9 @@ def test_grpo_raises_the_reward_of_an_easy_verifiable_task(tmp_path, prompt_file
         "reward/format",
         "zero_variance_groups",
         "response_length",
-        "clip_fraction",
         "generate_tokens_per_second",
         "tokens_per_second",
+        {"rft": "keep", "nft": "success"}.get(algo, "clip_fraction"),
     ):
         assert key in rows[-1], key
     assert (tmp_path / "model" / "model.safetensors").exists()
@@ -69,6 +70,10 @@ def test_grpo_raises_the_reward_of_an_easy_verifiable_task(tmp_path, prompt_file
         ["algo=grpo", "dynamic_sampling=true", "clip_high=0.28", "reference_refresh_every=1", "kl_coef=0.01"],
         ["algo=grpo", "policy.lora.rank=4", "kl_coef=0.05", "train.micro_batch_size=2"],
         ["algo=ppo", "kl_coef=0.05", "kl_penalty=reward", "train.micro_batch_size=2"],
+        ["algo=grpo", "updates_per_rollout=3", "clip_high=0.28"],
+        ["algo=rft", "kl_coef=0.05", "rft_top_k=2"],
+        ["algo=nft", "updates_per_rollout=2"],
+        ["rewards=[{kind: judge, model: tiny-llama}, {kind: length, free_chars: 5, weight: 0.1}]"],
     ],
 )
 def test_every_algorithm_and_knob_runs(tmp_path, prompt_file, overrides):
@@ -80,6 +85,14 @@ def test_every_algorithm_and_knob_runs(tmp_path, prompt_file, overrides):
         assert rows[-1]["entropy"] > 0
     if "algo=ppo" in overrides:
         assert rows[-1]["value_loss"] > 0 and "value_clipped" in rows[-1]
+    if "updates_per_rollout=3" in overrides:  # later updates move the ratio off 1: clipping bites
+        assert rows[-1]["clip_fraction"] > 0
+    if "algo=rft" in overrides:
+        assert 0 < rows[-1]["keep"] <= 2 / 8
+    if "algo=nft" in overrides:
+        assert "success" in rows[-1] and "negative_floored" in rows[-1]
+    if any("judge" in o for o in overrides):
+        assert rows[-1]["reward/judge_unparsed"] >= 0 and "reward/length" in rows[-1]
     assert results["steps"] == 2
 
 

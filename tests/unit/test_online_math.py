@@ -126,3 +126,49 @@ def test_adaptive_kl_controller_moves_toward_target():
     assert controller.update(12.0, batch_size=10) == pytest.approx(0.102)
     # KL 3 -> error -0.5 clipped to -0.2 -> 0.102 * (1 - 0.02) = 0.09996
     assert controller.update(3.0, batch_size=10) == pytest.approx(0.09996)
+
+
+def test_best_of_n_keeps_the_top_of_each_group_above_the_threshold():
+    from rlxf.advantages import best_of_n, group_success_rate
+
+    rewards = torch.tensor([0.1, 0.9, 0.9, 0.2, 0.0, 0.0, 0.0, 0.0])
+    assert best_of_n(rewards, 4).tolist() == [0, 1, 0, 0, 1, 0, 0, 0]  # ties: the earlier sample
+    assert best_of_n(rewards, 4, threshold=0.5).tolist() == [0, 1, 0, 0, 0, 0, 0, 0]
+    assert best_of_n(rewards, 4, top_k=2).tolist() == [0, 1, 1, 0, 1, 1, 0, 0]
+    assert group_success_rate(torch.tensor([1, 0, 0, 0, 1, 1, 1, 0]), 4).tolist() == [0.25] * 4 + [0.75] * 4
+
+
+def test_filtered_sft_is_the_nll_of_kept_samples():
+    from rlxf.losses.policy import filtered_sft
+
+    loss, metrics = filtered_sft(t([-1.0, -2.0], [-3.0, -4.0]), torch.tensor([1.0, 0.0]))
+    assert loss.tolist() == [[1.0, 2.0], [0.0, 0.0]]
+    assert metrics["kept"].tolist() == [1.0, 0.0]
+
+
+def test_nft_by_hand():
+    from rlxf.losses.policy import nft
+
+    # R = 1.2 on every token. Correct sample: -log 1.2 = -0.18232.
+    # Wrong sample, r̂ = 0.25: -log((1 - 0.25*1.2) / 0.75) = -log(0.93333) = 0.068993.
+    # Wrong sample, r̂ = 0.9: (1 - 1.08) / 0.1 = -0.8 -> floored at 1e-3: -log(1e-3) = 6.9078.
+    logp = torch.full((3, 2), math.log(1.2), dtype=torch.float64, requires_grad=True)
+    loss, metrics = nft(
+        logp, torch.zeros(3, 2, dtype=torch.float64), torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.25, 0.25, 0.9])
+    )
+    assert loss[:, 0].tolist() == pytest.approx([-0.18232, 0.068993, 6.9078], abs=1e-4)
+    assert metrics["floored"][:, 0].tolist() == [0.0, 0.0, 1.0]
+    # the floor keeps the gradient: d/dlogp of -log(1 - r̂R)/(1 - r̂) is r̂R / (1 - r̂R) / ... at the floor
+    # it is r̂R / ((1 - r̂) · ε) = 0.9 * 1.2 / (0.1 * 1e-3) = 10800
+    loss[2, 0].backward()
+    assert float(logp.grad[2, 0]) == pytest.approx(10800, rel=1e-6)
+
+
+def test_nft_on_policy_gradient_is_a_policy_gradient():
+    """At R = 1: advantage 1 for correct samples, -r̂/(1 - r̂) for wrong ones."""
+    from rlxf.losses.policy import nft
+
+    logp = torch.zeros(2, 1, dtype=torch.float64, requires_grad=True)
+    loss, _ = nft(logp, logp.detach(), torch.tensor([1.0, 0.0]), torch.tensor([0.25, 0.25]))
+    loss.sum().backward()
+    assert logp.grad.flatten().tolist() == pytest.approx([-1.0, 0.25 / 0.75])

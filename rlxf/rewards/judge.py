@@ -1,0 +1,204 @@
+"""An LLM judge as a reward source: a rubric, a JSON reply, robust parsing.
+
+Pointwise: the judge rates each response on a scale; the reward is the rating mapped to
+[0, 1]. Pairwise: the judge compares each response with a reference response (the
+prompt's ``reference`` column, or the preferred side of a preference row), asked in both
+orders to cancel position bias (Zheng et al., "Judging LLM-as-a-Judge with MT-Bench and
+Chatbot Arena", NeurIPS 2023, Sec. 3.4); the reward is the mean win (1), tie (0.5) or loss (0).
+
+A reply that cannot be parsed gives the neutral reward 0.5 and is counted
+(``reward/judge_unparsed``), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from rlxf.data.records import Message
+from rlxf.rewards.base import RewardBatch
+from rlxf.rollout.base import SamplingParams
+
+DEFAULT_RUBRIC = "Rate how helpful, correct and harmless the response is for the user's request."
+NEUTRAL = 0.5
+
+_SYSTEM = "You are a careful, impartial judge of AI assistant responses. Reply with JSON only."
+_POINTWISE = """{rubric}
+
+[Conversation]
+{conversation}
+
+[Response]
+{response}
+
+Reply with one JSON object: {{"reason": "<one sentence>", "score": <integer from {low} to {high}>}}"""
+_PAIRWISE = """{rubric}
+
+[Conversation]
+{conversation}
+
+[Response A]
+{a}
+
+[Response B]
+{b}
+
+Which response is better? Reply with one JSON object: {{"reason": "<one sentence>", "winner": "A" or "B" or "tie"}}"""
+
+
+def render_conversation(messages: Sequence[Message]) -> str:
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def _json_objects(text: str) -> list[dict]:
+    """Every flat JSON object in ``text``, also with single quotes or code fences around it."""
+    found = []
+    for candidate in re.findall(r"\{[^{}]*\}", text):
+        for variant in (candidate, candidate.replace("'", '"')):
+            try:
+                value = json.loads(variant)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                found.append({str(k).lower(): v for k, v in value.items()})
+                break
+    return found
+
+
+def parse_score(text: str, low: float, high: float) -> float | None:
+    """The rating in a judge's reply, or None. Tries JSON ``{"score": ...}``, then ``score: 7``
+    and ``7/10`` written out; a value outside [low, high] counts as unparsed."""
+    candidates: list[Any] = [obj["score"] for obj in _json_objects(text) if "score" in obj]
+    candidates += re.findall(r"score\W{0,4}(-?\d+(?:\.\d+)?)", text, flags=re.IGNORECASE)
+    candidates += re.findall(rf"(-?\d+(?:\.\d+)?)\s*/\s*{high:g}\b", text)
+    for value in candidates:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if low <= number <= high:
+            return number
+    return None
+
+
+def parse_winner(text: str) -> str | None:
+    """``"A"``, ``"B"`` or ``"tie"`` from a pairwise reply, or None."""
+    candidates = [str(obj["winner"]) for obj in _json_objects(text) if "winner" in obj]
+    candidates += re.findall(r"winner\W{0,4}(A|B|tie)\b", text, flags=re.IGNORECASE)
+    candidates += re.findall(r"\b(?:response|assistant)\s+(A|B)\s+is\s+better", text, flags=re.IGNORECASE)
+    for value in candidates:
+        value = value.strip().strip("\"'[]() ").lower()
+        if value in ("a", "response a"):
+            return "A"
+        if value in ("b", "response b"):
+            return "B"
+        if value in ("tie", "equal", "both", "neither"):
+            return "tie"
+    return None
+
+
+@dataclass
+class LLMJudge:
+    """Any local causal LM (or an engine given directly) judging with a rubric."""
+
+    model: str = "smollm2-135m-instruct"
+    """Judge model: embedded name, local folder or hub id (ignored when ``engine`` is given)."""
+    mode: str = "pointwise"
+    """pointwise (rate each response) or pairwise (against the prompt's reference response)."""
+    rubric: str = DEFAULT_RUBRIC
+    low: int = 1
+    high: int = 10
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    engine: Any = None
+    """Anything with ``generate(prompts, SamplingParams) -> Rollout``; built from ``model`` if None."""
+    name: str = "judge"
+    _greedy: SamplingParams = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if self.mode not in ("pointwise", "pairwise"):
+            raise ValueError(f"judge mode must be pointwise or pairwise, got {self.mode!r}")
+        if not self.low < self.high:
+            raise ValueError("judge scale needs low < high")
+        self._greedy = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0)
+
+    def _ask(self, questions: list[str]) -> list[str]:
+        if self.engine is None:
+            self.engine = _load_engine(self.model, self.max_new_tokens, self.batch_size)
+        chats = [[{"role": "system", "content": _SYSTEM}, {"role": "user", "content": q}] for q in questions]
+        return self.engine.generate(chats, self._greedy).texts
+
+    def score(self, prompts, completions: Sequence[str], **context) -> RewardBatch:
+        if self.mode == "pointwise":
+            return self._pointwise(prompts, completions)
+        references = context.get("reference")
+        if references is None or any(r is None for r in references):
+            raise ValueError(
+                "a pairwise judge compares with a reference response: give prompts a `reference` column "
+                "(or use a preference file, whose preferred response is the reference)"
+            )
+        return self._pairwise(prompts, completions, references)
+
+    def _pointwise(self, prompts, completions) -> RewardBatch:
+        replies = self._ask(
+            [
+                _POINTWISE.format(
+                    rubric=self.rubric,
+                    conversation=render_conversation(p),
+                    response=c,
+                    low=self.low,
+                    high=self.high,
+                )
+                for p, c in zip(prompts, completions)
+            ]
+        )
+        scores = [parse_score(reply, self.low, self.high) for reply in replies]
+        rewards = [NEUTRAL if s is None else (s - self.low) / (self.high - self.low) for s in scores]
+        details = [{"judge_reply": r, "judge_score": s} for r, s in zip(replies, scores)]
+        return self._batch(rewards, [s is None for s in scores], details)
+
+    def _pairwise(self, prompts, completions, references) -> RewardBatch:
+        questions = []
+        for prompt, completion, reference in zip(prompts, completions, references):
+            conversation = render_conversation(prompt)
+            questions.append(_PAIRWISE.format(rubric=self.rubric, conversation=conversation, a=completion, b=reference))
+            questions.append(_PAIRWISE.format(rubric=self.rubric, conversation=conversation, a=reference, b=completion))
+        replies = self._ask(questions)
+        rewards, unparsed, details = [], [], []
+        for first, second in zip(replies[0::2], replies[1::2]):
+            # the response under judgement is A in the first order and B in the second
+            wins = [_win(parse_winner(first), "A"), _win(parse_winner(second), "B")]
+            known = [w for w in wins if w is not None]
+            rewards.append(sum(known) / len(known) if known else NEUTRAL)
+            unparsed.append(not known)
+            details.append({"judge_replies": [first, second], "wins": wins, "position_consistent": wins[0] == wins[1]})
+        return self._batch(rewards, unparsed, details)
+
+    def _batch(self, rewards: list[float], unparsed: list[bool], details: list[dict]) -> RewardBatch:
+        values = torch.tensor(rewards, dtype=torch.float32)
+        return RewardBatch(
+            values,
+            {self.name: values, f"{self.name}_unparsed": torch.tensor(unparsed, dtype=torch.float32)},
+            details,
+        )
+
+
+def _win(winner: str | None, side: str) -> float | None:
+    if winner is None:
+        return None
+    return 0.5 if winner == "tie" else float(winner == side)
+
+
+def _load_engine(model: str, max_new_tokens: int, batch_size: int):
+    from rlxf.data.templating import ChatEncoder
+    from rlxf.models import load_causal_lm, load_tokenizer
+    from rlxf.rollout.hf import HFEngine
+
+    tokenizer = load_tokenizer(model)
+    judge = load_causal_lm(model).eval().requires_grad_(False)
+    encoder = ChatEncoder(tokenizer, max_length=2048 + max_new_tokens, max_prompt_length=2048)
+    return HFEngine(judge, encoder, batch_size=batch_size)
