@@ -40,7 +40,12 @@ COMMANDS = {
         "train_online",
         "rejection-sampling fine-tuning / SuperHF with kl_coef (= rlxf online algo=rft)",
     ),
-    "nft": ("rlxf.recipes.online", "OnlineConfig", "train_online", "negative-aware fine-tuning (= rlxf online algo=nft)"),
+    "nft": (
+        "rlxf.recipes.online",
+        "OnlineConfig",
+        "train_online",
+        "negative-aware fine-tuning (= rlxf online algo=nft)",
+    ),
     "ppo": (
         "rlxf.recipes.online",
         "OnlineConfig",

@@ -4,8 +4,8 @@
 2. DPO tunes SmolLM2-135M-Instruct on pairs from the same training split;
 3. evaluation on held-out prompts: RM accuracy, DPO preference accuracy, and the
    DPO policy's win rate over the reference, judged by the reward model;
-4. online RL: GRPO on generated additions with an exact-answer verifier, the reward
-   rising step by step and greedy accuracy on unseen problems before and after;
+4. online RL: GRPO on generated two-digit additions with an exact-answer verifier, the
+   reward rising step by step and greedy accuracy on unseen problems before and after;
 5. a report folder with plots and intervals.
 """
 
@@ -68,9 +68,9 @@ class DemoConfig:
         default_factory=lambda: OnlineConfig(
             algo="grpo",
             policy=ModelSection(name="smollm2-135m-instruct"),
-            task=TaskSection(name="arithmetic", digits=1, eval_count=60),
-            sampling=SamplingSection(n=8, max_new_tokens=32, temperature=0.7),
-            train=TrainSection(max_steps=20, batch_size=4, lr=2e-6, warmup_steps=0, scheduler="constant"),
+            task=TaskSection(name="arithmetic", digits=2, eval_count=50),
+            sampling=SamplingSection(n=8, max_new_tokens=24, temperature=1.0),
+            train=TrainSection(max_steps=12, batch_size=2, lr=2e-5, warmup_steps=0, scheduler="constant"),
         )
     )
     """Stage 4: online RL on verifiable problems (train.max_steps=0 skips it)."""
@@ -122,6 +122,11 @@ def run_demo(config: DemoConfig) -> Path:
     return report
 
 
+def _cell(text: str) -> str:
+    """Text made safe for one markdown table cell."""
+    return text[:80].replace("|", "\\|").replace("\n", " ")
+
+
 def online_section(root: Path, out: Path, config: DemoConfig) -> tuple[str, dict]:
     """The online-RL part of the report: reward per step, greedy accuracy before and after."""
     results = load_json(root / "online" / "eval.json")
@@ -142,6 +147,10 @@ def online_section(root: Path, out: Path, config: DemoConfig) -> tuple[str, dict
     fixed, broken = sum(1 for b, a in pairs if a > b), sum(1 for b, a in pairs if a < b)
     p_value = binomial_two_sided_p(fixed, fixed + broken)
     online = config.online
+    examples = "\n".join(
+        f"| {b['prompt']} | {_cell(b['completion'])} ({b['reward']:.0f}) | {_cell(a['completion'])} ({a['reward']:.0f}) |"
+        for b, a in zip(results["before"]["examples"], results["after"]["examples"])
+    )
     text = f"""## Online RL: GRPO on {online.task.digits}-digit additions ({results["steps"]} steps)
 
 The policy samples {online.sampling.n} answers per problem ({online.train.batch_size} problems a step, temperature
@@ -154,8 +163,14 @@ answers that beat their group's mean. Greedy accuracy on {before.n} unseen probl
 | after {results["steps"]} GRPO steps | {after.text()} |
 
 Paired on the same problems: {fixed} became right, {broken} became wrong (sign test p = {p_value:.2g}).
+The verifier wants a number: restating the question ("27 + 82 is ...") parses as an expression
+equal to the answer, a hack GRPO otherwise finds within a few steps.
 
 ![grpo reward](grpo_reward.png)
+
+| problem | greedy answer before | greedy answer after |
+|---|---|---|
+{examples}
 """
     summary = {"greedy_accuracy_before": before.as_dict(), "greedy_accuracy_after": after.as_dict()}
     return text, summary

@@ -60,16 +60,30 @@ def test_mini_demo_on_the_embedded_models_writes_a_report(tmp_path):
         "dpo.data.eval_limit=8",
         "eval.generation.num_prompts=4",
         "eval.generation.max_new_tokens=8",
+        "online.train.max_steps=2",
+        "online.train.batch_size=2",
+        "online.task.eval_count=4",
+        "online.sampling.n=2",
+        "online.sampling.max_new_tokens=8",
     )
     report = tmp_path / "report" / "report.md"
     assert str(report) in result.stderr
     text = report.read_text()
-    for needle in ("Reward model pairwise accuracy", "DPO implicit-reward accuracy", "win rate", "95%"):
+    for needle in ("Reward model pairwise accuracy", "DPO implicit-reward accuracy", "win rate", "95%", "GRPO"):
         assert needle in text
-    for plot in ("rm_loss.png", "rm_accuracy.png", "dpo_loss.png", "dpo_reward_margin.png", "win_rate.png"):
+    plots = (
+        "rm_loss.png",
+        "rm_accuracy.png",
+        "dpo_loss.png",
+        "dpo_reward_margin.png",
+        "win_rate.png",
+        "grpo_reward.png",
+    )
+    for plot in plots:
         assert (tmp_path / "report" / plot).stat().st_size > 1000
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["win_rate"]["n"] == 4 and 0 <= summary["win_rate"]["value"] <= 1
+    assert summary["greedy_accuracy_after"]["n"] == 4
 
 
 ONLINE_RUNS = {

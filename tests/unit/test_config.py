@@ -84,7 +84,15 @@ def test_shipped_configs_load_into_their_commands():
     from rlxf.cli import COMMANDS
 
     classes = {name: getattr(__import__(module, fromlist=[cls]), cls) for name, (module, cls, *_) in COMMANDS.items()}
-    command_of = {"dpo_hh": "dpo", "simpo_hh": "dpo", "rm_hh": "rm", "kto_hh": "kto", "demo": "demo"}
+    command_of = {
+        "dpo_hh": "dpo",
+        "simpo_hh": "dpo",
+        "rm_hh": "rm",
+        "kto_hh": "kto",
+        "demo": "demo",
+        "grpo_arithmetic": "grpo",
+        "grpo_gsm8k": "grpo",
+    }
     configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
     assert {p.stem for p in configs} == set(command_of)
     for path in configs:

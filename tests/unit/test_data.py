@@ -150,6 +150,10 @@ def test_labeled_demonstrations_and_feedback(tmp_path):
     assert [(f.completion, f.label) for f in feedback] == [("c", 1.0), ("r", 0.0)]
     prompts, _ = read_prompts(SHARED_DATA / "gsm8k_train.jsonl")
     assert len(prompts) == 7473 and prompts[0].messages[0]["content"].startswith("Natalia")
+    # a prompt file's answer/reference columns, and a preference row's chosen reply, become context
+    path = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "2+2?", "answer": 4, "reference": "It is 4."}])
+    assert read_prompts(path)[0][0].context == {"answer": "4", "reference": "It is 4."}
+    assert read_prompts(pairs)[0][0].context == {"reference": "c"}
 
 
 def test_parse_dialogue_rejects_text_without_turns():

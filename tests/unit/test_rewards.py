@@ -34,6 +34,10 @@ def test_math_verifier_on_gsm8k_and_latex_answers():
     assert batch.rewards.tolist() == [1.0, 1.0, 0.0, 0.0]
     assert batch.details[1]["correct"] and not batch.details[3]["correct"]
     assert verifier.score([], ["$\\frac{1}{2}$"], answer=["0.5"]).rewards.tolist() == [1.0]
+    # restating the question is an expression equal to the answer, not an answer
+    restated = ["27 + 82 is a classic problem.", "27 + 82 = 109", "It equals 109.0", "\\boxed{109}"]
+    assert verifier.score([], restated, answer=["109"] * 4).rewards.tolist() == [0.0, 1.0, 1.0, 1.0]
+    assert MathVerifier(numbers_only=False).score([], restated[:1], answer=["109"]).rewards.tolist() == [1.0]
 
 
 MBPP_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]
