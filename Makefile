@@ -30,6 +30,8 @@ test-fast: setup
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/dpo_vs_trl.py
+	$(BIN)/python bench/grpo_vs_trl.py --tokens 32
+	$(BIN)/python bench/grpo_vs_trl.py --tokens 128 --steps 6
 
 clean:
 	rm -rf $(VENV) runs .cache

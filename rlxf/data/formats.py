@@ -276,8 +276,9 @@ def _from_prompt_row(cell: _Cell) -> Prompt:
     if "instruction" in cell.row and cell.row.get("input"):  # Alpaca layout
         text = f"{cell.text('instruction')}\n\n{cell.text('input')}"
         return Prompt([{"role": "user", "content": text}], source=cell.source)
+    is_pair = "chosen" in cell.row and "rejected" in cell.row
     for field in ("prompt", "messages", "question", "instruction"):
-        if field in cell.row:
+        if field in cell.row and not is_pair:
             messages = cell.messages(field)
             if messages[-1]["role"] == "assistant":
                 messages = messages[:-1]
