@@ -43,15 +43,15 @@ class DemoConfig:
         default_factory=lambda: RewardModelConfig(
             model=ModelSection(name="minilm-l6-v2"),
             data=DataSection(max_length=128, max_prompt_length=96, on_bad_row="skip"),
-            train=TrainSection(epochs=1, batch_size=16, lr=5e-5, warmup_steps=10),
+            train=TrainSection(epochs=1, max_steps=72, batch_size=16, lr=5e-5, warmup_steps=10),
         )
     )
     """Stage 1: reward model."""
     dpo: DPOConfig = field(
         default_factory=lambda: DPOConfig(
             policy=ModelSection(name="smollm2-135m-instruct"),
-            data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip", limit=180, eval_limit=180),
-            train=TrainSection(max_steps=45, batch_size=4, lr=3e-5, warmup_steps=5),
+            data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip", limit=168, eval_limit=140),
+            train=TrainSection(max_steps=42, batch_size=4, lr=3e-5, warmup_steps=5),
             beta=0.1,
         )
     )
@@ -59,7 +59,7 @@ class DemoConfig:
     eval: EvalConfig = field(
         default_factory=lambda: EvalConfig(
             data=DataSection(max_length=256, max_prompt_length=96, on_bad_row="skip"),
-            generation=GenerationSection(num_prompts=64, max_new_tokens=64, batch_size=16),
+            generation=GenerationSection(num_prompts=48, max_new_tokens=64, batch_size=16),
             rm_accuracy=False,
         )
     )
@@ -68,7 +68,7 @@ class DemoConfig:
         default_factory=lambda: OnlineConfig(
             algo="grpo",
             policy=ModelSection(name="smollm2-135m-instruct"),
-            task=TaskSection(name="arithmetic", digits=2, eval_count=50),
+            task=TaskSection(name="arithmetic", digits=2, eval_count=40),
             sampling=SamplingSection(n=8, max_new_tokens=24, temperature=1.0),
             train=TrainSection(max_steps=12, batch_size=2, lr=2e-5, warmup_steps=0, scheduler="constant"),
         )
