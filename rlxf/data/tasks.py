@@ -3,7 +3,8 @@
 - ``arithmetic``: generated additions (or subtractions / multiplications), answer checked exactly;
 - ``gsm8k``: grade-school math word problems (Cobbe et al., 2021), final answer after ``####``;
 - ``mbpp``: Python problems with unit tests (Austin et al., 2021), in the original prompt layout;
-- any prompt file (jsonl/json/csv/parquet) whose rows may carry an ``answer`` field.
+- any prompt file (jsonl/json/csv/parquet; :func:`rlxf.data.formats.read_prompts`) whose rows may
+  carry ``answer`` and ``reference`` fields.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import random
 from pathlib import Path
 
 from rlxf.data.errors import DataError
-from rlxf.data.formats import read_prompts
 from rlxf.data.readers import iter_rows
 from rlxf.data.records import Prompt
 
@@ -93,8 +93,3 @@ def mbpp(path: str | Path) -> list[Prompt]:
             )
         )
     return prompts
-
-
-def prompt_file(path: str | Path, *, on_bad_row: str = "error") -> list[Prompt]:
-    """Any prompt file; an ``answer`` column, if present, becomes the reference answer."""
-    return read_prompts(path, on_bad_row=on_bad_row)[0]

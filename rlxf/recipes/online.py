@@ -38,6 +38,7 @@ from rlxf.advantages import (
 from rlxf.config import ModelSection, TrainSection
 from rlxf.data import tasks as task_sets
 from rlxf.data.batching import pack_groups
+from rlxf.data.formats import read_prompts
 from rlxf.data.records import Prompt
 from rlxf.eval.stats import mean_interval, proportion
 from rlxf.losses.policy import AdaptiveKLController, entropy_bonus, filtered_sft, kl_estimate, nft, ppo_clip
@@ -45,7 +46,7 @@ from rlxf.losses.reduce import aggregate
 from rlxf.losses.value import clipped_value_loss
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
 from rlxf.models.lora import is_lora
-from rlxf.recipes.common import build_policy, encoder_for, save_results, say, write_config
+from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows, save_results, say, write_config
 from rlxf.recipes.dpo import ReferenceSection
 from rlxf.rewards import FormatReward, LengthPenalty, MathVerifier, RewardBatch, UnitTestReward, WeightedSum
 from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
@@ -73,6 +74,8 @@ class TaskSection:
     """Use only the first N training prompts (0 = all)."""
     system_prompt: str = ""
     """An optional system message put before every prompt."""
+    on_bad_row: str = "error"
+    """file: a malformed row raises (error) or is counted, reported and left out (skip)."""
 
     def __post_init__(self):
         if self.name not in ("arithmetic", "gsm8k", "mbpp", "file"):
@@ -274,8 +277,11 @@ def load_task(task: TaskSection, seed: int) -> tuple[list[Prompt], list[Prompt]]
             exclude={p.messages[-1]["content"] for p in held},
         )
     else:
-        loader = {"gsm8k": task_sets.gsm8k, "mbpp": task_sets.mbpp, "file": task_sets.prompt_file}[task.name]
-        prompts = loader(task.path)
+        if task.name == "file":
+            prompts, bad = read_prompts(task.path, on_bad_row=task.on_bad_row)
+            report_bad_rows(bad, Path(task.path))
+        else:
+            prompts = {"gsm8k": task_sets.gsm8k, "mbpp": task_sets.mbpp}[task.name](task.path)
         train, held = prompts[: len(prompts) - task.eval_count], prompts[len(prompts) - task.eval_count :]
     train = train[: task.limit] if task.limit else train
     if task.system_prompt:

@@ -105,6 +105,7 @@ ONLINE_RUNS = {
     "judge-pairwise": [
         "task.name=file",
         f"task.path={DEMO_DATA}",
+        "task.on_bad_row=skip",
         "task.limit=8",
         "rewards=[{kind: judge, mode: pairwise}]",
     ],

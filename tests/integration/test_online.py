@@ -42,7 +42,8 @@ def online(tmp_path, prompt_file, *overrides):
 
 
 @pytest.mark.parametrize(
-    "algo, extra", [("grpo", ""), ("rloo", ""), ("reinforce_pp", ""), ("rft", "rft_top_k=8 train.max_steps=20"), ("nft", "")]
+    "algo, extra",
+    [("grpo", ""), ("rloo", ""), ("reinforce_pp", ""), ("rft", "rft_top_k=8 train.max_steps=20"), ("nft", "")],
 )
 def test_the_reward_of_an_easy_verifiable_task_rises(tmp_path, prompt_file, algo, extra):
     # reward 1 when the completion contains a digit: about half the random samples do at first
