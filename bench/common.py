@@ -12,6 +12,21 @@ import sys
 WARMUP = 2
 """Steps left out of the median (allocator and kernel warm-up)."""
 
+TRL_CPU_FP32 = dict(
+    lr_scheduler_type="constant",
+    warmup_steps=0,
+    max_grad_norm=1.0,
+    logging_steps=1,
+    save_strategy="no",
+    report_to="none",
+    use_cpu=True,
+    bf16=False,
+    fp16=False,
+    dataloader_num_workers=0,
+    seed=0,
+)
+"""TRL trainer arguments both benchmarks share: fp32 on CPU, constant LR, no saving, log every step."""
+
 
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import WARMUP, launch, median_step, peak_rss_gib, report
+from common import TRL_CPU_FP32, WARMUP, launch, median_step, peak_rss_gib, report
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "hh_rlhf_harmless_demo.jsonl"
@@ -111,26 +111,16 @@ def run_trl(data: Path, steps: int, workdir: Path, fast: bool) -> dict:
             step_seconds.append(time.perf_counter() - self.started)
 
     args = DPOConfig(
+        **TRL_CPU_FP32,
         output_dir=str(workdir),
         per_device_train_batch_size=BATCH,
         max_steps=steps,
         learning_rate=LR,
         beta=BETA,
         max_length=MAX_LENGTH,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        max_grad_norm=1.0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
         train_sampling_strategy="sequential",
         gradient_checkpointing=not fast,
         precompute_ref_log_probs=fast,
-        dataloader_num_workers=0,
-        seed=0,
     )
     dataset = load_dataset("json", data_files=str(data), split="train")
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[Timer()])

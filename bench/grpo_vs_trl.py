@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import WARMUP, launch, median_step, peak_rss_gib, report
+from common import TRL_CPU_FP32, WARMUP, launch, median_step, peak_rss_gib, report
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS, SAMPLES, LR = 4, 4, 1e-6
@@ -107,28 +107,18 @@ def run_trl(data: Path, steps: int, tokens: int, workdir: Path, fast: bool) -> d
                 lengths.append(logs["completions/mean_length"])
 
     args = GRPOConfig(
+        **TRL_CPU_FP32,
         output_dir=str(workdir),
         per_device_train_batch_size=PROMPTS * SAMPLES,
         num_generations=SAMPLES,
         max_completion_length=tokens,
         max_steps=steps,
         learning_rate=LR,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        max_grad_norm=1.0,
         beta=0.0,
         loss_type="dapo",
         temperature=1.0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
         shuffle_dataset=False,
         gradient_checkpointing=not fast,
-        dataloader_num_workers=0,
-        seed=0,
     )
     dataset = load_dataset("json", data_files=str(data), split="train")
     trainer = GRPOTrainer(
