@@ -53,3 +53,25 @@ def test_greedy_is_deterministic_and_stop_strings_end_completions():
     stopped = policy.generate(PROMPTS[:1], SamplingParams(max_new_tokens=8, temperature=1.0, stop=(stop,)))
     assert stopped.stop_reasons == ["stop"] and stopped.texts[0] == text[: text.index(stop) + len(stop)]
     assert len(stopped.completion_ids[0]) < len(full.completion_ids[0])
+
+
+def test_shared_prefill_changes_no_token_or_log_prob():
+    """Prompts of different lengths (left padding), each sampled three times."""
+    policy = engine(seed=3)
+    plain = HFEngine(policy.model, policy.encoder, batch_size=6)
+    plain._shared_prefill = lambda *args: None
+    shared = HFEngine(policy.model, policy.encoder, batch_size=6)
+    for sampling in (SamplingParams(max_new_tokens=10, n=3, temperature=0), SamplingParams(max_new_tokens=10, n=3)):
+        torch.manual_seed(0)
+        expected = plain.generate(PROMPTS, sampling)
+        torch.manual_seed(0)
+        got = shared.generate(PROMPTS, sampling)
+        assert got.completion_ids == expected.completion_ids
+        assert torch.allclose(got.logprobs, expected.logprobs, atol=1e-5)
+    assert shared._shared_prefill(*_padded([[5, 6, 7], [8, 9]])) is None  # nothing repeats: plain prefill
+
+
+def _padded(prompts):
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    return prompts, ids, (ids != 0).long()
