@@ -6,6 +6,8 @@ quantities are (B, T) with a 0/1 ``mask`` marking response tokens.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -88,19 +90,41 @@ def discounted_returns(token_rewards: Tensor, mask: Tensor, *, gamma: float = 1.
     return returns
 
 
-def whiten(values: Tensor, mask: Tensor, *, eps: float = 1e-8, shift_mean: bool = True) -> Tensor:
-    """Normalize masked entries to zero mean and unit variance over the whole batch."""
+def _same(total: Tensor) -> Tensor:
+    return total
+
+
+def whiten(
+    values: Tensor,
+    mask: Tensor,
+    *,
+    eps: float = 1e-8,
+    shift_mean: bool = True,
+    global_sum: Callable[[Tensor], Tensor] = _same,
+) -> Tensor:
+    """Normalize masked entries to zero mean and unit variance over the whole batch.
+
+    ``global_sum`` turns this rank's sums into the global batch's (an all-reduce across ranks).
+    """
     mask = mask.to(values.dtype)
-    count = mask.sum().clamp(min=1)
-    mean = (values * mask).sum() / count
-    variance = (((values - mean) * mask) ** 2).sum() / count
+    count = global_sum(mask.sum()).clamp(min=1)
+    mean = global_sum((values * mask).sum()) / count
+    variance = global_sum((((values - mean) * mask) ** 2).sum()) / count
     whitened = (values - mean) * torch.rsqrt(variance + eps)
     if not shift_mean:
         whitened = whitened + mean
     return whitened * mask
 
 
-def reinforce_pp(rewards: Tensor, kl: Tensor, mask: Tensor, *, kl_coef: float, gamma: float = 1.0) -> Tensor:
+def reinforce_pp(
+    rewards: Tensor,
+    kl: Tensor,
+    mask: Tensor,
+    *,
+    kl_coef: float,
+    gamma: float = 1.0,
+    global_sum: Callable[[Tensor], Tensor] = _same,
+) -> Tensor:
     """REINFORCE++ advantages: token-level KL penalty in the reward, returns, global whitening.
 
     Hu, "REINFORCE++: A Simple and Efficient Approach for Aligning Large Language Models"
@@ -113,7 +137,7 @@ def reinforce_pp(rewards: Tensor, kl: Tensor, mask: Tensor, *, kl_coef: float, g
     last = mask.cumsum(dim=1) == mask.sum(dim=1, keepdim=True)
     last = last & (mask > 0)
     token_rewards = -kl_coef * kl * mask + last.to(kl.dtype) * rewards[:, None]
-    return whiten(discounted_returns(token_rewards, mask, gamma=gamma), mask)
+    return whiten(discounted_returns(token_rewards, mask, gamma=gamma), mask, global_sum=global_sum)
 
 
 def best_of_n(rewards: Tensor, group_size: int, *, top_k: int = 1, threshold: float | None = None) -> Tensor:

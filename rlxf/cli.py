@@ -106,12 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlxf {args.command}: {error}", file=sys.stderr)
         return 2
     from rlxf.data import DataError
+    from rlxf.train import distributed
 
+    distributed.init_from_environment()  # under torchrun: one rank of a data-parallel run
     try:
         getattr(module, function_name)(config)
     except DataError as error:
         print(f"rlxf {args.command}: bad input: {error}", file=sys.stderr)
         return 1
+    finally:
+        distributed.shutdown()
     return 0
 
 

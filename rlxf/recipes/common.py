@@ -27,6 +27,7 @@ from rlxf.models import (
     resolve_model_path,
 )
 from rlxf.models.packing import use_packed_attention
+from rlxf.train import distributed
 from rlxf.train.model_card import model_card, save_model
 
 log = logging.getLogger("rlxf")
@@ -144,7 +145,10 @@ def save_results(
     config: Any,
     settings: dict[str, Any] | None = None,
 ) -> None:
-    """eval.json, and the final model under model/ with a card recording data, config and metrics."""
+    """eval.json, and the final model under model/ with a card recording data, config and metrics
+    (written by the main rank)."""
+    if not distributed.is_main():
+        return
     write_json(output_dir / "eval.json", results)
     card = model_card(
         title=title,
@@ -194,15 +198,23 @@ def fingerprint(*parts: Any) -> str:
 
 
 def cached_tensors(path: Path, key: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Load tensors saved under ``key`` at ``path``, or compute and save them."""
+    """Load tensors saved under ``key`` at ``path``, or compute and save them. Across ranks the
+    main rank computes and saves them once and the others load its file."""
+    tensors = _load_cached(path, key) if distributed.is_main() else None
+    if distributed.is_main() and tensors is None:
+        tensors = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "tensors": tensors}, path)
+    distributed.barrier()
+    return tensors if tensors is not None else _load_cached(path, key)
+
+
+def _load_cached(path: Path, key: str) -> dict[str, torch.Tensor] | None:
     if path.exists():
         saved = torch.load(path, weights_only=True)
         if saved.get("key") == key:
             return saved["tensors"]
-    tensors = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": key, "tensors": tensors}, path)
-    return tensors
+    return None
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -212,6 +224,8 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def write_config(output_dir: Path, config: Any) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
+    if not distributed.is_main():
+        return
     (output_dir / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
 
 

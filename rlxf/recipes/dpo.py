@@ -203,7 +203,7 @@ def train_dpo(config: DPOConfig) -> dict:
         sums, total, tokens = MetricSums(), 0.0, 0
         for micro in run.micro_batches(batch):
             pairs = [train_pairs[i] for i in micro]
-            chosen, rejected = pair_logps(policy, pairs, length_normalized=loss_fn.length_normalized)
+            chosen, rejected = run.forward(pair_logps, pairs, length_normalized=loss_fn.length_normalized)
             per_pair, metrics = loss_fn(chosen, rejected, ref_chosen[micro], ref_rejected[micro], **loss_kwargs)
             loss = sequence_mean(per_pair, run.global_batch_size)
             loss.backward()

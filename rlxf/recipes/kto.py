@@ -132,7 +132,7 @@ def train_kto(config: KTOConfig) -> dict:
             kl = kto_kl_estimate(mismatched_logps, ref["mismatched/logps"][batch])
         sums, total, tokens = MetricSums(), 0.0, 0
         for micro in run.micro_batches(batch):
-            logps, _ = completion_logps(policy, pack([matched[i] for i in micro]))
+            logps, _ = run.forward(completion_logps, pack([matched[i] for i in micro]))
             per_example, metrics = kto(
                 logps,
                 ref["train/logps"][micro],

@@ -52,7 +52,7 @@ from rlxf.rewards import FormatReward, LengthPenalty, MathVerifier, RewardBatch,
 from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 from rlxf.rewards.learned import LearnedReward
 from rlxf.rollout import HFEngine, Rollout, SamplingParams
-from rlxf.train import Run
+from rlxf.train import Run, distributed
 from rlxf.train.run import MetricSums
 
 
@@ -238,7 +238,7 @@ def token_rewards(x: AdvantageInputs) -> Tensor:
 def ppo_advantages(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
     """GAE advantages (whitened over the batch) and returns, for PPO with a critic."""
     advantages, returns = gae(token_rewards(x), x.values, x.mask, gamma=x.gamma, lam=x.lam)
-    return whiten(advantages, x.mask), returns
+    return whiten(advantages, x.mask, global_sum=distributed.all_reduce_sum), returns
 
 
 def _per_token(advantages: Tensor, mask: Tensor) -> Tensor:
@@ -251,7 +251,11 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[[AdvantageInputs], Tensor]] = {
     "rloo": lambda x: _per_token(leave_one_out(x.rewards, x.group_size), x.mask),
     "remax": lambda x: _per_token(greedy_baseline(x.rewards, x.greedy_rewards, x.group_size), x.mask),
     "reinforce_pp": lambda x: reinforce_pp(
-        x.rewards, x.kl if x.kl is not None else torch.zeros_like(x.mask), x.mask, kl_coef=x.kl_coef
+        x.rewards,
+        x.kl if x.kl is not None else torch.zeros_like(x.mask),
+        x.mask,
+        kl_coef=x.kl_coef,
+        global_sum=distributed.all_reduce_sum,
     ),
     "ppo": lambda x: ppo_advantages(x)[0],
 }
@@ -432,35 +436,40 @@ def train_online(config: OnlineConfig) -> dict:
     critic = build_critic(config) if config.algo == "ppo" else None
     trained = nn.ModuleDict({"policy": policy, "critic": critic}) if critic is not None else policy
     run = Run(output_dir, trained, config.train, num_examples=len(train_prompts), name=config.algo)
-    results = (
-        {"before": greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)}
-        if run.step == 0 and held_prompts
-        else {}
-    )
+
+    def held_out_eval() -> dict | None:
+        # on the main rank only: the others go on and wait for it at the step's first all-reduce
+        if not distributed.is_main():
+            return None
+        return greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)
+
+    results = {"before": held_out_eval()} if run.step == 0 and held_prompts and distributed.is_main() else {}
     if results:
         run.log_eval(scalars(results["before"]))
         say(f"held-out greedy reward before training: {results['before']['greedy_reward']:.3f}")
     kl_coef = config.kl_coef
     for batch in run.steps():
-        # 1. rollout, with DAPO's dynamic sampling when asked
-        prompts = [train_prompts[i] for i in batch]
+        # 1. rollout of this rank's prompts, with DAPO's dynamic sampling when asked
+        positions = distributed.shard(list(range(len(batch))))
+        prompts = [train_prompts[batch[i]] for i in positions]
+        seeds = [sample_seed(config.train.seed, run.step, i) for i in positions]
         parts = [
             (
                 prompts,
-                rollout := engine.generate([p.messages for p in prompts], sampling),
+                rollout := engine.generate([p.messages for p in prompts], sampling, seeds=seeds),
                 score(source, prompts, rollout),
             )
         ]
-        extra = random.Random(f"{config.train.seed}:{run.step}")
+        extra = random.Random(f"{config.train.seed}:{run.step}:{distributed.rank()}")
         while (
             config.dynamic_sampling
             and len(parts) < config.max_sampling_rounds
-            and sum(int((~zero_variance_groups(p[2].rewards, n)).sum()) for p in parts) < len(batch)
+            and sum(int((~zero_variance_groups(p[2].rewards, n)).sum()) for p in parts) < len(prompts)
         ):
-            more = [train_prompts[extra.randrange(len(train_prompts))] for _ in batch]
+            more = [train_prompts[extra.randrange(len(train_prompts))] for _ in prompts]
             rollout = engine.generate([p.messages for p in more], sampling)
             parts.append((more, rollout, score(source, more, rollout)))
-        prompts, rollout, rewards = merge_rollouts(parts, len(batch), n) if config.dynamic_sampling else parts[0]
+        prompts, rollout, rewards = merge_rollouts(parts, len(prompts), n) if config.dynamic_sampling else parts[0]
 
         # 2. reference log-probs and advantages
         sequences = list(zip(rollout.prompt_ids, rollout.completion_ids))
@@ -510,10 +519,10 @@ def train_online(config: OnlineConfig) -> dict:
         sums, old_logps = MetricSums(), None
         for update in range(config.updates_per_rollout):
             total, trained_tokens, old_logps = train_on_rollout(
-                config, policy, critic, experience, old_logps, run.micro_batch_size * n, kl_coef, sums
+                config, run, experience, old_logps, run.micro_batch_size * n, kl_coef, sums
             )
             if update < config.updates_per_rollout - 1:
-                run.apply_gradients(total)
+                run.apply_gradients(distributed.global_sum(total))
 
         # 4. step, with what a person watching the run wants to see
         flat = zero_variance_groups(rewards.rewards, n)
@@ -536,12 +545,13 @@ def train_online(config: OnlineConfig) -> dict:
         if reference is not None and config.reference_refresh_every and run.step % config.reference_refresh_every == 0:
             reference.refresh()
         if config.eval_greedy_every and run.step % config.eval_greedy_every == 0 and run.step < run.total_steps:
-            run.log_eval(scalars(greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)))
+            if (evaluation := held_out_eval()) is not None:
+                run.log_eval(scalars(evaluation))
 
-    results["after"] = greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)
     results["steps"] = run.step
-    results["held_out"] = scalars(results["after"])
-    run.log_eval(results["held_out"])
+    if (after := held_out_eval()) is not None:
+        results.update(after=after, held_out=scalars(after))
+        run.log_eval(results["held_out"])
     run.finish()
     if results.get("before"):
         say(
@@ -604,8 +614,7 @@ def policy_loss(config: OnlineConfig, logp: Tensor, old_logp: Tensor, experience
 
 def train_on_rollout(
     config: OnlineConfig,
-    policy: nn.Module,
-    critic: nn.Module | None,
+    run: Run,
     experience: Experience,
     old_logps: list[Tensor] | None,
     micro_size: int,
@@ -616,15 +625,17 @@ def train_on_rollout(
 
     The first pass is on-policy, so its own log-probs are the "old" ones (ratio exactly 1);
     later passes (``updates_per_rollout > 1``) reuse them, which is where clipping bites.
+    Losses are divided by the counts of the global batch, over all ranks.
     """
     loss_mask = experience.loss_mask(config.algo)
-    global_tokens, global_sequences = max(1.0, float(loss_mask.sum())), len(experience.sequences)
+    global_tokens = max(1.0, distributed.global_sum(float(loss_mask.sum())))
+    global_sequences = int(distributed.global_sum(len(experience.sequences)))
     total, trained_tokens, first_logps = 0.0, 0, []
     n = config.sampling.n
-    for index, micro in enumerate(_micro_batches(global_sequences, micro_size)):
+    for index, micro in enumerate(run.accumulate(_micro_batches(len(experience.sequences), micro_size))):
         packed = pack_samples([experience.sequences[i] for i in micro], n)
-        current = token_logps(
-            policy, packed, temperature=config.sampling.temperature, with_entropy=config.entropy_coef > 0
+        current, values = run.forward(
+            policy_and_values, packed, temperature=config.sampling.temperature, with_entropy=config.entropy_coef > 0
         )
         logp, _ = current.as_matrix()
         micro_mask = loss_mask[micro, : logp.shape[1]]
@@ -647,8 +658,8 @@ def train_on_rollout(
             global_sequences=global_sequences,
             max_tokens=config.sampling.max_new_tokens,
         )
-        if critic is not None:
-            loss = loss + value_loss_term(config, critic, packed, experience, micro, micro_mask, global_tokens, sums)
+        if values is not None:
+            loss = loss + value_loss_term(config, values, experience, micro, micro_mask, global_tokens, sums)
         loss.backward()
         total += loss.item()
         sums.add({name: values[micro_mask > 0] for name, values in diagnostics.items()})
@@ -656,9 +667,17 @@ def train_on_rollout(
     return total, trained_tokens, first_logps
 
 
-def value_loss_term(config, critic, packed, experience: Experience, micro, micro_mask, global_tokens, sums) -> Tensor:
+def policy_and_values(trained: nn.Module, packed, *, temperature: float, with_entropy: bool):
+    """The policy's token log-probs and, when a critic is trained beside it, the critic's values."""
+    if isinstance(trained, nn.ModuleDict):
+        current = token_logps(trained["policy"], packed, temperature=temperature, with_entropy=with_entropy)
+        return current, token_values(trained["critic"], packed)
+    return token_logps(trained, packed, temperature=temperature, with_entropy=with_entropy), None
+
+
+def value_loss_term(config, values: TokenLogps, experience: Experience, micro, micro_mask, global_tokens, sums):
     """PPO's clipped value loss for one micro-batch, weighted and divided by the step's tokens."""
-    values, _ = token_values(critic, packed).as_matrix()
+    values, _ = values.as_matrix()
     width = values.shape[1]
     value_loss, value_metrics = clipped_value_loss(
         values,
@@ -691,6 +710,12 @@ def config_data_limits(config: OnlineConfig):
 
     max_length = 1024 + config.sampling.max_new_tokens
     return DataSection(max_length=max_length, max_prompt_length=1024)
+
+
+def sample_seed(seed: int, step: int, position: int) -> int:
+    """The sampling seed of a prompt at a position of a step's global batch: the same samples
+    however many ranks share the batch."""
+    return random.Random(f"{seed}:{step}:{position}").getrandbits(63)
 
 
 def pack_samples(sequences: list[tuple[list[int], list[int]]], group_size: int):

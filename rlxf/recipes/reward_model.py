@@ -126,7 +126,7 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     for batch in run.steps():
         sums, total = MetricSums(), 0.0
         for micro in run.micro_batches(batch):
-            chosen, rejected = score_pair_batch(model, [train_pairs[i] for i in micro], pad_id)
+            chosen, rejected = run.forward(score_pair_batch, [train_pairs[i] for i in micro], pad_id)
             per_pair, metrics = bradley_terry(
                 chosen,
                 rejected,

@@ -75,7 +75,7 @@ def train_sft(config: SFTConfig) -> dict:
         total, tokens = 0.0, 0
         for micro in run.micro_batches(batch):
             sequences = [train_sequences[i] for i in micro]
-            logps, _ = completion_logps(policy, pack(sequences))
+            logps, _ = run.forward(completion_logps, pack(sequences))
             loss = token_mean(-logps, global_tokens)
             loss.backward()
             total += loss.item()

@@ -1,13 +1,20 @@
-"""The few questions a loop asks about data parallelism.
+"""Data parallelism through torch.distributed: who am I, my share, and summed gradients.
 
-With no process group (a single process) these are trivial; with torch.distributed
-initialized, each rank takes its share of every global batch and counts are summed.
+With no process group (a single process) every answer is trivial. Under ``torchrun``
+(or any launcher that sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``) each rank joins one
+group — gloo on CPU, NCCL on GPU — takes its share of every global batch, and its
+gradients are summed with the other ranks' by ``DistributedDataParallel``.
 """
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
+from typing import Any, Callable
+
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def is_initialized() -> bool:
@@ -26,6 +33,43 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def init_from_environment() -> bool:
+    """Join the process group a launcher described in the environment; True when there is one."""
+    if is_initialized():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    rank_, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        size,
+        # under torchrun the launcher hosts the store; a bare launch has rank 0 host it
+        is_master=os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and rank_ == 0,
+        timeout=timedelta(minutes=30),
+    )
+    # Keys of each restart attempt apart: ranks restarted after a failure would otherwise
+    # find the dead ranks' gloo addresses in the store and fail to connect.
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(
+        backend, store=dist.PrefixStore(f"rlxf/attempt-{attempt}", store), rank=rank_, world_size=size
+    )
+    return True
+
+
+def shutdown() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
 def shard(global_batch: list[int]) -> list[int]:
     """This rank's examples of a global batch (strided, so every rank gets a fair share)."""
     return global_batch[rank() :: world_size()]
@@ -36,3 +80,71 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
         value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
+
+
+def global_sum(value: float) -> float:
+    """A Python number summed over ranks (the number itself in one process)."""
+    return float(all_reduce_sum(torch.tensor(float(value), dtype=torch.float64))) if is_initialized() else value
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Each metric averaged over ranks (equal shards make this the global-batch mean)."""
+    if not is_initialized() or not values:
+        return values
+    names = sorted(values)
+    summed = all_reduce_sum(torch.tensor([float(values[name]) for name in names], dtype=torch.float64))
+    return {name: float(total) / world_size() for name, total in zip(names, summed)}
+
+
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's value on every rank."""
+    if not is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class _TrainingForward(nn.Module):
+    """Runs ``compute(model, ...)`` as its forward, so DDP sees every training forward pass
+    whichever of the model's submodules ``compute`` calls (rlxf's log-prob functions call the
+    backbone and the output head separately)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, compute: Callable[..., Any], *args, **kwargs) -> Any:
+        return compute(self.model, *args, **kwargs)
+
+
+def _sum_gradients(_state, bucket):
+    """rlxf's losses are already divided by global-batch counts, so rank gradients add;
+    DDP's default hook would average them."""
+    work = dist.all_reduce(bucket.buffer(), async_op=True)
+    return work.get_future().then(lambda future: future.value()[0])
+
+
+class TrainingForward:
+    """``forward(compute, *args)`` = ``compute(model, *args)``; across ranks it runs inside
+    ``DistributedDataParallel`` (which first copies rank 0's weights to every rank) and the
+    backward of a ``sync=True`` call sums the accumulated gradients over ranks. Earlier
+    micro-batches of an update pass ``sync=False``: summing after each of them would count
+    the gradients already summed again."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.parallel = model, None
+        if world_size() > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
+            self.parallel = DistributedDataParallel(_TrainingForward(model), device_ids=device_ids)
+            self.parallel.register_comm_hook(None, _sum_gradients)
+
+    def __call__(self, compute: Callable[..., Any], *args, sync: bool = True, **kwargs) -> Any:
+        if self.parallel is None:
+            return compute(self.model, *args, **kwargs)
+        if sync:
+            return self.parallel(compute, *args, **kwargs)
+        with self.parallel.no_sync():
+            return self.parallel(compute, *args, **kwargs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -60,6 +61,12 @@ def lr_lambda(kind: str, warmup: int, total: int):
     return factor
 
 
+def _threads_per_rank() -> int:
+    """Cores divided among the ranks on this machine (0: torch's own default, one process)."""
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (os.cpu_count() or 1) // local_ranks) if local_ranks > 1 else 0
+
+
 class MetricSums:
     """Sums of per-example metrics over the micro-batches of one step."""
 
@@ -89,12 +96,19 @@ class Run:
         name: str = "train",
         show_progress: bool = True,
     ):
-        if train.threads:
-            torch.set_num_threads(train.threads)
+        threads = train.threads or _threads_per_rank()
+        if threads:
+            torch.set_num_threads(threads)
+        if train.batch_size % distributed.world_size():
+            raise ValueError(
+                f"train.batch_size={train.batch_size} must be a multiple of the {distributed.world_size()} ranks"
+            )
         self.dir = Path(output_dir)
         self.model, self.train, self.num_examples, self.lengths = model, train, num_examples, lengths
         self.micro_batch_size = train.micro_batch_size or train.batch_size
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self._forward = distributed.TrainingForward(model)
+        self._last_micro_batch = True
         self.optimizer = adamw(self.params, lr=train.lr, weight_decay=train.weight_decay)
         self.total_steps = total_steps(num_examples, train.batch_size, epochs=train.epochs, max_steps=train.max_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -160,9 +174,21 @@ class Run:
             self._step_started = time.perf_counter()
             yield self._batch
 
-    def micro_batches(self, batch: list[int]) -> list[list[int]]:
+    def micro_batches(self, batch: list[int]) -> Iterator[list[int]]:
         """This rank's share of the batch, in micro-batches for gradient accumulation."""
-        return micro_batches(distributed.shard(batch), self.micro_batch_size)
+        return self.accumulate(micro_batches(distributed.shard(batch), self.micro_batch_size))
+
+    def accumulate(self, micro_batches: Sequence[Any]) -> Iterator[Any]:
+        """The micro-batches of one update, in order; ranks sum gradients in the last one's backward."""
+        for position, micro in enumerate(micro_batches):
+            self._last_micro_batch = position == len(micro_batches) - 1
+            yield micro
+        self._last_micro_batch = True
+
+    def forward(self, compute, *args, **kwargs):
+        """``compute(model, *args)``: the training forward pass, through data parallelism when
+        there are several ranks (loops call every gradient-carrying forward this way)."""
+        return self._forward(compute, *args, sync=self._last_micro_batch, **kwargs)
 
     @property
     def global_batch_size(self) -> int:
@@ -171,16 +197,19 @@ class Run:
     def end_step(self, loss: float, metrics: dict[str, float] | None = None, *, tokens: int = 0) -> dict[str, float]:
         """Clip, update, advance the schedule, log, and checkpoint when due.
 
-        ``tokens``: tokens processed this step on this rank, for a throughput figure.
+        ``loss`` and ``tokens`` are this rank's share (summed over ranks here); ``metrics`` are
+        this rank's means (averaged over ranks here).
         """
         lr = self.scheduler.get_last_lr()[0]
+        loss, tokens = distributed.global_sum(loss), int(distributed.global_sum(tokens))
+        metrics = distributed.mean_over_ranks(metrics or {})
         grad_norm = self.apply_gradients(loss)
         self.scheduler.step()
         self.step += 1
         seconds = time.perf_counter() - self._step_started
         record = {
             "loss": loss,
-            **(metrics or {}),
+            **metrics,
             "grad_norm": grad_norm,
             "lr": lr,
             "epoch": self.epoch,

@@ -1,0 +1,143 @@
+"""Data parallelism on CPU (gloo): two ranks give the losses of one, and resume across rank counts."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rlxf.train.metrics import read_metrics
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def launch(ranks: int, command: str, *overrides: str) -> None:
+    """`torchrun --nproc_per_node ranks -m rlxf.cli command ...` (a plain process for one rank)."""
+    prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m"]
+    argv = [*(prefix if ranks > 1 else [sys.executable, "-m"]), "rlxf.cli", command, *overrides]
+    done = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def train_rows(output_dir):
+    return {r["step"]: r for r in read_metrics(output_dir / "metrics.jsonl", "train")}
+
+
+def dpo(output_dir, data, *extra):
+    return [
+        f"output_dir={output_dir}",
+        "policy.name=tiny-llama",
+        f"data.path={data}",
+        "data.max_length=160",
+        "data.max_prompt_length=96",
+        "train.batch_size=4",
+        "train.micro_batch_size=1",
+        "train.lr=1e-3",
+        "train.scheduler=constant",
+        "train.max_steps=6",
+        "train.save_every=3",
+        "policy.lora.rank=4",
+        *extra,
+    ]
+
+
+def assert_same_losses(expected, got, steps, rel=1e-4):
+    assert sorted(got) == list(steps)
+    for step in steps:
+        assert got[step]["loss"] == pytest.approx(expected[step]["loss"], rel=rel, abs=1e-6), step
+        assert got[step]["tokens"] == expected[step]["tokens"], step
+
+
+def test_dpo_on_two_ranks_gives_the_losses_of_one_and_resumes_on_one(tmp_path, small_hh):
+    one, two = tmp_path / "one", tmp_path / "two"
+    launch(1, "dpo", *dpo(one, small_hh))
+    launch(2, "dpo", *dpo(two, small_hh))
+    single, double = train_rows(one), train_rows(two)
+    assert_same_losses(single, double, range(1, 7))
+    assert single[6]["loss"] != pytest.approx(single[1]["loss"], rel=1e-3)  # it trains
+
+    # a checkpoint written by two ranks resumes on one: steps 4..6 again, from step 3's state
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step-0000006")
+    launch(1, "dpo", *dpo(resumed, small_hh))
+    assert_same_losses(double, train_rows(resumed), range(1, 7))
+
+
+@pytest.fixture
+def digit_prompts(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"write something {i}"}) + "\n" for i in range(40)))
+    return path
+
+
+def grpo(output_dir, prompts, *extra):
+    return [
+        f"output_dir={output_dir}",
+        "policy.name=tiny-llama",
+        "task.name=file",
+        f"task.path={prompts}",
+        "task.eval_count=4",
+        "rewards=[{kind: format, pattern: '[0-9]'}]",
+        "sampling.n=4",
+        "sampling.max_new_tokens=12",
+        "train.batch_size=4",
+        "train.lr=1e-2",
+        "train.scheduler=constant",
+        "train.max_steps=4",
+        "train.save_every=2",
+        *extra,
+    ]
+
+
+def test_grpo_on_two_ranks_gives_the_samples_and_losses_of_one_and_resumes_on_two(tmp_path, digit_prompts):
+    one, two = tmp_path / "one", tmp_path / "two"
+    launch(1, "grpo", *grpo(one, digit_prompts))
+    launch(2, "grpo", *grpo(two, digit_prompts))
+    single, double = train_rows(one), train_rows(two)
+    assert_same_losses(single, double, range(1, 5))
+    for step in range(1, 5):  # the same samples: per-prompt seeds, whichever rank draws them
+        assert double[step]["reward"] == pytest.approx(single[step]["reward"], abs=1e-9), step
+        assert double[step]["response_length"] == pytest.approx(single[step]["response_length"], abs=1e-9), step
+    assert len({round(single[s]["loss"], 6) for s in single}) > 1
+
+    # a checkpoint written by one rank resumes on two
+    resumed = tmp_path / "resumed"
+    shutil.copytree(one, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step-0000004")
+    launch(2, "grpo", *grpo(resumed, digit_prompts))
+    assert_same_losses(single, train_rows(resumed), range(1, 5))
+
+
+def worker_pids(launcher_pid: int) -> list[int]:
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(launcher_pid)], capture_output=True, text=True)
+    return [int(pid) for pid in children.stdout.split()]
+
+
+def test_a_killed_rank_is_restarted_and_the_run_resumes_with_nothing_lost_or_repeated(tmp_path, small_hh):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    launch(1, "dpo", *dpo(straight, small_hh, "train.max_steps=12"))
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1"]
+    launcher = subprocess.Popen(
+        [*argv, "-m", "rlxf.cli", "dpo", *dpo(killed, small_hh, "train.max_steps=12")],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step-0000003").exists():
+        assert launcher.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.05)
+    victims = worker_pids(launcher.pid)
+    assert len(victims) == 2
+    os.kill(victims[-1], signal.SIGKILL)
+    _, errors = launcher.communicate(timeout=600)
+    assert launcher.returncode == 0, errors[-3000:]
+    assert "resumed dpo from" in errors, "the restarted ranks did not resume from the checkpoint"
+    # every step once, each with the uninterrupted run's examples (token counts) and loss
+    assert_same_losses(train_rows(straight), train_rows(killed), range(1, 13))
