@@ -108,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     from rlxf.data import DataError
     from rlxf.train import distributed
 
+    section = getattr(config, "distributed", None)
+    if section is not None and section.backend == "ray" and not distributed.init_from_environment():
+        from rlxf.train.ray_ranks import run_on_ray
+
+        run_on_ray(module_name, function_name, config, section)
+        return 0
     distributed.init_from_environment()  # under torchrun: one rank of a data-parallel run
     try:
         getattr(module, function_name)(config)

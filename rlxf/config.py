@@ -266,6 +266,28 @@ class DataSection:
 
 
 @dataclasses.dataclass
+class DistributedSection:
+    backend: str = "torchrun"
+    """torchrun: the ranks are whatever launched this command (one process when run plainly);
+    ray: this command starts `ranks` training ranks as Ray actors."""
+    ranks: int = 2
+    """ray: number of training ranks."""
+    cpus_per_rank: int = 1
+    """ray: CPUs reserved by each rank (and its torch threads)."""
+    address: str = ""
+    """ray: an existing cluster's address (e.g. head-node:6379); empty starts Ray on this machine,
+    with its temporary files in the run folder."""
+    max_restarts: int = 0
+    """ray: how often all ranks are restarted from the last checkpoint after one of them dies."""
+
+    def __post_init__(self):
+        if self.backend not in ("torchrun", "ray"):
+            raise ValueError(f"distributed.backend must be torchrun or ray, got {self.backend!r}")
+        if self.ranks < 1 or self.cpus_per_rank < 1 or self.max_restarts < 0:
+            raise ValueError("distributed.ranks and cpus_per_rank must be >= 1, max_restarts >= 0")
+
+
+@dataclasses.dataclass
 class TrainSection:
     epochs: float = 1.0
     """Passes over the training data (ignored when max_steps > 0)."""

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from rlxf.config import DataSection, ModelSection, TrainSection
+from rlxf.config import DataSection, DistributedSection, ModelSection, TrainSection
 from rlxf.data import Preference
 from rlxf.data.batching import pack_groups
 from rlxf.data.templating import ChatEncoder
@@ -59,6 +59,8 @@ class DPOConfig:
     """Pairwise preferences; ties carry no direction and are left out (counted)."""
     train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=4, lr=2e-5))
     """Optimization."""
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    """How ranks are started: torchrun (or a plain process) or Ray actors."""
     loss: str = "dpo"
     """One of rlxf.losses.PREFERENCE_LOSSES: dpo, cdpo, robust, ipo, hinge, simpo."""
     beta: float = 0.1

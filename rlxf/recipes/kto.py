@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rlxf.config import DataSection, ModelSection, TrainSection
+from rlxf.config import DataSection, DistributedSection, ModelSection, TrainSection
 from rlxf.data import pack, read_feedback
 from rlxf.eval.stats import proportion
 from rlxf.losses import kto, sequence_mean
@@ -54,6 +54,8 @@ class KTOConfig:
     """{prompt, completion, label} rows, or preference pairs split into desirable/undesirable."""
     train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=8, lr=5e-6))
     """Optimization."""
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    """How ranks are started: torchrun (or a plain process) or Ray actors."""
     beta: float = 0.1
     """Inverse temperature of the implicit reward."""
     desirable_weight: float = 1.0

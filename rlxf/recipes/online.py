@@ -35,7 +35,7 @@ from rlxf.advantages import (
     reinforce_pp,
     whiten,
 )
-from rlxf.config import ModelSection, TrainSection
+from rlxf.config import DistributedSection, ModelSection, TrainSection
 from rlxf.data import tasks as task_sets
 from rlxf.data.batching import pack_groups
 from rlxf.data.formats import read_prompts
@@ -154,6 +154,8 @@ class OnlineConfig:
     """How the policy samples."""
     train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=4, lr=1e-6, max_steps=100))
     """Optimization; batch_size counts prompts per step (each with sampling.n samples)."""
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    """How ranks are started: torchrun (or a plain process) or Ray actors."""
     clip_low: float = 0.2
     """PPO ratio clip below 1."""
     clip_high: float = 0.2

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rlxf.config import DataSection, ModelSection, TrainSection
+from rlxf.config import DataSection, DistributedSection, ModelSection, TrainSection
 from rlxf.data import Preference, pad
 from rlxf.data.templating import ChatEncoder
 from rlxf.eval.stats import proportion
@@ -43,6 +43,8 @@ class RewardModelConfig:
     """Pairwise preferences."""
     train: TrainSection = field(default_factory=lambda: TrainSection(epochs=2, batch_size=16, lr=5e-5))
     """Optimization."""
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    """How ranks are started: torchrun (or a plain process) or Ray actors."""
     use_margin: bool = False
     """Use each pair's margin in the loss (Llama 2 style)."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rlxf.config import DataSection, ModelSection, TrainSection
+from rlxf.config import DataSection, DistributedSection, ModelSection, TrainSection
 from rlxf.data import pack, read_demonstrations
 from rlxf.losses import token_mean
 from rlxf.models import completion_logps
@@ -42,6 +42,8 @@ class SFTConfig:
     """{prompt, completion}, {messages}, or preference pairs (their chosen side)."""
     train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=8, lr=2e-5))
     """Optimization."""
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    """How ranks are started: torchrun (or a plain process) or Ray actors."""
     max_tokens_per_forward: int = 4096
     """Token budget of one packed no-grad forward pass (evaluation)."""
 

@@ -89,10 +89,10 @@ def _skinny_linear(module: nn.Linear):
 def skinny_linears(model: nn.Module):
     """Decode-shaped matmuls in the fast orientation while generating.
 
-    A decode step multiplies a few rows by every weight matrix. On x86 CPUs the BLAS call
-    behind ``F.linear`` (x·Wᵀ) is slow for that shape, and far slower for the output head's
-    wide matrix; the same product as W·xᵀ runs 1.3x faster on the layers and 2.8x on a
-    49k-token head (``python bench/cpu_matmul_dtypes.py``). Same weights, no copy.
+    A decode step multiplies a few rows by every weight matrix. On the x86 CPUs measured
+    here the BLAS call behind ``F.linear`` (x·Wᵀ) is slow for that shape, most of all for the
+    output head's wide matrix; the same product as W·xᵀ is faster
+    (``python bench/cpu_decode_matmuls.py``). Same weights, no copy; restored on exit.
     """
     linears = [m for m in model.modules() if type(m) is nn.Linear and "forward" not in vars(m)]
     for module in linears:

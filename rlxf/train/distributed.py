@@ -2,7 +2,7 @@
 
 With no process group (a single process) every answer is trivial. Under ``torchrun``
 (or any launcher that sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``) each rank joins one
-group — gloo on CPU, NCCL on GPU — takes its share of every global batch, and its
+gloo group, takes its share of every global batch, and its
 gradients are summed with the other ranks' by ``DistributedDataParallel``.
 """
 
@@ -39,9 +39,6 @@ def init_from_environment() -> bool:
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     rank_, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     store = dist.TCPStore(
         os.environ["MASTER_ADDR"],
@@ -54,8 +51,9 @@ def init_from_environment() -> bool:
     # Keys of each restart attempt apart: ranks restarted after a failure would otherwise
     # find the dead ranks' gloo addresses in the store and fail to connect.
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    # gloo: rlxf's models and batches live on the CPU (NCCL belongs with GPU placement)
     dist.init_process_group(
-        backend, store=dist.PrefixStore(f"rlxf/attempt-{attempt}", store), rank=rank_, world_size=size
+        "gloo", store=dist.PrefixStore(f"rlxf/attempt-{attempt}", store), rank=rank_, world_size=size
     )
     return True
 
@@ -137,8 +135,7 @@ class TrainingForward:
         if world_size() > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
-            self.parallel = DistributedDataParallel(_TrainingForward(model), device_ids=device_ids)
+            self.parallel = DistributedDataParallel(_TrainingForward(model))
             self.parallel.register_comm_hook(None, _sum_gradients)
 
     def __call__(self, compute: Callable[..., Any], *args, sync: bool = True, **kwargs) -> Any:

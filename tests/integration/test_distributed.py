@@ -141,3 +141,38 @@ def test_a_killed_rank_is_restarted_and_the_run_resumes_with_nothing_lost_or_rep
     assert "resumed dpo from" in errors, "the restarted ranks did not resume from the checkpoint"
     # every step once, each with the uninterrupted run's examples (token counts) and loss
     assert_same_losses(train_rows(straight), train_rows(killed), range(1, 13))
+
+
+def test_ray_ranks_give_the_losses_of_one_rank(tmp_path, small_hh):
+    pytest.importorskip("ray")
+    one, ray_run = tmp_path / "one", tmp_path / "ray"
+    launch(1, "dpo", *dpo(one, small_hh))
+    launch(1, "dpo", *dpo(ray_run, small_hh, "distributed.backend=ray", "distributed.ranks=2"))
+    assert_same_losses(train_rows(one), train_rows(ray_run), range(1, 7))
+    assert (ray_run / "ray").exists() and (ray_run / "model").exists()
+
+
+def test_a_killed_ray_rank_is_replaced_and_the_run_goes_on_from_its_checkpoint(tmp_path, small_hh):
+    pytest.importorskip("ray")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    launch(1, "dpo", *dpo(straight, small_hh, "train.max_steps=12"))
+    extra = ("train.max_steps=12", "distributed.backend=ray", "distributed.ranks=2", "distributed.max_restarts=1")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "rlxf.cli", "dpo", *dpo(killed, small_hh, *extra)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step-0000003").exists():
+        assert driver.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.05)
+    ranks = subprocess.run(["pgrep", "-f", "RankActor.run"], capture_output=True, text=True, check=False)
+    victims = [int(pid) for pid in ranks.stdout.split()]
+    assert len(victims) == 2, ranks.stdout
+    os.kill(victims[-1], signal.SIGKILL)
+    _, errors = driver.communicate(timeout=600)
+    assert driver.returncode == 0, errors[-3000:]
+    assert "restarting all ranks from the last checkpoint" in errors
+    assert_same_losses(train_rows(straight), train_rows(killed), range(1, 13))
