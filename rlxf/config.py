@@ -279,12 +279,17 @@ class DistributedSection:
     with its temporary files in the run folder."""
     max_restarts: int = 0
     """ray: how often all ranks are restarted from the last checkpoint after one of them dies."""
+    rollout_workers: int = 0
+    """Online recipes: Ray actors that generate rollouts, each with a copy of the policy given the
+    trainer's weights before every generation (cpus_per_rank CPUs each); 0 = the trainer generates."""
 
     def __post_init__(self):
         if self.backend not in ("torchrun", "ray"):
             raise ValueError(f"distributed.backend must be torchrun or ray, got {self.backend!r}")
-        if self.ranks < 1 or self.cpus_per_rank < 1 or self.max_restarts < 0:
-            raise ValueError("distributed.ranks and cpus_per_rank must be >= 1, max_restarts >= 0")
+        if self.ranks < 1 or self.cpus_per_rank < 1 or self.max_restarts < 0 or self.rollout_workers < 0:
+            raise ValueError("distributed.ranks and cpus_per_rank must be >= 1, max_restarts and rollout_workers >= 0")
+        if self.rollout_workers and self.backend == "ray":
+            raise ValueError("distributed.rollout_workers serve one trainer process: use backend=torchrun, one process")
 
 
 @dataclasses.dataclass

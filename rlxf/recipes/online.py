@@ -17,6 +17,7 @@ aggregation (token mean, sequence mean, or Dr. GRPO's constant).
 from __future__ import annotations
 
 import copy
+import functools
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -420,7 +421,7 @@ def train_online(config: OnlineConfig) -> dict:
     say(f"task {config.task.name}: {len(train_prompts)} training prompts, {len(held_prompts)} held out")
     policy, tokenizer = build_policy(config.policy, config.train.seed)
     encoder = encoder_for(tokenizer, config_data_limits(config))
-    engine = HFEngine(policy, encoder, batch_size=config.sampling.batch_size)
+    engine, workers = rollout_engine(config, policy, encoder), config.distributed.rollout_workers
     source = reward_function(config.rewards)
     reference = (
         Reference(policy, config.reference.name, config.policy.dtype, config.train.seed) if config.kl_coef > 0 else None
@@ -537,6 +538,7 @@ def train_online(config: OnlineConfig) -> dict:
             "stopped": sum(r != "length" for r in rollout.stop_reasons) / len(rollout.stop_reasons),
             "generate_tokens_per_second": float(mask.sum()) / max(1e-9, rollout.timings["generate_seconds"]),
             "rollouts": len(parts),
+            **({"rollout_worker_restarts": float(engine.restarts)} if workers else {}),
             **{name: float(values.mean()) for name, values in experience.labels.items() if name != "success_rate"},
         }
         if kl_tokens is not None:
@@ -555,6 +557,8 @@ def train_online(config: OnlineConfig) -> dict:
         results.update(after=after, held_out=scalars(after))
         run.log_eval(results["held_out"])
     run.finish()
+    if workers:
+        engine.close()
     if results.get("before"):
         say(
             f"held-out greedy reward: {results['before']['greedy_reward']:.3f} -> {results['after']['greedy_reward']:.3f}"
@@ -712,6 +716,32 @@ def config_data_limits(config: OnlineConfig):
 
     max_length = 1024 + config.sampling.max_new_tokens
     return DataSection(max_length=max_length, max_prompt_length=1024)
+
+
+def rollout_engine(config: OnlineConfig, policy: nn.Module, encoder):
+    """The trainer's own HF engine on the live policy, or Ray rollout workers when asked for."""
+    if not config.distributed.rollout_workers:
+        return HFEngine(policy, encoder, batch_size=config.sampling.batch_size)
+    if distributed.world_size() > 1:
+        raise ValueError("distributed.rollout_workers serve one trainer process; run it without torchrun")
+    from rlxf.rollout.ray_workers import RayRolloutPool
+    from rlxf.train.ray_ranks import start_ray
+
+    section = config.distributed
+    started = start_ray(section, Path(config.output_dir), section.rollout_workers * section.cpus_per_rank)
+    return RayRolloutPool(
+        policy,
+        functools.partial(worker_engine, config),
+        workers=section.rollout_workers,
+        cpus_per_worker=section.cpus_per_rank,
+        owns_ray=started,
+    )
+
+
+def worker_engine(config: OnlineConfig) -> HFEngine:
+    """A rollout worker's engine: its own copy of the policy, built as the trainer builds it."""
+    policy, tokenizer = build_policy(config.policy, config.train.seed)
+    return HFEngine(policy, encoder_for(tokenizer, config_data_limits(config)), batch_size=config.sampling.batch_size)
 
 
 def sample_seed(seed: int, step: int, position: int) -> int:

@@ -66,23 +66,26 @@ def ray_temp_dir(output_dir: Path) -> str:
     return short
 
 
-def run_on_ray(module_name: str, function_name: str, config: Any, section: DistributedSection) -> None:
+def start_ray(section: DistributedSection, output_dir: Path, cpus: int) -> bool:
+    """Join the cluster at ``section.address``, or start Ray here with ``cpus`` CPUs; False when
+    Ray was already running in this process."""
     try:
         import ray
     except ImportError as error:
-        raise RuntimeError("distributed.backend=ray needs Ray: pip install 'rlxf[ray]'") from error
+        raise RuntimeError("this run uses Ray: pip install 'rlxf[ray]'") from error
+    if ray.is_initialized():
+        return False
+    if section.address:
+        ray.init(address=section.address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=cpus, _temp_dir=ray_temp_dir(output_dir), include_dashboard=False, log_to_driver=True)
+    return True
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        if section.address:
-            ray.init(address=section.address, log_to_driver=True)
-        else:
-            ray.init(
-                num_cpus=section.ranks * section.cpus_per_rank,
-                _temp_dir=ray_temp_dir(Path(config.output_dir)),
-                include_dashboard=False,
-                log_to_driver=True,
-            )
+
+def run_on_ray(module_name: str, function_name: str, config: Any, section: DistributedSection) -> None:
+    started_here = start_ray(section, Path(config.output_dir), section.ranks * section.cpus_per_rank)
+    import ray
+
     actor_class = ray.remote(RankActor)
     try:
         for attempt in range(section.max_restarts + 1):

@@ -176,3 +176,32 @@ def test_a_killed_ray_rank_is_replaced_and_the_run_goes_on_from_its_checkpoint(t
     assert driver.returncode == 0, errors[-3000:]
     assert "restarting all ranks from the last checkpoint" in errors
     assert_same_losses(train_rows(straight), train_rows(killed), range(1, 13))
+
+
+def test_ray_rollout_workers_give_the_samples_of_the_trainer_and_survive_a_killed_worker(tmp_path, digit_prompts):
+    pytest.importorskip("ray")
+    local, pooled = tmp_path / "local", tmp_path / "pooled"
+    launch(1, "grpo", *grpo(local, digit_prompts, "train.max_steps=6"))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "rlxf.cli", "grpo", *grpo(pooled, digit_prompts, "train.max_steps=6")]
+        + ["distributed.rollout_workers=2"],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not train_rows(pooled):  # kill a worker once the first step is done
+        assert driver.poll() is None and time.time() < deadline, "run ended before its first step"
+        time.sleep(0.05)
+    workers = subprocess.run(["pgrep", "-f", "RolloutWorker"], capture_output=True, text=True, check=False)
+    victims = [int(pid) for pid in workers.stdout.split()]
+    assert len(victims) == 2, workers.stdout
+    os.kill(victims[0], signal.SIGKILL)
+    _, errors = driver.communicate(timeout=600)
+    assert driver.returncode == 0, errors[-3000:]
+    expected, got = train_rows(local), train_rows(pooled)
+    assert_same_losses(expected, got, range(1, 7))
+    for step in range(1, 7):  # the same samples, drawn by the workers with the trainer's weights
+        assert got[step]["reward"] == pytest.approx(expected[step]["reward"], abs=1e-9), step
+    assert got[6]["rollout_worker_restarts"] == 1 and got[1]["rollout_worker_restarts"] == 0
