@@ -215,7 +215,8 @@ class LoraSection:
 @dataclasses.dataclass
 class ModelSection:
     name: str = "smollm2-135m-instruct"
-    """Embedded name (smollm2-135m-instruct, minilm-l6-v2, tiny-llama), a local HF folder, or a hub id."""
+    """Embedded name (smollm2-135m-instruct, minilm-l6-v2), a random-weight model built from code
+    (tiny-llama, random-smollm2-135m), a local HF folder, or a hub id."""
     dtype: str = "float32"
     """float32 (best for CPU training), bfloat16 or float16."""
     lora: LoraSection = dataclasses.field(default_factory=LoraSection)

@@ -11,6 +11,7 @@ it (``score_index``), so log-probs are computed only where they are needed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -44,6 +45,20 @@ class TokenBatch:
     num_sequences: int  # S, sequences in order (group by group, completion by completion)
     num_tokens: int  # real (non-padding) tokens in the batch
     segments: tuple[Segment, ...] | None = None  # packed layout, for attention
+
+    def to(self, device: torch.device) -> TokenBatch:
+        """The same batch with its tensors on ``device`` (itself when they are there already)."""
+        if self.input_ids.device == torch.device(device):
+            return self
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return dataclasses.replace(
+            self,
+            input_ids=move(self.input_ids),
+            position_ids=move(self.position_ids),
+            attention_mask=move(self.attention_mask),
+            score_index=move(self.score_index),
+            score_targets=move(self.score_targets),
+        )
 
     def attention_kwargs(self) -> dict:
         """Layout for attention kernels that read it (see rlxf.models.packing)."""

@@ -58,8 +58,8 @@ def generate(
             else {"do_sample": False}
         )
         output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
+            input_ids=input_ids.to(model.device),
+            attention_mask=attention.to(model.device),
             max_new_tokens=max_new_tokens,
             eos_token_id=eos_id,
             pad_token_id=pad_id,

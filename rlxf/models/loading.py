@@ -99,7 +99,7 @@ def resolve_model_path(name: str) -> str:
 
 def load_tokenizer(name: str):
     """The tokenizer for a model name; a pad token is guaranteed."""
-    if name == tiny.TINY_LLAMA:
+    if name in tiny.RANDOM_CONFIGS:
         return tiny.tiny_tokenizer()
     from transformers import AutoTokenizer
 
@@ -116,27 +116,39 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
+def default_device() -> torch.device:
+    """Where models run: ``RLXF_DEVICE`` when set (cpu, cuda, cuda:N); else this rank's GPU
+    (``LOCAL_RANK``) when CUDA is available; else the CPU."""
+    if os.environ.get("RLXF_DEVICE"):
+        return torch.device(os.environ["RLXF_DEVICE"])
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def load_causal_lm(name: str, *, dtype: str = "float32", seed: int = 0) -> nn.Module:
-    """A causal language model in training-ready form (dropout off, no KV cache)."""
-    if name == tiny.TINY_LLAMA:
-        model = tiny.tiny_llama(seed).to(torch_dtype(dtype))
+    """A causal language model in training-ready form (dropout off, no KV cache), on
+    :func:`default_device`."""
+    if name in tiny.RANDOM_CONFIGS:
+        model = tiny.tiny_llama(seed, name=name).to(torch_dtype(dtype))
     else:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=torch_dtype(dtype))
     disable_dropout(model)
-    return model
+    return model.to(default_device())
 
 
 def load_reward_model(
     name: str, *, dtype: str = "float32", seed: int = 0, pad_token_id: int | None = None
 ) -> nn.Module:
-    """A sequence model with a scalar head (``AutoModelForSequenceClassification``, 1 label).
+    """A sequence model with a scalar head (``AutoModelForSequenceClassification``, 1 label), on
+    :func:`default_device`.
 
     A new head is initialized from ``seed``; a folder saved by ``rlxf rm`` keeps its head.
     """
-    if name == tiny.TINY_LLAMA:
-        model = tiny.tiny_llama(seed, reward_head=True).to(torch_dtype(dtype))
+    if name in tiny.RANDOM_CONFIGS:
+        model = tiny.tiny_llama(seed, reward_head=True, name=name).to(torch_dtype(dtype))
     else:
         from transformers import AutoModelForSequenceClassification
 
@@ -148,4 +160,4 @@ def load_reward_model(
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     disable_dropout(model)
-    return model
+    return model.to(default_device())

@@ -83,6 +83,7 @@ def hidden_states(model: nn.Module, batch: TokenBatch) -> Tensor:
     """Last hidden states of a causal LM's backbone (R, T, H), before the output head."""
     base = unwrap(model)
     backbone = getattr(base, base.base_model_prefix)
+    batch = batch.to(base.device)
     return backbone(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
@@ -131,17 +132,20 @@ def token_logps(
     base = unwrap(model)
     if batch.segments is not None and not uses_packed_attention(base):
         raise ValueError("packed batches need packed attention: call rlxf.models.packing.use_packed_attention(model)")
+    # the model's device computes; per-token results come back to the batch's device (the CPU),
+    # where the losses are taken (gradients flow back across)
+    home, on_model = batch.score_owner.device, batch.to(base.device)
     if has_plain_head(base) and not with_entropy:
-        hidden = hidden_states(model, batch).flatten(0, 1)[batch.score_index]
+        hidden = hidden_states(model, on_model).flatten(0, 1)[on_model.score_index]
         if temperature != 1.0:
             hidden = hidden / temperature  # (h/T) W^T = (h W^T)/T for a bias-free head
-        values = token_logps_from_hidden(hidden, base.get_output_embeddings(), batch.score_targets, chunk=chunk)
-        return TokenLogps(values, batch.score_owner, batch.num_sequences)
-    logits = _full_logits(model, batch) / temperature
+        values = token_logps_from_hidden(hidden, base.get_output_embeddings(), on_model.score_targets, chunk=chunk)
+        return TokenLogps(values.to(home), batch.score_owner, batch.num_sequences)
+    logits = _full_logits(model, on_model) / temperature
     logp = logits.log_softmax(-1)
-    values = logp.gather(1, batch.score_targets[:, None]).squeeze(1)
-    entropy = -(logp.exp() * logp).sum(-1) if with_entropy else None
-    return TokenLogps(values, batch.score_owner, batch.num_sequences, entropy)
+    values = logp.gather(1, on_model.score_targets[:, None]).squeeze(1)
+    entropy = -(logp.exp() * logp).sum(-1).to(home) if with_entropy else None
+    return TokenLogps(values.to(home), batch.score_owner, batch.num_sequences, entropy)
 
 
 def token_values(critic: nn.Module, batch: TokenBatch) -> TokenLogps:
@@ -150,12 +154,15 @@ def token_values(critic: nn.Module, batch: TokenBatch) -> TokenLogps:
     The critic is a sequence model with a ``score`` head (as loaded by ``load_reward_model``).
     """
     base = unwrap(critic)
-    hidden = hidden_states(critic, batch).flatten(0, 1)[batch.score_index]
-    return TokenLogps(base.score(hidden).squeeze(-1).float(), batch.score_owner, batch.num_sequences)
+    on_model = batch.to(base.device)
+    hidden = hidden_states(critic, on_model).flatten(0, 1)[on_model.score_index]
+    values = base.score(hidden).squeeze(-1).float().to(batch.score_owner.device)
+    return TokenLogps(values, batch.score_owner, batch.num_sequences)
 
 
 def _full_logits(model: nn.Module, batch: TokenBatch) -> Tensor:
     base = unwrap(model)
+    batch = batch.to(base.device)
     if has_plain_head(base):
         hidden = hidden_states(model, batch).flatten(0, 1)[batch.score_index]
         return base.get_output_embeddings()(hidden).float()
@@ -184,11 +191,13 @@ def reward_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -
     by their own pooled classification head.
     """
     base = unwrap(model)
+    home = input_ids.device
+    input_ids, attention_mask = input_ids.to(base.device), attention_mask.to(base.device)
     if hasattr(base, "score"):
         hidden = getattr(base, base.base_model_prefix)(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state
         last = attention_mask.sum(-1) - 1
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return base.score(pooled).squeeze(-1).float()
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float()
+        return base.score(pooled).squeeze(-1).float().to(home)
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float().to(home)

@@ -61,9 +61,26 @@ def tiny_llama_config(vocab_size: int = 259, hidden_size: int = 64, layers: int 
     )
 
 
-def tiny_llama(seed: int = 0, *, reward_head: bool = False) -> torch.nn.Module:
-    """A 2-layer, 64-wide Llama with a fixed random initialization (same seed, same weights)."""
-    config = tiny_llama_config()
+RANDOM_SMOLLM2 = "random-smollm2-135m"
+"""SmolLM2-135M's architecture with random weights and the byte tokenizer: real sizes, no download."""
+
+
+def smollm2_135m_config() -> LlamaConfig:
+    """SmolLM2-135M's shapes: 30 layers, 576 wide, 9 query / 3 key-value heads, 49,152 tokens."""
+    config = tiny_llama_config(vocab_size=49152, hidden_size=576, layers=30)
+    config.intermediate_size, config.num_attention_heads, config.num_key_value_heads = 1536, 9, 3
+    config.head_dim = 64
+    return config
+
+
+RANDOM_CONFIGS = {TINY_LLAMA: tiny_llama_config, RANDOM_SMOLLM2: smollm2_135m_config}
+"""Model names built from code with random weights (no download), and their configs."""
+
+
+def tiny_llama(seed: int = 0, *, reward_head: bool = False, name: str = TINY_LLAMA) -> torch.nn.Module:
+    """A randomly initialized Llama (2 layers, 64 wide unless ``name`` says otherwise) with a fixed
+    initialization: same seed, same weights."""
+    config = RANDOM_CONFIGS[name]()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if reward_head:

@@ -18,7 +18,6 @@ from rlxf.data import BadRows, Labeled, Preference, read_preferences, split_by_g
 from rlxf.data.batching import pack_groups, token_budget_batches
 from rlxf.data.templating import ChatEncoder
 from rlxf.models import (
-    TINY_LLAMA,
     apply_lora,
     completion_logps,
     load_causal_lm,
@@ -27,6 +26,7 @@ from rlxf.models import (
     resolve_model_path,
 )
 from rlxf.models.packing import use_packed_attention
+from rlxf.models.tiny import RANDOM_CONFIGS
 from rlxf.train import distributed
 from rlxf.train.model_card import model_card, save_model
 
@@ -231,7 +231,7 @@ def write_config(output_dir: Path, config: Any) -> None:
 
 def weights_signature(name: str) -> list:
     """Names, sizes and modification times of a model folder's weight files (cheap to compute)."""
-    if name == TINY_LLAMA:
+    if name in RANDOM_CONFIGS:
         return [name]
     folder = Path(resolve_model_path(name))
     if not folder.is_dir():

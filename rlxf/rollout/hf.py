@@ -176,6 +176,7 @@ class HFEngine:
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
             attention[row, width - len(prompt) :] = 1
+        input_ids, attention = input_ids.to(self.model.device), attention.to(self.model.device)
         greedy = sampling.temperature <= 0
         options = {"do_sample": False}  # sampling, when asked for, is the logits processor's draw
         if not greedy:
@@ -216,7 +217,7 @@ class HFEngine:
             first_row.setdefault(tuple(prompt), row)
         if len(first_row) == len(prompts) or input_ids.shape[1] < 2:
             return None
-        distinct = torch.tensor(list(first_row.values()))
+        distinct = torch.tensor(list(first_row.values()), device=input_ids.device)
         ids, mask = input_ids[distinct, :-1], attention[distinct, :-1]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
@@ -224,7 +225,7 @@ class HFEngine:
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
         )
         slot = {key: i for i, key in enumerate(first_row)}
-        cache.batch_select_indices(torch.tensor([slot[tuple(prompt)] for prompt in prompts]))
+        cache.batch_select_indices(torch.tensor([slot[tuple(prompt)] for prompt in prompts], device=input_ids.device))
         return cache
 
     def _cut(self, tokens: list[int], sampling: SamplingParams) -> tuple[list[int], str]:

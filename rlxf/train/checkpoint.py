@@ -37,7 +37,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

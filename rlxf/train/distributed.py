@@ -2,7 +2,7 @@
 
 With no process group (a single process) every answer is trivial. Under ``torchrun``
 (or any launcher that sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``) each rank joins one
-gloo group, takes its share of every global batch, and its
+group (NCCL between GPUs, gloo on CPU), takes its share of every global batch, and its
 gradients are summed with the other ranks' by ``DistributedDataParallel``.
 """
 
@@ -51,9 +51,13 @@ def init_from_environment() -> bool:
     # Keys of each restart attempt apart: ranks restarted after a failure would otherwise
     # find the dead ranks' gloo addresses in the store and fail to connect.
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    # gloo: rlxf's models and batches live on the CPU (NCCL belongs with GPU placement)
+    from rlxf.models.loading import default_device
+
+    backend = "nccl" if default_device().type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(default_device())
     dist.init_process_group(
-        "gloo", store=dist.PrefixStore(f"rlxf/attempt-{attempt}", store), rank=rank_, world_size=size
+        backend, store=dist.PrefixStore(f"rlxf/attempt-{attempt}", store), rank=rank_, world_size=size
     )
     return True
 
@@ -74,10 +78,13 @@ def shard(global_batch: list[int]) -> list[int]:
 
 
 def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    if is_initialized():
-        value = value.clone()
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value
+    """``value`` summed over ranks, on its own device (NCCL sums on this rank's GPU)."""
+    if not is_initialized():
+        return value
+    wire = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else value.device
+    summed = value.to(wire, copy=True)
+    dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+    return summed.to(value.device)
 
 
 def global_sum(value: float) -> float:
@@ -135,7 +142,9 @@ class TrainingForward:
         if world_size() > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.parallel = DistributedDataParallel(_TrainingForward(model))
+            device = next(model.parameters()).device
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.parallel = DistributedDataParallel(_TrainingForward(model), device_ids=device_ids)
             self.parallel.register_comm_hook(None, _sum_gradients)
 
     def __call__(self, compute: Callable[..., Any], *args, sync: bool = True, **kwargs) -> Any:
