@@ -41,6 +41,20 @@ def ppo_clip(
     return loss, {"ratio": ratio.detach(), "clipped": was_clipped.float()}
 
 
+def truncated_importance_weights(old_logprobs: Tensor, sampler_logprobs: Tensor, *, cap: float) -> Tensor:
+    """Per-token weights ``min(π_old / π_sampler, C)`` for samples drawn by another policy.
+
+    Yao et al., "Your Efficient RL Framework Secretly Brings You Off-Policy RL Training" (2025):
+    when the sampler's distribution differs from the trainer's — a different engine's numerics,
+    or rollouts generated one update earlier — the policy-gradient term of each token is
+    weighted by the importance ratio of the trainer's (pre-update) policy to the sampler's,
+    truncated at C to bound the variance. No gradient flows through the weights.
+
+    old_logprobs, sampler_logprobs: (B, T) log-probs of the sampled tokens. Returns (B, T).
+    """
+    return torch.exp(old_logprobs.detach() - sampler_logprobs.detach()).clamp(max=cap)
+
+
 def filtered_sft(logprobs: Tensor, keep: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """Negative log-likelihood of the kept samples only: rejection-sampling fine-tuning.
 

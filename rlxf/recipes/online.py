@@ -42,7 +42,15 @@ from rlxf.data.batching import pack_groups
 from rlxf.data.formats import read_prompts
 from rlxf.data.records import Prompt
 from rlxf.eval.stats import mean_interval, proportion
-from rlxf.losses.policy import AdaptiveKLController, entropy_bonus, filtered_sft, kl_estimate, nft, ppo_clip
+from rlxf.losses.policy import (
+    AdaptiveKLController,
+    entropy_bonus,
+    filtered_sft,
+    kl_estimate,
+    nft,
+    ppo_clip,
+    truncated_importance_weights,
+)
 from rlxf.losses.reduce import aggregate
 from rlxf.losses.value import clipped_value_loss
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
@@ -191,6 +199,12 @@ class OnlineConfig:
     """ppo: clip of the value update."""
     value_coef: float = 0.5
     """ppo: weight of the value loss (the critic shares the optimizer)."""
+    async_rollouts: bool = False
+    """One step off: rollout workers generate the next step's samples while the trainer trains on
+    this step's, so every rollout is one update stale (pair it with tis_cap)."""
+    tis_cap: float = 0.0
+    """Truncated importance sampling: weight each token's loss by min(π_old / π_sampler, tis_cap),
+    correcting for samples drawn by a different (stale) policy; 0 = off."""
     updates_per_rollout: int = 1
     """Optimizer steps on each rollout (PPO epochs, GRPO's μ); after the first, the ratio to the
     sampling policy moves off 1 and clipping takes effect."""
@@ -208,6 +222,12 @@ class OnlineConfig:
             raise ValueError("kl_penalty must be loss or reward")
         if self.aggregation not in ("token_mean", "sequence_mean", "constant"):
             raise ValueError("aggregation must be token_mean, sequence_mean or constant")
+        if self.async_rollouts and not self.distributed.rollout_workers:
+            raise ValueError("async_rollouts overlap generation with training: set distributed.rollout_workers")
+        if self.async_rollouts and self.dynamic_sampling:
+            raise ValueError("async_rollouts and dynamic_sampling cannot be combined")
+        if self.tis_cap < 0:
+            raise ValueError("tis_cap must be >= 0 (0 = off)")
         if self.algo in ("grpo", "dr_grpo", "rloo") and self.sampling.n < 2:
             raise ValueError(f"{self.algo} compares samples of a prompt: sampling.n must be >= 2")
 
@@ -451,18 +471,19 @@ def train_online(config: OnlineConfig) -> dict:
         run.log_eval(scalars(results["before"]))
         say(f"held-out greedy reward before training: {results['before']['greedy_reward']:.3f}")
     kl_coef = config.kl_coef
+    ahead = None  # async_rollouts: the next step's generation, in flight on the rollout workers
     for batch in run.steps():
         # 1. rollout of this rank's prompts, with DAPO's dynamic sampling when asked
-        positions = distributed.shard(list(range(len(batch))))
-        prompts = [train_prompts[batch[i]] for i in positions]
-        seeds = [sample_seed(config.train.seed, run.step, i) for i in positions]
-        parts = [
-            (
-                prompts,
-                rollout := engine.generate([p.messages for p in prompts], sampling, seeds=seeds),
-                score(source, prompts, rollout),
-            )
-        ]
+        prompts, seeds = rank_prompts(train_prompts, batch, config.train.seed, run.step)
+        if config.async_rollouts:
+            rollout = (ahead or engine.submit([p.messages for p in prompts], sampling, seeds=seeds)).result()
+            ahead = None
+            if (following := run.batch_at(run.step + 1)) is not None:
+                next_prompts, next_seeds = rank_prompts(train_prompts, following, config.train.seed, run.step + 1)
+                ahead = engine.submit([p.messages for p in next_prompts], sampling, seeds=next_seeds)
+        else:
+            rollout = engine.generate([p.messages for p in prompts], sampling, seeds=seeds)
+        parts = [(prompts, rollout, score(source, prompts, rollout))]
         extra = random.Random(f"{config.train.seed}:{run.step}:{distributed.rank()}")
         while (
             config.dynamic_sampling
@@ -517,7 +538,14 @@ def train_online(config: OnlineConfig) -> dict:
 
         # 3. loss over micro-batches, divided by the whole step's counts; several updates if asked
         experience = Experience(
-            sequences, mask, advantages, sequence_labels(config, rewards.rewards, n), ref_matrix, old_values, returns
+            sequences,
+            mask,
+            advantages,
+            sequence_labels(config, rewards.rewards, n),
+            ref_matrix,
+            old_values,
+            returns,
+            rollout.logprobs,
         )
         sums, old_logps = MetricSums(), None
         for update in range(config.updates_per_rollout):
@@ -587,6 +615,7 @@ class Experience:
     ref_logps: Tensor | None  # (B, T)
     old_values: Tensor | None  # (B, T), ppo
     returns: Tensor | None  # (B, T), ppo
+    sampler_logps: Tensor | None = None  # (B, T) log-probs of the sampled tokens under the sampler
 
     def loss_mask(self, algo: str) -> Tensor:
         """Tokens the loss averages over: rejection sampling trains on kept samples only."""
@@ -648,6 +677,11 @@ def train_on_rollout(
         old_logp = logp.detach() if old_logps is None else old_logps[index]
         first_logps.append(old_logp)
         per_token, diagnostics = policy_loss(config, logp, old_logp, experience, micro)
+        if config.tis_cap > 0:
+            sampler = experience.sampler_logps[micro, : logp.shape[1]]
+            weights = truncated_importance_weights(old_logp, sampler, cap=config.tis_cap)
+            per_token = per_token * weights
+            diagnostics = {**diagnostics, "tis_weight": weights}
         if experience.ref_logps is not None and config.kl_penalty == "loss":
             per_token = per_token + kl_coef * kl_estimate(
                 logp, experience.ref_logps[micro, : logp.shape[1]], config.kl_estimator
@@ -742,6 +776,12 @@ def worker_engine(config: OnlineConfig) -> HFEngine:
     """A rollout worker's engine: its own copy of the policy, built as the trainer builds it."""
     policy, tokenizer = build_policy(config.policy, config.train.seed)
     return HFEngine(policy, encoder_for(tokenizer, config_data_limits(config)), batch_size=config.sampling.batch_size)
+
+
+def rank_prompts(train_prompts: list[Prompt], batch: list[int], seed: int, step: int):
+    """This rank's prompts of a step's global batch, and each one's sampling seed."""
+    positions = distributed.shard(list(range(len(batch))))
+    return [train_prompts[batch[i]] for i in positions], [sample_seed(seed, step, i) for i in positions]
 
 
 def sample_seed(seed: int, step: int, position: int) -> int:

@@ -68,46 +68,34 @@ class RayRolloutPool:
     def worker_pids(self) -> list[int]:
         return self.ray.get([worker.pid.remote() for worker in self.workers])
 
-    def _push_weights(self, workers) -> None:
-        from rlxf.train.checkpoint import trainable_state
-
-        state = self.ray.put({name: t.clone() for name, t in trainable_state(self.trained).items()})
-        self.ray.get([worker.load_weights.remote(state) for worker in workers])
-
     def generate(
         self, prompts: Sequence[list[Message]], sampling: SamplingParams, *, seeds: Sequence[int] | None = None
     ) -> Rollout:
-        shares = _split(len(prompts), len(self.workers))
-        parts: list[Rollout | None] = [None] * len(shares)
-        pending = [i for i, share in enumerate(shares) if share]
-        while pending:
-            try:
-                self._push_weights([self.workers[i] for i in pending])
-                calls = {
-                    i: self.workers[i].generate.remote(
-                        [prompts[j] for j in shares[i]],
-                        sampling,
-                        None if seeds is None else [seeds[j] for j in shares[i]],
-                    )
-                    for i in pending
-                }
-                for i in list(pending):
-                    parts[i] = self.ray.get(calls[i])
-                    pending.remove(i)
-            except self.ray.exceptions.RayActorError as error:
-                for i in pending:  # whichever died: replace the dead, keep the living
-                    if not self._alive(self.workers[i]):
-                        log.warning("rollout worker %d died (%s); starting a new one", i, type(error).__name__)
-                        self.workers[i] = self._start()
-                        self.restarts += 1
-        return concat_rollouts([p for p in parts if p is not None])
+        return self.submit(prompts, sampling, seeds=seeds).result()
 
-    def _alive(self, worker) -> bool:
+    def submit(
+        self, prompts: Sequence[list[Message]], sampling: SamplingParams, *, seeds: Sequence[int] | None = None
+    ) -> PendingRollout:
+        """Start generating with the trainer's current weights; ``.result()`` waits for it."""
+        job = PendingRollout(self, list(prompts), sampling, seeds, _split(len(prompts), len(self.workers)))
+        job.send([i for i, share in enumerate(job.shares) if share])
+        return job
+
+    def weights_ref(self):
+        from rlxf.train.checkpoint import trainable_state
+
+        return self.ray.put({name: t.clone() for name, t in trainable_state(self.trained).items()})
+
+    def replace_if_dead(self, index: int) -> bool:
         try:
-            self.ray.get(worker.pid.remote(), timeout=30)
-            return True
-        except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError):
+            self.ray.get(self.workers[index].pid.remote(), timeout=30)
             return False
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError):
+            log.warning("rollout worker %d died; starting a new one", index)
+            self.ray.kill(self.workers[index])
+            self.workers[index] = self._start()
+            self.restarts += 1
+            return True
 
     def close(self) -> None:
         """Stop the workers (and Ray, when this pool's run started it)."""
@@ -115,6 +103,35 @@ class RayRolloutPool:
             self.ray.kill(worker)
         if self.owns_ray:
             self.ray.shutdown()
+
+
+class PendingRollout:
+    """A generation in flight on the pool's workers, one share of the prompts each."""
+
+    def __init__(self, pool: RayRolloutPool, prompts, sampling: SamplingParams, seeds, shares: list[list[int]]):
+        self.pool, self.prompts, self.sampling, self.seeds, self.shares = pool, prompts, sampling, seeds, shares
+        self.calls: dict[int, object] = {}
+
+    def send(self, indices: list[int]) -> None:
+        """Weights, then the share's prompts, to each worker (an actor runs its calls in order)."""
+        weights = self.pool.weights_ref()
+        for i in indices:
+            worker, share = self.pool.workers[i], self.shares[i]
+            worker.load_weights.remote(weights)
+            seeds = None if self.seeds is None else [self.seeds[j] for j in share]
+            self.calls[i] = worker.generate.remote([self.prompts[j] for j in share], self.sampling, seeds)
+
+    def result(self) -> Rollout:
+        """The whole rollout; a share whose worker died is generated again on its replacement."""
+        ray, parts = self.pool.ray, {}
+        while len(parts) < len(self.calls):
+            for i in sorted(self.calls.keys() - parts.keys()):
+                try:
+                    parts[i] = ray.get(self.calls[i])
+                except ray.exceptions.RayActorError:
+                    self.pool.replace_if_dead(i)
+                    self.send([i])
+        return concat_rollouts([parts[i] for i in sorted(parts)])
 
 
 def _split(count: int, parts: int) -> list[list[int]]:

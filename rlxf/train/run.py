@@ -163,16 +163,24 @@ class Run:
     def steps(self) -> Iterator[list[int]]:
         """Global batches (example indices) of the remaining steps, in order."""
         while self.step < self.total_steps:
-            self.epoch, _, self._batch = batch_for_step(
-                self.step,
-                self.num_examples,
-                self.train.batch_size,
-                seed=self.train.seed,
-                lengths=self.lengths,
-                shuffle=self.train.shuffle,
-            )
+            self.epoch, self._batch = self._epoch_and_batch(self.step)
             self._step_started = time.perf_counter()
             yield self._batch
+
+    def batch_at(self, step: int) -> list[int] | None:
+        """The global batch of a later step (for work started ahead of it); None past the end."""
+        return self._epoch_and_batch(step)[1] if step < self.total_steps else None
+
+    def _epoch_and_batch(self, step: int) -> tuple[int, list[int]]:
+        epoch, _, batch = batch_for_step(
+            step,
+            self.num_examples,
+            self.train.batch_size,
+            seed=self.train.seed,
+            lengths=self.lengths,
+            shuffle=self.train.shuffle,
+        )
+        return epoch, batch
 
     def micro_batches(self, batch: list[int]) -> Iterator[list[int]]:
         """This rank's share of the batch, in micro-batches for gradient accumulation."""

@@ -205,3 +205,15 @@ def test_ray_rollout_workers_give_the_samples_of_the_trainer_and_survive_a_kille
     for step in range(1, 7):  # the same samples, drawn by the workers with the trainer's weights
         assert got[step]["reward"] == pytest.approx(expected[step]["reward"], abs=1e-9), step
     assert got[6]["rollout_worker_restarts"] == 1 and got[1]["rollout_worker_restarts"] == 0
+
+
+def test_one_step_off_async_rollouts_learn_with_truncated_importance_weights(tmp_path, digit_prompts):
+    pytest.importorskip("ray")
+    extra = ("train.max_steps=12", "distributed.rollout_workers=2", "async_rollouts=true", "tis_cap=2.0")
+    launch(1, "grpo", *grpo(tmp_path, digit_prompts, *extra))
+    rows = [train_rows(tmp_path)[step] for step in range(1, 13)]
+    first, last = sum(r["reward"] for r in rows[:3]) / 3, sum(r["reward"] for r in rows[-3:]) / 3
+    assert first < 0.75 and last > 0.9, [r["reward"] for r in rows]
+    # step 1's samples come from the trainer's weights; later ones from the weights one update back
+    assert rows[0]["tis_weight"] == pytest.approx(1.0, abs=1e-4)
+    assert any(abs(r["tis_weight"] - 1.0) > 1e-3 for r in rows[1:])

@@ -172,3 +172,14 @@ def test_nft_on_policy_gradient_is_a_policy_gradient():
     loss, _ = nft(logp, logp.detach(), torch.tensor([1.0, 0.0]), torch.tensor([0.25, 0.25]))
     loss.sum().backward()
     assert logp.grad.flatten().tolist() == pytest.approx([-1.0, 0.25 / 0.75])
+
+
+def test_truncated_importance_weights_by_hand():
+    from rlxf.losses.policy import truncated_importance_weights
+
+    old = torch.tensor([[math.log(0.5), math.log(0.2), math.log(0.3)]], requires_grad=True)
+    sampler = torch.tensor([[math.log(0.25), math.log(0.4), math.log(0.3)]])
+    weights = truncated_importance_weights(old, sampler, cap=1.5)
+    # 0.5 / 0.25 = 2 -> capped at 1.5; 0.2 / 0.4 = 0.5; 0.3 / 0.3 = 1
+    assert torch.allclose(weights, torch.tensor([[1.5, 0.5, 1.0]]))
+    assert not weights.requires_grad
