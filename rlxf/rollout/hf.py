@@ -45,9 +45,11 @@ class _SampleByInverseCdf(LogitsProcessor):
 
     def __init__(self, temperature: float, top_p: float, generators: list[torch.Generator] | None = None):
         self.temperature, self.top_p, self.generators = temperature, top_p, generators
+        self.logprobs: list[torch.Tensor] = []  # per step (B, 1): log-prob of the drawn token under softmax(z/T)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        probs = (scores.float() / self.temperature).softmax(-1).double()  # float64: exact tails in the sum
+        logp = (scores.float() / self.temperature).log_softmax(-1)
+        probs = logp.exp().double()  # float64: exact tails in the cumulative sum
         order = None
         if self.top_p < 1.0:
             probs, order = probs.sort(-1, descending=True)
@@ -57,6 +59,7 @@ class _SampleByInverseCdf(LogitsProcessor):
         picks = torch.searchsorted(cdf, draw, right=True).clamp_(max=cdf.shape[1] - 1)
         if order is not None:
             picks = order.gather(1, picks)
+        self.logprobs.append(logp.gather(1, picks))
         only = torch.full_like(scores, float("-inf"))
         return only.scatter_(1, picks, 0.0)
 
@@ -178,11 +181,11 @@ class HFEngine:
             attention[row, width - len(prompt) :] = 1
         input_ids, attention = input_ids.to(self.model.device), attention.to(self.model.device)
         greedy = sampling.temperature <= 0
-        options = {"do_sample": False}  # sampling, when asked for, is the logits processor's draw
-        if not greedy:
-            options["logits_processor"] = LogitsProcessorList(
-                [_SampleByInverseCdf(sampling.temperature, sampling.top_p, generators)]
-            )
+        # sampling, when asked for, is the logits processor's draw, which also keeps its log-probs
+        sampler = None if greedy else _SampleByInverseCdf(sampling.temperature, sampling.top_p, generators)
+        options = {"do_sample": False, "output_logits": greedy}
+        if sampler is not None:
+            options["logits_processor"] = LogitsProcessorList([sampler])
         if sampling.stop:
             options["stopping_criteria"] = StoppingCriteriaList([_StopStrings(sampling.stop, self.tokenizer, width)])
         output = self.model.generate(
@@ -194,14 +197,14 @@ class HFEngine:
             pad_token_id=pad_id,
             use_cache=True,
             return_dict_in_generate=True,
-            output_logits=True,
             **options,
         )
         tokens = output.sequences[:, width:]
-        logits = torch.stack(output.logits, dim=1).float()  # (B, T, V) raw logits
-        if not greedy:
-            logits = logits / sampling.temperature
-        logprobs = logits.log_softmax(-1).gather(2, tokens[:, :, None]).squeeze(2)
+        if sampler is not None:
+            logprobs = torch.cat(sampler.logprobs, dim=1)  # (B, T); rows cut after their end later
+        else:
+            logits = torch.stack(output.logits, dim=1).float()  # (B, T, V) raw logits
+            logprobs = logits.log_softmax(-1).gather(2, tokens[:, :, None]).squeeze(2)
         return tokens.tolist(), logprobs.tolist()
 
     def _shared_prefill(self, prompts: list[list[int]], input_ids: torch.Tensor, attention: torch.Tensor):

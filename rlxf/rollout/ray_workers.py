@@ -65,9 +65,6 @@ class RayRolloutPool:
     def _start(self):
         return self.actor_class.options(num_cpus=self.cpus).remote(self.factory, self.cpus)
 
-    def worker_pids(self) -> list[int]:
-        return self.ray.get([worker.pid.remote() for worker in self.workers])
-
     def generate(
         self, prompts: Sequence[list[Message]], sampling: SamplingParams, *, seeds: Sequence[int] | None = None
     ) -> Rollout:

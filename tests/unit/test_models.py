@@ -23,3 +23,15 @@ def test_rlxf_device_chooses_where_models_run(monkeypatch):
     monkeypatch.delenv("RLXF_DEVICE")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert default_device().type == expected and os.environ.get("RLXF_DEVICE") is None
+
+
+def test_with_lora_only_the_adapters_are_pushed_to_rollout_workers():
+    from rlxf.config import LoraSection, ModelSection
+    from rlxf.recipes.common import build_policy
+    from rlxf.train.checkpoint import trainable_state
+
+    policy, _ = build_policy(ModelSection(name="tiny-llama", lora=LoraSection(rank=4)), seed=0)
+    pushed = trainable_state(policy)  # what RayRolloutPool sends before each generation
+    assert pushed and all("lora_" in name for name in pushed)
+    adapters = sum(t.numel() for t in pushed.values())
+    assert adapters < sum(p.numel() for p in policy.parameters()) / 5
