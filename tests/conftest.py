@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -17,4 +18,12 @@ def small_hh(tmp_path) -> Path:
     lines = DEMO_DATA.read_text(encoding="utf-8").splitlines(keepends=True)[:40]
     path = tmp_path / "hh.jsonl"
     path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def prompt_file(tmp_path) -> Path:
+    """40 plain prompts; a tiny random model's samples contain a digit about half the time."""
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"write something {i}"}) + "\n" for i in range(40)))
     return path

@@ -1,6 +1,5 @@
 """Data parallelism on CPU (gloo): two ranks give the losses of one, and resume across rank counts."""
 
-import json
 import os
 import shutil
 import signal
@@ -68,13 +67,6 @@ def test_dpo_on_two_ranks_gives_the_losses_of_one_and_resumes_on_one(tmp_path, s
     assert_same_losses(double, train_rows(resumed), range(1, 7))
 
 
-@pytest.fixture
-def digit_prompts(tmp_path):
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"write something {i}"}) + "\n" for i in range(40)))
-    return path
-
-
 def grpo(output_dir, prompts, *extra):
     return [
         f"output_dir={output_dir}",
@@ -94,10 +86,10 @@ def grpo(output_dir, prompts, *extra):
     ]
 
 
-def test_grpo_on_two_ranks_gives_the_samples_and_losses_of_one_and_resumes_on_two(tmp_path, digit_prompts):
+def test_grpo_on_two_ranks_gives_the_samples_and_losses_of_one_and_resumes_on_two(tmp_path, prompt_file):
     one, two = tmp_path / "one", tmp_path / "two"
-    launch(1, "grpo", *grpo(one, digit_prompts))
-    launch(2, "grpo", *grpo(two, digit_prompts))
+    launch(1, "grpo", *grpo(one, prompt_file))
+    launch(2, "grpo", *grpo(two, prompt_file))
     single, double = train_rows(one), train_rows(two)
     assert_same_losses(single, double, range(1, 5))
     for step in range(1, 5):  # the same samples: per-prompt seeds, whichever rank draws them
@@ -109,35 +101,45 @@ def test_grpo_on_two_ranks_gives_the_samples_and_losses_of_one_and_resumes_on_tw
     resumed = tmp_path / "resumed"
     shutil.copytree(one, resumed)
     shutil.rmtree(resumed / "checkpoints" / "step-0000004")
-    launch(2, "grpo", *grpo(resumed, digit_prompts))
+    launch(2, "grpo", *grpo(resumed, prompt_file))
     assert_same_losses(single, train_rows(resumed), range(1, 5))
 
 
-def worker_pids(launcher_pid: int) -> list[int]:
-    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(launcher_pid)], capture_output=True, text=True)
-    return [int(pid) for pid in children.stdout.split()]
+def run_and_kill_one(argv: list[str], ready, find_processes) -> str:
+    """Start ``argv``; once ``ready()`` holds, SIGKILL one of the two processes ``find_processes()``
+    lists; wait for the run to finish on its own and return its stderr."""
+    run = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not ready():
+        assert run.poll() is None and time.time() < deadline, "the run ended before it was ready to be hit"
+        time.sleep(0.05)
+    victims = find_processes(run.pid)
+    assert len(victims) == 2, victims
+    os.kill(victims[-1], signal.SIGKILL)
+    _, errors = run.communicate(timeout=600)
+    assert run.returncode == 0, errors[-3000:]
+    return errors
+
+
+def children(pid: int) -> list[int]:
+    found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False)
+    return [int(child) for child in found.stdout.split()]
+
+
+def processes_named(pattern: str):
+    def find(_launcher_pid: int) -> list[int]:
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+        return [int(pid) for pid in found.stdout.split()]
+
+    return find
 
 
 def test_a_killed_rank_is_restarted_and_the_run_resumes_with_nothing_lost_or_repeated(tmp_path, small_hh):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     launch(1, "dpo", *dpo(straight, small_hh, "train.max_steps=12"))
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1"]
-    launcher = subprocess.Popen(
-        [*argv, "-m", "rlxf.cli", "dpo", *dpo(killed, small_hh, "train.max_steps=12")],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "step-0000003").exists():
-        assert launcher.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
-        time.sleep(0.05)
-    victims = worker_pids(launcher.pid)
-    assert len(victims) == 2
-    os.kill(victims[-1], signal.SIGKILL)
-    _, errors = launcher.communicate(timeout=600)
-    assert launcher.returncode == 0, errors[-3000:]
+    argv += ["-m", "rlxf.cli", "dpo", *dpo(killed, small_hh, "train.max_steps=12")]
+    errors = run_and_kill_one(argv, (killed / "checkpoints" / "step-0000003").exists, children)
     assert "resumed dpo from" in errors, "the restarted ranks did not resume from the checkpoint"
     # every step once, each with the uninterrupted run's examples (token counts) and loss
     assert_same_losses(train_rows(straight), train_rows(killed), range(1, 13))
@@ -157,49 +159,20 @@ def test_a_killed_ray_rank_is_replaced_and_the_run_goes_on_from_its_checkpoint(t
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     launch(1, "dpo", *dpo(straight, small_hh, "train.max_steps=12"))
     extra = ("train.max_steps=12", "distributed.backend=ray", "distributed.ranks=2", "distributed.max_restarts=1")
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "rlxf.cli", "dpo", *dpo(killed, small_hh, *extra)],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "step-0000003").exists():
-        assert driver.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
-        time.sleep(0.05)
-    ranks = subprocess.run(["pgrep", "-f", "RankActor.run"], capture_output=True, text=True, check=False)
-    victims = [int(pid) for pid in ranks.stdout.split()]
-    assert len(victims) == 2, ranks.stdout
-    os.kill(victims[-1], signal.SIGKILL)
-    _, errors = driver.communicate(timeout=600)
-    assert driver.returncode == 0, errors[-3000:]
+    argv = [sys.executable, "-m", "rlxf.cli", "dpo", *dpo(killed, small_hh, *extra)]
+    errors = run_and_kill_one(argv, (killed / "checkpoints" / "step-0000003").exists, processes_named("RankActor.run"))
     assert "restarting all ranks from the last checkpoint" in errors
     assert_same_losses(train_rows(straight), train_rows(killed), range(1, 13))
 
 
-def test_ray_rollout_workers_give_the_samples_of_the_trainer_and_survive_a_killed_worker(tmp_path, digit_prompts):
+def test_ray_rollout_workers_give_the_samples_of_the_trainer_and_survive_a_killed_worker(tmp_path, prompt_file):
     pytest.importorskip("ray")
     local, pooled = tmp_path / "local", tmp_path / "pooled"
-    launch(1, "grpo", *grpo(local, digit_prompts, "train.max_steps=6"))
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "rlxf.cli", "grpo", *grpo(pooled, digit_prompts, "train.max_steps=6")]
-        + ["distributed.rollout_workers=2"],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 300
-    while not train_rows(pooled):  # kill a worker once the first step is done
-        assert driver.poll() is None and time.time() < deadline, "run ended before its first step"
-        time.sleep(0.05)
-    workers = subprocess.run(["pgrep", "-f", "RolloutWorker"], capture_output=True, text=True, check=False)
-    victims = [int(pid) for pid in workers.stdout.split()]
-    assert len(victims) == 2, workers.stdout
-    os.kill(victims[0], signal.SIGKILL)
-    _, errors = driver.communicate(timeout=600)
-    assert driver.returncode == 0, errors[-3000:]
+    launch(1, "grpo", *grpo(local, prompt_file, "train.max_steps=6"))
+    argv = [sys.executable, "-m", "rlxf.cli", "grpo", *grpo(pooled, prompt_file, "train.max_steps=6")]
+    argv.append("distributed.rollout_workers=2")
+    # kill a worker once the first step is done
+    run_and_kill_one(argv, lambda: bool(train_rows(pooled)), processes_named("RolloutWorker"))
     expected, got = train_rows(local), train_rows(pooled)
     assert_same_losses(expected, got, range(1, 7))
     for step in range(1, 7):  # the same samples, drawn by the workers with the trainer's weights
@@ -207,10 +180,10 @@ def test_ray_rollout_workers_give_the_samples_of_the_trainer_and_survive_a_kille
     assert got[6]["rollout_worker_restarts"] == 1 and got[1]["rollout_worker_restarts"] == 0
 
 
-def test_one_step_off_async_rollouts_learn_with_truncated_importance_weights(tmp_path, digit_prompts):
+def test_one_step_off_async_rollouts_learn_with_truncated_importance_weights(tmp_path, prompt_file):
     pytest.importorskip("ray")
     extra = ("train.max_steps=12", "distributed.rollout_workers=2", "async_rollouts=true", "tis_cap=2.0")
-    launch(1, "grpo", *grpo(tmp_path, digit_prompts, *extra))
+    launch(1, "grpo", *grpo(tmp_path, prompt_file, *extra))
     rows = [train_rows(tmp_path)[step] for step in range(1, 13)]
     first, last = sum(r["reward"] for r in rows[:3]) / 3, sum(r["reward"] for r in rows[-3:]) / 3
     assert first < 0.75 and last > 0.9, [r["reward"] for r in rows]

@@ -1,7 +1,5 @@
 """Online RL on a tiny model: the reward rises, and every algorithm and knob runs end to end."""
 
-import json
-
 import pytest
 import torch
 
@@ -10,13 +8,6 @@ from rlxf.recipes.online import OnlineConfig, merge_rollouts, train_online, zero
 from rlxf.rewards import RewardBatch
 from rlxf.rollout import Rollout
 from rlxf.train.metrics import read_metrics
-
-
-@pytest.fixture
-def prompt_file(tmp_path):
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"write something {i}"}) + "\n" for i in range(40)))
-    return path
 
 
 def online(tmp_path, prompt_file, *overrides):
