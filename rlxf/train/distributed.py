@@ -101,15 +101,6 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return {name: float(total) / world_size() for name, total in zip(names, summed)}
 
 
-def broadcast_object(value: Any) -> Any:
-    """Rank 0's value on every rank."""
-    if not is_initialized():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 class _TrainingForward(nn.Module):
     """Runs ``compute(model, ...)`` as its forward, so DDP sees every training forward pass
     whichever of the model's submodules ``compute`` calls (rlxf's log-prob functions call the
