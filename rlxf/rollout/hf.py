@@ -39,7 +39,7 @@ class _SampleByInverseCdf(LogitsProcessor):
     ``torch.multinomial`` draws one exponential variate per vocabulary entry, which costs
     more than a whole transformer layer per decode step on a CPU (about 18 ms at 16 rows x
     49k tokens); one uniform per row on the cumulative distribution draws from the same
-    distribution for a small fraction of that. Temperature and nucleus (top-p) truncation
+    distribution in about a fifth of that, softmax included (``python bench/hf_generation.py``). Temperature and nucleus (top-p) truncation
     follow Holtzman et al., "The Curious Case of Neural Text Degeneration" (2020).
     """
 

@@ -44,6 +44,13 @@ def dpo(output_dir, data, *extra):
     ]
 
 
+def resume_copy(finished, target, *, last_step: int):
+    """A copy of a finished run without its last checkpoint: rerunning it resumes from the one before."""
+    shutil.copytree(finished, target)
+    shutil.rmtree(target / "checkpoints" / f"step-{last_step:07d}")
+    return target
+
+
 def assert_same_losses(expected, got, steps, rel=1e-4):
     assert sorted(got) == list(steps)
     for step in steps:
@@ -60,9 +67,7 @@ def test_dpo_on_two_ranks_gives_the_losses_of_one_and_resumes_on_one(tmp_path, s
     assert single[6]["loss"] != pytest.approx(single[1]["loss"], rel=1e-3)  # it trains
 
     # a checkpoint written by two ranks resumes on one: steps 4..6 again, from step 3's state
-    resumed = tmp_path / "resumed"
-    shutil.copytree(two, resumed)
-    shutil.rmtree(resumed / "checkpoints" / "step-0000006")
+    resumed = resume_copy(two, tmp_path / "resumed", last_step=6)
     launch(1, "dpo", *dpo(resumed, small_hh))
     assert_same_losses(double, train_rows(resumed), range(1, 7))
 
@@ -98,9 +103,7 @@ def test_grpo_on_two_ranks_gives_the_samples_and_losses_of_one_and_resumes_on_tw
     assert len({round(single[s]["loss"], 6) for s in single}) > 1
 
     # a checkpoint written by one rank resumes on two
-    resumed = tmp_path / "resumed"
-    shutil.copytree(one, resumed)
-    shutil.rmtree(resumed / "checkpoints" / "step-0000004")
+    resumed = resume_copy(one, tmp_path / "resumed", last_step=4)
     launch(2, "grpo", *grpo(resumed, prompt_file))
     assert_same_losses(single, train_rows(resumed), range(1, 5))
 

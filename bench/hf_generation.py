@@ -1,0 +1,70 @@
+"""Where the HF engine's generation time goes: each speed-up switched off in turn, same process.
+
+SmolLM2-135M-Instruct, 4 two-digit addition prompts x 4 samples, 32 new tokens, T = 1 (the
+GRPO benchmark's rollout). Configurations alternate over ``--repeats`` rounds so machine drift
+hits all alike; prints the median seconds of each. Also times one sampling draw at 16 x 49k:
+``torch.multinomial`` against the engine's inverse-CDF sampler.
+
+    python bench/hf_generation.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+
+import torch
+
+import rlxf.rollout.hf as hf
+from rlxf.data.tasks import arithmetic
+from rlxf.data.templating import ChatEncoder
+from rlxf.models.loading import load_causal_lm, load_tokenizer
+from rlxf.rollout.base import SamplingParams
+
+
+def draw_ms(draw, probs: torch.Tensor, repeats: int = 20) -> float:
+    draw(probs)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        draw(probs)
+    return (time.perf_counter() - started) / repeats * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    scores = torch.randn(16, 49152)
+    sampler = hf._SampleByInverseCdf(1.0, 1.0)
+    print(
+        f"one draw at 16 x 49152: torch.multinomial {draw_ms(lambda p: torch.multinomial(p, 1), scores.softmax(-1)):.2f} ms, "
+        f"inverse-CDF sampler (softmax included) {draw_ms(lambda s: sampler(None, s), scores):.2f} ms"
+    )
+
+    model = load_causal_lm("smollm2-135m-instruct")
+    engine = hf.HFEngine(model, ChatEncoder(load_tokenizer("smollm2-135m-instruct")))
+    prompts = [p.messages for p in arithmetic(4, digits=2, seed=0)]
+    sampling = SamplingParams(max_new_tokens=32, temperature=1.0, n=4)
+    shared_prefill, skinny = engine._shared_prefill, hf.skinny_linears
+    settings = {
+        "all on": (shared_prefill, skinny),
+        "no shared prefill": (lambda *a: None, skinny),
+        "no decode-shaped matmuls": (shared_prefill, lambda model: contextlib.nullcontext()),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in settings}
+    engine.generate(prompts, sampling, seeds=[0, 1, 2, 3])  # warm-up
+    for _ in range(args.repeats):
+        for name, (prefill, linears) in settings.items():
+            engine._shared_prefill, hf.skinny_linears = prefill, linears
+            started = time.perf_counter()
+            engine.generate(prompts, sampling, seeds=[0, 1, 2, 3])  # same seeds: same tokens in each setting
+            seconds[name].append(time.perf_counter() - started)
+    for name, values in seconds.items():
+        print(f"{name:26} {statistics.median(values):6.2f} s  ({', '.join(f'{v:.2f}' for v in values)})")
+
+
+if __name__ == "__main__":
+    main()
