@@ -26,11 +26,15 @@ PEAK_TFLOPS = {"H100": {"float32": 67.0, "bfloat16": 989.0}, "H200": {"float32":
 """Dense peak of the SXM parts (TF32 tensor cores would give 495 for float32 matmuls)."""
 
 
-def rlxf(command: str, *overrides: str) -> None:
-    argv = [sys.executable, "-m", "rlxf.cli", command, *overrides]
+def rlxf(command: str, *overrides: str, launcher: tuple[str, ...] = ("-m",)) -> bool:
+    """Runs one rlxf command; on failure prints its error and returns False, so the other runs still report."""
+    argv = [sys.executable, *launcher, "rlxf.cli", command, *overrides]
+    started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=ROOT)
+    print(f"{command}: exit {done.returncode} after {time.perf_counter() - started:.0f} s")
     if done.returncode:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-4000:]}")
+        print(f"{' '.join(argv)} failed:\n{done.stderr[-4000:]}")
+    return done.returncode == 0
 
 
 def steady(rows: list[dict], key: str) -> float:
@@ -63,39 +67,44 @@ def main() -> None:
     print(f"device {device} ({name}), torch {torch.__version__}, {args.model}: {params / 1e6:.1f}M parameters")
 
     common = [f"policy.name={args.model}", f"policy.dtype={args.dtype}", f"train.max_steps={args.steps}"]
-    started = time.perf_counter()
-    rlxf(
-        "dpo",
-        *common,
-        f"output_dir={args.out / 'dpo'}",
+    dpo = [
         f"data.path={ROOT / 'data' / 'hh_rlhf_harmless_demo.jsonl'}",
         f"data.limit={args.batch * args.steps + 32}",
         "data.on_bad_row=skip",
         "data.max_length=512",
         "data.max_prompt_length=256",
         f"train.batch_size={args.batch}",
-    )
-    rlxf(
-        "grpo",
-        *common,
-        f"output_dir={args.out / 'grpo'}",
+    ]
+    grpo = [
         "task.name=arithmetic",
         "task.eval_count=0",
         "rewards=[{kind: format, pattern: '[0-9]'}]",
         "sampling.n=8",  # samples_per_step below
         "sampling.max_new_tokens=128",
         f"train.batch_size={args.batch}",
-    )
+    ]
+    ranks = torch.cuda.device_count() if device.type == "cuda" else 0
+    # With several GPUs, the same DPO run under torchrun, one rank per GPU (NCCL).
+    torchrun = ("-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}", "-m")
+    runs = {
+        "dpo": ("dpo", dpo, ("-m",)),
+        "grpo": ("grpo", grpo, ("-m",)),
+        **({f"dpo_torchrun_{ranks}": ("dpo", dpo, torchrun)} if ranks > 1 else {}),
+    }
+    started = time.perf_counter()
     report = {"device": name, "model": args.model, "parameters": params, "dtype": args.dtype}
     samples_per_step = args.batch * 8
-    for run in ("dpo", "grpo"):
+    for run, (command, overrides, launcher) in runs.items():
+        if not rlxf(command, *common, *overrides, f"output_dir={args.out / run}", launcher=launcher):
+            report[f"{run}/failed"] = True
+            continue
         rows = train_rows(args.out / run)
         for row in rows:  # training alone: an online step's time less its generation
             generating = 0.0
             if "generate_tokens_per_second" in row:
                 generating = row["response_length"] * samples_per_step / row["generate_tokens_per_second"]
             row["train_tokens_per_second"] = row["tokens"] / (row["step_seconds"] - generating)
-        for key in ("step_seconds", "train_tokens_per_second", "generate_tokens_per_second"):
+        for key in ("loss", "step_seconds", "train_tokens_per_second", "generate_tokens_per_second"):
             if key in rows[0]:
                 report[f"{run}/{key}"] = steady(rows, key)
         achieved = 6 * params * report[f"{run}/train_tokens_per_second"] / 1e12
