@@ -327,6 +327,9 @@ class TrainSection:
     """How many recent checkpoints to keep."""
     threads: int = 0
     """torch CPU threads (0 = leave torch's default)."""
+    profile_step: int = 0
+    """Profile this step with torch.profiler (CPU, and CUDA when present): top operators in
+    profile/step_N.txt, Python stacks in profile/step_N.stacks, a Chrome trace in profile/step_N.json."""
 
     def __post_init__(self):
         if self.batch_size < 1:

@@ -126,6 +126,17 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def to_default_device(model: nn.Module) -> nn.Module:
+    """``model`` on :func:`default_device`. On CUDA, SDPA's cuDNN backend is switched off: it
+    builds a graph for every new sequence length, and rlxf's shapes change with every call
+    (packed segments, growing KV caches). Profiled on an H200 (bf16 SmolLM2-135M DPO step, 16
+    packed pairs): 4.5 s of CPU, 94% of it in cuDNN attention setup, for 0.1 s of GPU work."""
+    device = default_device()
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    return model.to(device)
+
+
 def load_causal_lm(name: str, *, dtype: str = "float32", seed: int = 0) -> nn.Module:
     """A causal language model in training-ready form (dropout off, no KV cache), on
     :func:`default_device`."""
@@ -136,7 +147,7 @@ def load_causal_lm(name: str, *, dtype: str = "float32", seed: int = 0) -> nn.Mo
 
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=torch_dtype(dtype))
     disable_dropout(model)
-    return model.to(default_device())
+    return to_default_device(model)
 
 
 def load_reward_model(
@@ -160,4 +171,4 @@ def load_reward_model(
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     disable_dropout(model)
-    return model.to(default_device())
+    return to_default_device(model)

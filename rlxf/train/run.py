@@ -31,6 +31,7 @@ from rlxf.config import TrainSection
 from rlxf.train import checkpoint, distributed
 from rlxf.train.batches import batch_for_step, micro_batches, total_steps
 from rlxf.train.metrics import MetricsLog
+from rlxf.train.profiling import StepProfiler
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class Run:
         )
         self.step, self.epoch = 0, 0
         self._batch: list[int] = []
+        self._profiler: StepProfiler | None = None
         self._started = time.perf_counter()
         torch.manual_seed(train.seed)
         latest = checkpoint.latest_checkpoint(self.checkpoint_dir)
@@ -164,6 +166,8 @@ class Run:
         """Global batches (example indices) of the remaining steps, in order."""
         while self.step < self.total_steps:
             self.epoch, self._batch = self._epoch_and_batch(self.step)
+            if self.step + 1 == self.train.profile_step and distributed.is_main():
+                self._profiler = StepProfiler()
             self._step_started = time.perf_counter()
             yield self._batch
 
@@ -227,6 +231,9 @@ class Run:
             record.update(tokens=tokens, tokens_per_second=tokens / seconds)
         if self.step % self.train.log_every == 0 or self.step == self.total_steps:
             self.metrics.write(self.step, record)
+        if self._profiler is not None:
+            log.info("profile of step %d: %s", self.step, self._profiler.finish(self.dir / "profile", self.step))
+            self._profiler = None
         self.progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
         self.progress.update(1)
         if self.train.save_every and self.step % self.train.save_every == 0:

@@ -107,3 +107,16 @@ def test_non_finite_loss_stops_the_step_and_names_it(tmp_path):
         run.end_step(math.nan)
     assert torch.equal(model.weight, before) and model.weight.grad is None
     assert len(batch) == 2
+
+
+def test_profile_step_writes_that_steps_operators_stacks_and_trace(tmp_path):
+    model = torch.nn.Linear(8, 1)
+    train = TrainSection(max_steps=3, batch_size=2, profile_step=2)
+    run = Run(tmp_path, model, train, num_examples=6, show_progress=False)
+    for _ in run.steps():
+        model(torch.ones(4, 8)).sum().backward()
+        run.end_step(1.0)
+    profile = tmp_path / "profile"
+    assert sorted(p.name for p in profile.iterdir()) == ["step_2.json", "step_2.stacks", "step_2.txt"]
+    assert "aten::addmm" in (profile / "step_2.txt").read_text()  # the forward of step 2
+    assert "test_resume_and_accumulation.py" in (profile / "step_2.stacks").read_text()
