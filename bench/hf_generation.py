@@ -2,8 +2,9 @@
 
 SmolLM2-135M-Instruct, 4 two-digit addition prompts x 4 samples, 32 new tokens, T = 1 (the
 GRPO benchmark's rollout). Configurations alternate over ``--repeats`` rounds so machine drift
-hits all alike; prints the median seconds of each. Also times one sampling draw at 16 x 49k:
-``torch.multinomial`` against the engine's inverse-CDF sampler.
+hits all alike; prints the median seconds of each. Also times one sampling draw at 16 x 49k
+(``torch.multinomial`` against the engine's inverse-CDF sampler) and one decode step's KV-cache
+writes (concatenating against growing in place).
 
     python bench/hf_generation.py --repeats 3
 """
@@ -32,6 +33,19 @@ def draw_ms(draw, probs: torch.Tensor, repeats: int = 20) -> float:
     return (time.perf_counter() - started) / repeats * 1e3
 
 
+def kv_update_ms(make_layer, rows: int = 16, prompt: int = 40, steps: int = 32, layers: int = 30) -> float:
+    """Milliseconds per decode step that SmolLM2-135M's 30 KV-cache layers spend storing one token."""
+    cache = [make_layer() for _ in range(layers)]
+    for layer in cache:
+        layer.update(torch.randn(rows, 3, prompt, 64), torch.randn(rows, 3, prompt, 64))
+    token = torch.randn(rows, 3, 1, 64)
+    started = time.perf_counter()
+    for _ in range(steps):
+        for layer in cache:
+            layer.update(token, token)
+    return (time.perf_counter() - started) / steps * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -44,21 +58,28 @@ def main() -> None:
         f"inverse-CDF sampler (softmax included) {draw_ms(lambda s: sampler(None, s), scores):.2f} ms"
     )
 
+    print(
+        f"KV cache, storing one token at 16 rows in 30 layers: concatenating {kv_update_ms(hf.DynamicLayer):.2f} ms, "
+        f"growing in place {kv_update_ms(lambda: hf._GrowingLayer(33)):.2f} ms per decode step"
+    )
+
     model = load_causal_lm("smollm2-135m-instruct")
     engine = hf.HFEngine(model, ChatEncoder(load_tokenizer("smollm2-135m-instruct")))
     prompts = [p.messages for p in arithmetic(4, digits=2, seed=0)]
     sampling = SamplingParams(max_new_tokens=32, temperature=1.0, n=4)
-    shared_prefill, skinny = engine._shared_prefill, hf.skinny_linears
+    shared_prefill, skinny, growing = engine._shared_prefill, hf.skinny_linears, hf.growing_cache
+    concatenating = lambda config, room: hf.DynamicCache(config=config)  # noqa: E731
     settings = {
-        "all on": (shared_prefill, skinny),
-        "no shared prefill": (lambda *a: None, skinny),
-        "no decode-shaped matmuls": (shared_prefill, lambda model: contextlib.nullcontext()),
+        "all on": (shared_prefill, skinny, growing),
+        "no shared prefill": (lambda *a: None, skinny, growing),
+        "no decode-shaped matmuls": (shared_prefill, lambda model: contextlib.nullcontext(), growing),
+        "no growing KV cache": (shared_prefill, skinny, concatenating),
     }
     seconds: dict[str, list[float]] = {name: [] for name in settings}
     engine.generate(prompts, sampling, seeds=[0, 1, 2, 3])  # warm-up
     for _ in range(args.repeats):
-        for name, (prefill, linears) in settings.items():
-            engine._shared_prefill, hf.skinny_linears = prefill, linears
+        for name, (prefill, linears, cache) in settings.items():
+            engine._shared_prefill, hf.skinny_linears, hf.growing_cache = prefill, linears, cache
             started = time.perf_counter()
             engine.generate(prompts, sampling, seeds=[0, 1, 2, 3])  # same seeds: same tokens in each setting
             seconds[name].append(time.perf_counter() - started)

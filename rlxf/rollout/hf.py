@@ -13,7 +13,14 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    DynamicCache,
+    DynamicLayer,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from rlxf.data.records import Message
 from rlxf.data.templating import ChatEncoder
@@ -69,6 +76,51 @@ class _SampleByInverseCdf(LogitsProcessor):
         if self.generators is None:
             return torch.rand(rows, 1, dtype=torch.float64, device=device)
         return torch.cat([torch.rand(1, 1, dtype=torch.float64, generator=g) for g in self.generators]).to(device)
+
+
+class _GrowingLayer(DynamicLayer):
+    """A KV-cache layer that writes each step's keys and values into room reserved ahead, where
+    the default layer concatenates, copying the whole cache at every decode step and layer."""
+
+    def __init__(self, room: int):
+        super().__init__()
+        self.room, self._keys, self._values = room, None, None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        old = self.get_seq_length()
+        new = old + key_states.shape[-2]
+        if not self._backs_cache(key_states, new):  # first step, after a batch selection, or out of room
+            self._reserve(key_states, value_states, old, new + self.room)
+        self._keys[..., old:new, :].copy_(key_states)
+        self._values[..., old:new, :].copy_(value_states)
+        self.keys, self.values = self._keys[..., :new, :], self._values[..., :new, :]
+        return self.keys, self.values
+
+    def _backs_cache(self, key_states: torch.Tensor, new: int) -> bool:
+        buffer = self._keys
+        return (
+            buffer is not None
+            and self.keys.numel() > 0
+            and self.keys.data_ptr() == buffer.data_ptr()
+            and buffer.shape[:2] == key_states.shape[:2]
+            and new <= buffer.shape[-2]
+        )
+
+    def _reserve(self, key_states: torch.Tensor, value_states: torch.Tensor, old: int, size: int) -> None:
+        self._keys = key_states.new_empty(*key_states.shape[:2], size, key_states.shape[-1])
+        self._values = value_states.new_empty(*value_states.shape[:2], size, value_states.shape[-1])
+        if old:
+            self._keys[..., :old, :].copy_(self.keys)
+            self._values[..., :old, :].copy_(self.values)
+
+
+def growing_cache(config, room: int) -> DynamicCache:
+    """A DynamicCache whose full-attention layers reserve ``room`` more positions at a time."""
+    cache = DynamicCache(config=config)
+    cache.layers = [_GrowingLayer(room) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 SKINNY_ROWS = 64
@@ -184,6 +236,7 @@ class HFEngine:
         # sampling, when asked for, is the logits processor's draw, which also keeps its log-probs
         sampler = None if greedy else _SampleByInverseCdf(sampling.temperature, sampling.top_p, generators)
         options = {"do_sample": False, "output_logits": greedy}
+        room = sampling.max_new_tokens + 1
         if sampler is not None:
             options["logits_processor"] = LogitsProcessorList([sampler])
         if sampling.stop:
@@ -191,7 +244,7 @@ class HFEngine:
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
-            cache=self._shared_prefill(prompts, input_ids, attention),
+            cache=self._shared_prefill(prompts, input_ids, attention, room) or growing_cache(self.model.config, room),
             max_new_tokens=sampling.max_new_tokens,
             eos_token_id=eos_id,
             pad_token_id=pad_id,
@@ -207,7 +260,7 @@ class HFEngine:
             logprobs = logits.log_softmax(-1).gather(2, tokens[:, :, None]).squeeze(2)
         return tokens.tolist(), logprobs.tolist()
 
-    def _shared_prefill(self, prompts: list[list[int]], input_ids: torch.Tensor, attention: torch.Tensor):
+    def _shared_prefill(self, prompts: list[list[int]], input_ids: torch.Tensor, attention: torch.Tensor, room: int):
         """KV cache of every prompt token but the last, computed once per distinct prompt.
 
         With n samples per prompt the rows repeat their prompt; running it once and copying
@@ -223,7 +276,7 @@ class HFEngine:
         distinct = torch.tensor(list(first_row.values()), device=input_ids.device)
         ids, mask = input_ids[distinct, :-1], attention[distinct, :-1]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        cache = growing_cache(self.model.config, room)
         self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
         )

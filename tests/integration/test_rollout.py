@@ -1,6 +1,9 @@
 """The HF rollout engine: sampling layout, stops, and log-probs that match the trainer's."""
 
 import torch
+from transformers import DynamicCache
+
+import rlxf.rollout.hf as hf
 
 from rlxf.data import pack
 from rlxf.data.templating import ChatEncoder
@@ -68,7 +71,27 @@ def test_shared_prefill_changes_no_token_or_log_prob():
         got = shared.generate(PROMPTS, sampling)
         assert got.completion_ids == expected.completion_ids
         assert torch.allclose(got.logprobs, expected.logprobs, atol=1e-5)
-    assert shared._shared_prefill(*_padded([[5, 6, 7], [8, 9]])) is None  # nothing repeats: plain prefill
+    assert shared._shared_prefill(*_padded([[5, 6, 7], [8, 9]]), 11) is None  # nothing repeats: plain prefill
+
+
+def test_growing_kv_cache_changes_no_token_or_log_prob(monkeypatch):
+    """Room reserved 3 positions at a time, so 10 new tokens also re-reserve mid-generation;
+    with and without the shared prefill (whose batch selection replaces the buffers)."""
+    sampling = SamplingParams(max_new_tokens=10, n=3)
+    caches = {"plain": lambda config, room: DynamicCache(config=config), "growing": hf.growing_cache}
+
+    def generate(cache: str, shared_prefill: bool):
+        policy = engine(seed=4)
+        monkeypatch.setattr(hf, "growing_cache", lambda config, room: caches[cache](config, 3))
+        if not shared_prefill:
+            policy._shared_prefill = lambda *args: None
+        torch.manual_seed(0)
+        return policy.generate(PROMPTS, sampling)
+
+    for shared_prefill in (True, False):
+        plain, growing = generate("plain", shared_prefill), generate("growing", shared_prefill)
+        assert growing.completion_ids == plain.completion_ids
+        assert torch.equal(growing.logprobs, plain.logprobs)
 
 
 def _padded(prompts):
