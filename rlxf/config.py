@@ -280,6 +280,9 @@ class DistributedSection:
     with its temporary files in the run folder."""
     max_restarts: int = 0
     """ray: how often all ranks are restarted from the last checkpoint after one of them dies."""
+    strategy: str = "ddp"
+    """Across ranks: ddp (each rank holds the whole model) or fsdp (FSDP2: weights, gradients and
+    optimizer state sharded over ranks; for models that do not fit one device)."""
     rollout_workers: int = 0
     """Online recipes: Ray actors that generate rollouts, each with a copy of the policy given the
     trainer's weights before every generation (cpus_per_rank CPUs each); 0 = the trainer generates."""
@@ -287,6 +290,8 @@ class DistributedSection:
     def __post_init__(self):
         if self.backend not in ("torchrun", "ray"):
             raise ValueError(f"distributed.backend must be torchrun or ray, got {self.backend!r}")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"distributed.strategy must be ddp or fsdp, got {self.strategy!r}")
         if self.ranks < 1 or self.cpus_per_rank < 1 or self.max_restarts < 0 or self.rollout_workers < 0:
             raise ValueError("distributed.ranks and cpus_per_rank must be >= 1, max_restarts and rollout_workers >= 0")
         if self.rollout_workers and self.backend == "ray":

@@ -189,7 +189,8 @@ def train_dpo(config: DPOConfig) -> dict:
     loss_kwargs = {"beta": config.beta, **config.loss_options}
 
     def evaluate() -> dict:
-        return preference_accuracy(
+        return run.evaluate(
+            preference_accuracy,
             policy,
             held_pairs,
             ref,
@@ -200,7 +201,14 @@ def train_dpo(config: DPOConfig) -> dict:
         )
 
     policy.train()
-    run = Run(output_dir, policy, config.train, num_examples=len(train_pairs), name=config.loss)
+    run = Run(
+        output_dir,
+        policy,
+        config.train,
+        num_examples=len(train_pairs),
+        name=config.loss,
+        strategy=config.distributed.strategy,
+    )
     for batch in run.steps():
         sums, total, tokens = MetricSums(), 0.0, 0
         for micro in run.micro_batches(batch):
@@ -231,7 +239,7 @@ def train_dpo(config: DPOConfig) -> dict:
     run.finish()
     save_results(
         output_dir,
-        policy,
+        run.model,
         tokenizer,
         results,
         title=f"{config.loss.upper()} policy",

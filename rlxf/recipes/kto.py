@@ -127,7 +127,14 @@ def train_kto(config: KTOConfig) -> dict:
     )
 
     policy.train()
-    run = Run(output_dir, policy, config.train, num_examples=len(matched), name="kto")
+    run = Run(
+        output_dir,
+        policy,
+        config.train,
+        num_examples=len(matched),
+        name="kto",
+        strategy=config.distributed.strategy,
+    )
     for batch in run.steps():
         with torch.no_grad():  # z0 over the whole global batch, before any gradient
             mismatched_logps, _ = completion_logps(policy, pack([mismatched[i] for i in batch]))
@@ -151,10 +158,14 @@ def train_kto(config: KTOConfig) -> dict:
             tokens += sum(len(matched[i][0]) + len(matched[i][1]) for i in micro)
         run.end_step(total, sums.means(), tokens=tokens)
         if run.eval_due():
-            run.log_eval(held_out_kto(policy, held, held_labels, ref, max_tokens=config.max_tokens_per_forward))
+            run.log_eval(
+                run.evaluate(held_out_kto, policy, held, held_labels, ref, max_tokens=config.max_tokens_per_forward)
+            )
 
     results = {
-        "held_out": held_out_kto(policy, held, held_labels, ref, max_tokens=config.max_tokens_per_forward),
+        "held_out": run.evaluate(
+            held_out_kto, policy, held, held_labels, ref, max_tokens=config.max_tokens_per_forward
+        ),
         "data": data_summary,
         "truncation": dataclasses.asdict(encoder.stats),
         "steps": run.step,
@@ -163,7 +174,7 @@ def train_kto(config: KTOConfig) -> dict:
     run.finish()
     save_results(
         output_dir,
-        policy,
+        run.model,
         tokenizer,
         results,
         title="KTO policy",

@@ -458,15 +458,29 @@ def train_online(config: OnlineConfig) -> dict:
 
     critic = build_critic(config) if config.algo == "ppo" else None
     trained = nn.ModuleDict({"policy": policy, "critic": critic}) if critic is not None else policy
-    run = Run(output_dir, trained, config.train, num_examples=len(train_prompts), name=config.algo)
+    run = Run(
+        output_dir,
+        trained,
+        config.train,
+        num_examples=len(train_prompts),
+        name=config.algo,
+        strategy=config.distributed.strategy,
+    )
 
     def held_out_eval() -> dict | None:
-        # on the main rank only: the others go on and wait for it at the step's first all-reduce
-        if not distributed.is_main():
-            return None
-        return greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)
+        # every rank calls it (a sharded policy is gathered first); only the main rank evaluates,
+        # the others go on and wait for it at their next collective
+        with run.full_weights():
+            if not distributed.is_main():
+                return None
+            return greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)
 
-    results = {"before": held_out_eval()} if run.step == 0 and held_prompts and distributed.is_main() else {}
+    def generate(prompts: list, sampling: SamplingParams, **kwargs) -> Rollout:
+        with run.full_weights():
+            return engine.generate(prompts, sampling, **kwargs)
+
+    before = held_out_eval() if run.step == 0 and held_prompts else None
+    results = {"before": before} if before else {}
     if results:
         run.log_eval(scalars(results["before"]))
         say(f"held-out greedy reward before training: {results['before']['greedy_reward']:.3f}")
@@ -482,7 +496,7 @@ def train_online(config: OnlineConfig) -> dict:
                 next_prompts, next_seeds = rank_prompts(train_prompts, following, config.train.seed, run.step + 1)
                 ahead = engine.submit([p.messages for p in next_prompts], sampling, seeds=next_seeds)
         else:
-            rollout = engine.generate([p.messages for p in prompts], sampling, seeds=seeds)
+            rollout = generate([p.messages for p in prompts], sampling, seeds=seeds)
         parts = [(prompts, rollout, score(source, prompts, rollout))]
         extra = random.Random(f"{config.train.seed}:{run.step}:{distributed.rank()}")
         while (
@@ -491,7 +505,7 @@ def train_online(config: OnlineConfig) -> dict:
             and sum(int((~zero_variance_groups(p[2].rewards, n)).sum()) for p in parts) < len(prompts)
         ):
             more = [train_prompts[extra.randrange(len(train_prompts))] for _ in prompts]
-            rollout = engine.generate([p.messages for p in more], sampling)
+            rollout = generate([p.messages for p in more], sampling)
             parts.append((more, rollout, score(source, more, rollout)))
         prompts, rollout, rewards = merge_rollouts(parts, len(prompts), n) if config.dynamic_sampling else parts[0]
 
@@ -511,7 +525,7 @@ def train_online(config: OnlineConfig) -> dict:
             sequence_rewards -= kl_coef * kl_tokens.sum(-1)
         greedy_rewards = None
         if config.algo == "remax":
-            greedy = engine.generate(
+            greedy = generate(
                 [p.messages for p in prompts],
                 SamplingParams(max_new_tokens=sampling.max_new_tokens, temperature=0, stop=sampling.stop),
             )
@@ -519,7 +533,7 @@ def train_online(config: OnlineConfig) -> dict:
         old_values = returns = None
         if critic is not None:
             full = pack_samples(sequences, n)
-            with torch.no_grad():
+            with torch.no_grad(), run.full_weights():
                 old_values, _ = token_values(critic, full).as_matrix()
         inputs = AdvantageInputs(
             rewards.rewards if config.algo == "ppo" else sequence_rewards,
@@ -575,7 +589,8 @@ def train_online(config: OnlineConfig) -> dict:
                 kl_coef = kl_control.update(step_metrics["kl"], len(sequences))
         run.end_step(total, step_metrics, tokens=trained_tokens)
         if reference is not None and config.reference_refresh_every and run.step % config.reference_refresh_every == 0:
-            reference.refresh()
+            with run.full_weights():
+                reference.refresh()
         if config.eval_greedy_every and run.step % config.eval_greedy_every == 0 and run.step < run.total_steps:
             if (evaluation := held_out_eval()) is not None:
                 run.log_eval(scalars(evaluation))
@@ -593,7 +608,7 @@ def train_online(config: OnlineConfig) -> dict:
         )
     save_results(
         output_dir,
-        policy,
+        run.model["policy"] if critic is not None else run.model,
         tokenizer,
         results,
         title=f"{config.algo.upper()} policy",

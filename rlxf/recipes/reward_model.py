@@ -124,6 +124,7 @@ def train_reward_model(config: RewardModelConfig) -> dict:
         num_examples=len(train_pairs),
         lengths=[max(len(c), len(r)) for c, r in train_pairs],
         name="reward model",
+        strategy=config.distributed.strategy,
     )
     for batch in run.steps():
         sums, total = MetricSums(), 0.0
@@ -141,9 +142,9 @@ def train_reward_model(config: RewardModelConfig) -> dict:
             sums.add(metrics)
         run.end_step(total, sums.means())
         if run.eval_due():
-            run.log_eval(pairwise_accuracy(model, held_pairs, held_ties, pad_id))
+            run.log_eval(run.evaluate(pairwise_accuracy, model, held_pairs, held_ties, pad_id))
     results = {
-        "held_out": pairwise_accuracy(model, held_pairs, held_ties, pad_id),
+        "held_out": run.evaluate(pairwise_accuracy, model, held_pairs, held_ties, pad_id),
         "length_baseline": length_baseline(held_records),
         "data": data_summary,
         "truncation": dataclasses.asdict(encoder.stats),
@@ -156,7 +157,7 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     )
     save_results(
         output_dir,
-        model,
+        run.model,
         tokenizer,
         results,
         title="Reward model",

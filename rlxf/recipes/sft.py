@@ -71,7 +71,14 @@ def train_sft(config: SFTConfig) -> dict:
     completion_tokens = [len(completion) for _, completion in train_sequences]
 
     policy.train()
-    run = Run(output_dir, policy, config.train, num_examples=len(train_sequences), name="sft")
+    run = Run(
+        output_dir,
+        policy,
+        config.train,
+        num_examples=len(train_sequences),
+        name="sft",
+        strategy=config.distributed.strategy,
+    )
     for batch in run.steps():
         global_tokens = sum(completion_tokens[i] for i in batch)
         total, tokens = 0.0, 0
@@ -84,9 +91,9 @@ def train_sft(config: SFTConfig) -> dict:
             tokens += sum(len(p) + len(c) for p, c in sequences)
         run.end_step(total, {"completion_tokens": global_tokens}, tokens=tokens)
         if run.eval_due():
-            run.log_eval(held_out_nll(policy, held_sequences, config.max_tokens_per_forward))
+            run.log_eval(run.evaluate(held_out_nll, policy, held_sequences, config.max_tokens_per_forward))
     results = {
-        "held_out": held_out_nll(policy, held_sequences, config.max_tokens_per_forward),
+        "held_out": run.evaluate(held_out_nll, policy, held_sequences, config.max_tokens_per_forward),
         "data": data_summary,
         "truncation": dataclasses.asdict(encoder.stats),
         "steps": run.step,
@@ -97,7 +104,7 @@ def train_sft(config: SFTConfig) -> dict:
     run.finish()
     save_results(
         output_dir,
-        policy,
+        run.model,
         tokenizer,
         results,
         title="SFT policy",

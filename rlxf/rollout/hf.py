@@ -250,6 +250,7 @@ class HFEngine:
             pad_token_id=pad_id,
             use_cache=True,
             return_dict_in_generate=True,
+            synced_gpus=False,  # ranks generate on their own (a sharded policy is gathered whole first)
             **options,
         )
         tokens = output.sequences[:, width:]

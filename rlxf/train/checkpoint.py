@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 _PREFIX = "step-"
 
@@ -37,7 +38,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    # copies: a gathered (sharded) model frees these tensors' memory once it reshards
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _like(param: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """``full`` laid out as ``param``: this rank's shard when ``param`` is sharded (a DTensor)."""
+    if isinstance(param, DTensor):
+        return distribute_tensor(full.to(param.dtype), param.device_mesh, param.placements)
+    return full
+
+
+def gathered(value: Any) -> Any:
+    """Sharded tensors (DTensors) made whole, through nested dicts and lists; a collective."""
+    if isinstance(value, DTensor):
+        return value.full_tensor()
+    if isinstance(value, dict):
+        return {k: gathered(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [gathered(v) for v in value]
+    return value
 
 
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -48,18 +68,26 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
         raise RuntimeError(f"checkpoint does not match the model: missing {missing[:3]}, unknown {unknown[:3]}")
     with torch.no_grad():
         for name, tensor in state.items():
-            params[name].copy_(tensor)
+            params[name].copy_(_like(params[name], tensor))
 
 
 def save_checkpoint(
-    root: Path, step: int, model: nn.Module, optimizer, scheduler, extra: dict[str, Any], keep: int
+    root: Path,
+    step: int,
+    trainable: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    scheduler,
+    extra: dict[str, Any],
+    keep: int,
 ) -> Path:
+    """``trainable`` and ``optimizer_state`` whole (see :func:`gathered`), so a checkpoint resumes
+    on any number of ranks, sharded or not."""
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
-    save_file(trainable_state(model), staging / "trainable.safetensors")
+    save_file(trainable, staging / "trainable.safetensors")
     torch.save(
         {
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(),
             "step": step,
@@ -87,11 +115,25 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _optimizer_state_like_params(saved: dict[str, Any], optimizer) -> dict[str, Any]:
+    """Saved (whole) per-parameter optimizer tensors laid out as their parameters: sharded ones
+    become this rank's shards."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = {
+        index: {
+            key: _like(params[index], value) if torch.is_tensor(value) and value.shape == params[index].shape else value
+            for key, value in entry.items()
+        }
+        for index, entry in saved["state"].items()
+    }
+    return {**saved, "state": state}
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> dict[str, Any]:
     """Restore everything saved at ``path``; returns the state dict (step and extras)."""
     load_trainable_state(model, load_file(path / "trainable.safetensors"))
     state = torch.load(path / "state.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(_optimizer_state_like_params(state["optimizer"], optimizer))
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return state

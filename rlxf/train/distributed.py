@@ -3,12 +3,15 @@
 With no process group (a single process) every answer is trivial. Under ``torchrun``
 (or any launcher that sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``) each rank joins one
 group (NCCL between GPUs, gloo on CPU), takes its share of every global batch, and its
-gradients are summed with the other ranks' by ``DistributedDataParallel``.
+gradients are summed with the other ranks' by ``DistributedDataParallel`` (every rank holds the
+whole model) or by FSDP2's ``fully_shard`` (each rank holds a shard of every weight, gradient
+and optimizer state; weights are gathered layer by layer as the forward pass needs them).
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -121,16 +124,53 @@ def _sum_gradients(_state, bucket):
     return work.get_future().then(lambda future: future.value()[0])
 
 
+STRATEGIES = ("ddp", "fsdp")
+
+
+def _shard_units(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks FSDP shards one by one: the classes transformers lists in a model's
+    ``_no_split_modules`` (its decoder layers)."""
+    names = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or ())}
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def _fully_shard(wrapper: nn.Module) -> list[nn.Module]:
+    """FSDP2 over ``wrapper.model``: one unit per decoder layer, the rest (embeddings, final norm,
+    head) with the wrapper as root. Gradients are summed, not averaged, over ranks (see
+    ``_sum_gradients``); gloo has no pre-multiplied sum, so a plain sum is forced."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    mesh = init_device_mesh(next(wrapper.parameters()).device.type, (world_size(),))
+    for unit in _shard_units(wrapper.model):
+        fully_shard(unit, mesh=mesh)
+    fully_shard(wrapper, mesh=mesh)
+    units = [m for m in wrapper.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.set_gradient_divide_factor(1.0)
+        unit.set_force_sum_reduction_for_comms(True)
+    wrapper(lambda model: None)  # FSDP initializes from the root's first call; later calls may start elsewhere
+    wrapper.reshard()  # the root stays gathered after a forward: its sharded parameters are the ones to optimize
+    return units
+
+
 class TrainingForward:
     """``forward(compute, *args)`` = ``compute(model, *args)``; across ranks it runs inside
-    ``DistributedDataParallel`` (which first copies rank 0's weights to every rank) and the
-    backward of a ``sync=True`` call sums the accumulated gradients over ranks. Earlier
-    micro-batches of an update pass ``sync=False``: summing after each of them would count
-    the gradients already summed again."""
+    ``DistributedDataParallel`` (which first copies rank 0's weights to every rank) or FSDP2
+    (``strategy="fsdp"``: every rank must load the same weights), and the backward of a
+    ``sync=True`` call sums the accumulated gradients over ranks. Earlier micro-batches of an
+    update pass ``sync=False``: summing after each of them would count the gradients already
+    summed again."""
 
-    def __init__(self, model: nn.Module):
-        self.model, self.parallel = model, None
-        if world_size() > 1:
+    def __init__(self, model: nn.Module, strategy: str = "ddp"):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"distributed.strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.model, self.parallel, self.sharded_units = model, None, []
+        if world_size() > 1 and strategy == "fsdp":
+            self._skeleton = _meta_copy(model)  # becomes the whole trained model in whole_model()
+            self.parallel = _TrainingForward(model)
+            self.sharded_units = _fully_shard(self.parallel)
+        elif world_size() > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             device = next(model.parameters()).device
@@ -141,7 +181,56 @@ class TrainingForward:
     def __call__(self, compute: Callable[..., Any], *args, sync: bool = True, **kwargs) -> Any:
         if self.parallel is None:
             return compute(self.model, *args, **kwargs)
+        if self.sharded_units:
+            self.parallel.set_requires_gradient_sync(sync)
+            return self.parallel(compute, *args, **kwargs)
         if sync:
             return self.parallel(compute, *args, **kwargs)
         with self.parallel.no_sync():
             return self.parallel(compute, *args, **kwargs)
+
+    @contextmanager
+    def full_weights(self):
+        """Inside, every weight of a sharded model is whole on every rank (generation, evaluation,
+        saving call the model outside the training forward); a no-op unless sharded. Every rank
+        must enter it together: gathering the weights is a collective."""
+        layers = self.keep_full_weights()
+        try:
+            yield
+        finally:
+            for unit in self.sharded_units:
+                unit.reshard()
+            for unit in layers:
+                unit.set_reshard_after_forward(True, recurse=False)
+
+    def keep_full_weights(self) -> list[nn.Module]:
+        """Gathers a sharded model's weights until resharded; returns the units that no longer
+        reshard after their forward."""
+        layers = [unit for unit in self.sharded_units if unit is not self.parallel]  # the root is not called here
+        for unit in layers:
+            unit.set_reshard_after_forward(False, recurse=False)  # stay whole through every call
+        for unit in self.sharded_units:
+            unit.unshard()
+        return layers
+
+    def whole_model(self) -> nn.Module:
+        """The trained model unsharded: a plain module with every weight whole (for saving and
+        later use), on every rank, which must all call it; the model itself when not sharded."""
+        if not self.sharded_units:
+            return self.model
+        from rlxf.train.checkpoint import gathered
+
+        state = gathered(self.model.state_dict())
+        self._skeleton.load_state_dict(state, assign=True)
+        if hasattr(self._skeleton, "tie_weights"):  # assigning tied weights one by one unties them
+            self._skeleton.tie_weights()
+        return self._skeleton
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters are shape-only (meta) placeholders: no memory, no
+    sharding hooks; buffers are copied for real (some, like rotary frequencies, are not saved)."""
+    import copy
+
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in model.parameters()}
+    return copy.deepcopy(model, memo)

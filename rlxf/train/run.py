@@ -96,6 +96,7 @@ class Run:
         lengths: Sequence[int] | None = None,
         name: str = "train",
         show_progress: bool = True,
+        strategy: str = "ddp",
     ):
         threads = train.threads or _threads_per_rank()
         if threads:
@@ -107,8 +108,8 @@ class Run:
         self.dir = Path(output_dir)
         self.model, self.train, self.num_examples, self.lengths = model, train, num_examples, lengths
         self.micro_batch_size = train.micro_batch_size or train.batch_size
+        self._forward = distributed.TrainingForward(model, strategy)  # first: sharding replaces the parameters
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self._forward = distributed.TrainingForward(model)
         self._last_micro_batch = True
         self.optimizer = adamw(self.params, lr=train.lr, weight_decay=train.weight_decay)
         self.total_steps = total_steps(num_examples, train.batch_size, epochs=train.epochs, max_steps=train.max_steps)
@@ -249,7 +250,7 @@ class Run:
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLoss(f"{where}: loss is {loss}; the weights were not updated")
         max_norm = self.train.max_grad_norm if self.train.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        grad_norm = float(checkpoint.gathered(torch.nn.utils.clip_grad_norm_(self.params, max_norm)))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLoss(f"{where}: gradient norm is {grad_norm}; the weights were not updated")
@@ -263,23 +264,39 @@ class Run:
     def log_eval(self, metrics: dict[str, Any]) -> None:
         self.metrics.write(self.step, metrics, split="eval")
 
+    def full_weights(self):
+        """Context in which a sharded model's weights are whole on every rank (enter it on all
+        ranks together); nothing to do otherwise."""
+        return self._forward.full_weights()
+
+    def evaluate(self, evaluation, *args, **kwargs):
+        """``evaluation(*args)`` with the model's weights whole (every rank calls it)."""
+        with self.full_weights():
+            return evaluation(*args, **kwargs)
+
     def save_checkpoint(self) -> Path | None:
+        """Called on every rank: a sharded model's weights and optimizer state are gathered first."""
+        with self.full_weights():
+            trainable = checkpoint.trainable_state(self.model)
+        optimizer_state = checkpoint.gathered(self.optimizer.state_dict())
         if not distributed.is_main():
             return None
         return checkpoint.save_checkpoint(
             self.checkpoint_dir,
             self.step,
-            self.model,
-            self.optimizer,
+            trainable,
+            optimizer_state,
             self.scheduler,
             {"epoch": self.epoch, "data_order": self._data_order()},
             keep=self.train.keep_checkpoints,
         )
 
     def finish(self) -> float:
-        """Close logs; returns the wall-clock seconds this process spent in the run."""
+        """Close logs; afterwards ``run.model`` is the trained model with whole weights (every rank
+        calls it). Returns the wall-clock seconds this process spent in the run."""
         if self.train.save_every and self.step > self.resumed_from and self.step % self.train.save_every:
             self.save_checkpoint()
         self.progress.close()
         self.metrics.close()
+        self.model = self._forward.whole_model()  # unsharded, for saving (the same model unless sharded)
         return time.perf_counter() - self._started

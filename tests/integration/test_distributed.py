@@ -108,6 +108,39 @@ def test_grpo_on_two_ranks_gives_the_samples_and_losses_of_one_and_resumes_on_tw
     assert_same_losses(single, train_rows(resumed), range(1, 5))
 
 
+def test_sharded_dpo_and_grpo_give_the_losses_of_one_rank_and_resume_across_rank_counts(tmp_path, small_hh, prompt_file):
+    """FSDP2 over two ranks, full fine-tunes (so the embeddings, norm and head are sharded too):
+    DPO and GRPO losses, gradient norms and GRPO samples equal one rank's; a sharded checkpoint
+    resumes on one rank and a one-rank checkpoint on two sharded ranks; the saved model is whole."""
+    from safetensors.torch import load_file
+
+    full = ("train.save_every=2",)
+    runs = {
+        "dpo": lambda out, *extra: dpo(out, small_hh, "policy.lora.rank=0", *full, *extra),
+        "grpo": lambda out, *extra: grpo(out, prompt_file, *full, *extra),
+    }
+    for command, overrides in runs.items():
+        one, sharded = tmp_path / f"{command}-one", tmp_path / f"{command}-sharded"
+        launch(1, command, *overrides(one))
+        launch(2, command, *overrides(sharded, "distributed.strategy=fsdp"))
+        single, double = train_rows(one), train_rows(sharded)
+        steps = range(1, len(single) + 1)
+        assert_same_losses(single, double, steps)
+        for step in steps:
+            assert double[step]["grad_norm"] == pytest.approx(single[step]["grad_norm"], rel=1e-4), (command, step)
+        weights, sharded_weights = (load_file(run / "model" / "model.safetensors") for run in (one, sharded))
+        assert sorted(weights) == sorted(sharded_weights)
+        worst = max(float((weights[k] - sharded_weights[k]).abs().max()) for k in weights)
+        assert worst < 1e-4, (command, worst)  # summation order differs; Adam steps are lr-sized
+
+        last = max(steps)
+        launch(1, command, *overrides(resume_copy(sharded, tmp_path / f"{command}-on-one", last_step=last)))
+        assert_same_losses(single, train_rows(tmp_path / f"{command}-on-one"), steps)
+        on_two = resume_copy(one, tmp_path / f"{command}-on-two", last_step=last)
+        launch(2, command, *overrides(on_two, "distributed.strategy=fsdp"))
+        assert_same_losses(single, train_rows(on_two), steps)
+
+
 def run_and_kill_one(argv: list[str], ready, find_processes) -> str:
     """Start ``argv``; once ``ready()`` holds, SIGKILL one of the two processes ``find_processes()``
     lists; wait for the run to finish on its own and return its stderr."""
