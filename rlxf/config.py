@@ -286,16 +286,27 @@ class DistributedSection:
     rollout_workers: int = 0
     """Online recipes: Ray actors that generate rollouts, each with a copy of the policy given the
     trainer's weights before every generation (cpus_per_rank CPUs each); 0 = the trainer generates."""
+    reward_workers: int = 0
+    """Online recipes: Ray actors that compute the rewards, each building the reward sources once
+    (a reward model or judge then runs beside the trainer; cpus_per_rank CPUs each); 0 = the trainer."""
 
     def __post_init__(self):
         if self.backend not in ("torchrun", "ray"):
             raise ValueError(f"distributed.backend must be torchrun or ray, got {self.backend!r}")
         if self.strategy not in ("ddp", "fsdp"):
             raise ValueError(f"distributed.strategy must be ddp or fsdp, got {self.strategy!r}")
-        if self.ranks < 1 or self.cpus_per_rank < 1 or self.max_restarts < 0 or self.rollout_workers < 0:
-            raise ValueError("distributed.ranks and cpus_per_rank must be >= 1, max_restarts and rollout_workers >= 0")
-        if self.rollout_workers and self.backend == "ray":
-            raise ValueError("distributed.rollout_workers serve one trainer process: use backend=torchrun, one process")
+        if (
+            self.ranks < 1
+            or self.cpus_per_rank < 1
+            or min(self.max_restarts, self.rollout_workers, self.reward_workers) < 0
+        ):
+            raise ValueError(
+                "distributed.ranks and cpus_per_rank must be >= 1, max_restarts, rollout_workers and reward_workers >= 0"
+            )
+        if (self.rollout_workers or self.reward_workers) and self.backend == "ray":
+            raise ValueError(
+                "distributed.rollout_workers and reward_workers serve one trainer process: use backend=torchrun, one process"
+            )
 
 
 @dataclasses.dataclass

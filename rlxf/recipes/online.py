@@ -61,6 +61,7 @@ from rlxf.rewards import FormatReward, LengthPenalty, MathVerifier, RewardBatch,
 from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 from rlxf.rewards.learned import LearnedReward
 from rlxf.rollout import HFEngine, Rollout, SamplingParams
+from rlxf.train.ray_actors import ActorPool
 from rlxf.train import Run, distributed
 from rlxf.train.run import MetricSums
 
@@ -441,8 +442,9 @@ def train_online(config: OnlineConfig) -> dict:
     say(f"task {config.task.name}: {len(train_prompts)} training prompts, {len(held_prompts)} held out")
     policy, tokenizer = build_policy(config.policy, config.train.seed)
     encoder = encoder_for(tokenizer, config_data_limits(config))
+    ray_started = start_ray_for_workers(config)
     engine, workers = rollout_engine(config, policy, encoder), config.distributed.rollout_workers
-    source = reward_function(config.rewards)
+    source = reward_source(config)
     reference = (
         Reference(policy, config.reference.name, config.policy.dtype, config.train.seed) if config.kl_coef > 0 else None
     )
@@ -581,6 +583,7 @@ def train_online(config: OnlineConfig) -> dict:
             "generate_tokens_per_second": float(mask.sum()) / max(1e-9, rollout.timings["generate_seconds"]),
             "rollouts": len(parts),
             **({"rollout_worker_restarts": float(engine.restarts)} if workers else {}),
+            **({"reward_worker_restarts": float(source.restarts)} if config.distributed.reward_workers else {}),
             **{name: float(values.mean()) for name, values in experience.labels.items() if name != "success_rate"},
         }
         if kl_tokens is not None:
@@ -600,8 +603,13 @@ def train_online(config: OnlineConfig) -> dict:
         results.update(after=after, held_out=scalars(after))
         run.log_eval(results["held_out"])
     run.finish()
-    if workers:
-        engine.close()
+    for pool in (engine, source):
+        if isinstance(pool, ActorPool):
+            pool.close()
+    if ray_started:
+        import ray
+
+        ray.shutdown()
     if results.get("before"):
         say(
             f"held-out greedy reward: {results['before']['greedy_reward']:.3f} -> {results['after']['greedy_reward']:.3f}"
@@ -767,23 +775,48 @@ def config_data_limits(config: OnlineConfig):
     return DataSection(max_length=max_length, max_prompt_length=1024)
 
 
+def start_ray_for_workers(config: OnlineConfig) -> bool | None:
+    """Ray for the rollout and reward workers: None when there are none, else whether this run
+    started Ray (and so stops it at the end)."""
+    section = config.distributed
+    workers = section.rollout_workers + section.reward_workers
+    if not workers:
+        return None
+    if distributed.world_size() > 1:
+        raise ValueError(
+            "distributed.rollout_workers and reward_workers serve one trainer process; run it without torchrun"
+        )
+    from rlxf.train.ray_ranks import start_ray
+
+    return start_ray(section, Path(config.output_dir), workers * section.cpus_per_rank)
+
+
 def rollout_engine(config: OnlineConfig, policy: nn.Module, encoder):
     """The trainer's own HF engine on the live policy, or Ray rollout workers when asked for."""
     if not config.distributed.rollout_workers:
         return HFEngine(policy, encoder, batch_size=config.sampling.batch_size)
-    if distributed.world_size() > 1:
-        raise ValueError("distributed.rollout_workers serve one trainer process; run it without torchrun")
     from rlxf.rollout.ray_workers import RayRolloutPool
-    from rlxf.train.ray_ranks import start_ray
 
     section = config.distributed
-    started = start_ray(section, Path(config.output_dir), section.rollout_workers * section.cpus_per_rank)
     return RayRolloutPool(
         policy,
         functools.partial(worker_engine, config),
         workers=section.rollout_workers,
         cpus_per_worker=section.cpus_per_rank,
-        owns_ray=started,
+    )
+
+
+def reward_source(config: OnlineConfig):
+    """The configured reward sources, in the trainer or on Ray reward workers."""
+    section = config.distributed
+    if not section.reward_workers:
+        return reward_function(config.rewards)
+    from rlxf.rewards.ray_workers import RayRewardPool
+
+    return RayRewardPool(
+        functools.partial(reward_function, config.rewards),
+        workers=section.reward_workers,
+        cpus_per_worker=section.cpus_per_rank,
     )
 
 

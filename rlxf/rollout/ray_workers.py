@@ -10,7 +10,6 @@ the same per-prompt seeds — the run goes on with the samples it would have had
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Callable, Sequence
 
@@ -19,8 +18,7 @@ from torch import nn
 
 from rlxf.data.records import Message
 from rlxf.rollout.base import Rollout, SamplingParams
-
-log = logging.getLogger(__name__)
+from rlxf.train.ray_actors import ActorPool, split
 
 
 class RolloutWorker:
@@ -42,7 +40,7 @@ class RolloutWorker:
         return self.engine.generate(prompts, sampling, seeds=seeds)
 
 
-class RayRolloutPool:
+class RayRolloutPool(ActorPool):
     """The rollout protocol over ``workers`` Ray actors; ``trained`` is the trainer's policy."""
 
     def __init__(
@@ -52,18 +50,9 @@ class RayRolloutPool:
         *,
         workers: int,
         cpus_per_worker: int = 1,
-        owns_ray: bool = False,
     ):
-        import ray
-
-        self.ray, self.trained, self.factory = ray, trained, engine_factory
-        self.cpus, self.owns_ray = cpus_per_worker, owns_ray
-        self.actor_class = ray.remote(RolloutWorker)
-        self.workers = [self._start() for _ in range(workers)]
-        self.restarts = 0
-
-    def _start(self):
-        return self.actor_class.options(num_cpus=self.cpus).remote(self.factory, self.cpus)
+        super().__init__(RolloutWorker, (engine_factory,), workers=workers, cpus_per_worker=cpus_per_worker)
+        self.trained = trained
 
     def generate(
         self, prompts: Sequence[list[Message]], sampling: SamplingParams, *, seeds: Sequence[int] | None = None
@@ -74,32 +63,14 @@ class RayRolloutPool:
         self, prompts: Sequence[list[Message]], sampling: SamplingParams, *, seeds: Sequence[int] | None = None
     ) -> PendingRollout:
         """Start generating with the trainer's current weights; ``.result()`` waits for it."""
-        job = PendingRollout(self, list(prompts), sampling, seeds, _split(len(prompts), len(self.workers)))
-        job.send([i for i, share in enumerate(job.shares) if share])
+        job = PendingRollout(self, list(prompts), sampling, seeds, split(len(prompts), len(self.workers)))
+        job.calls = {i: job.send(i) for i, share in enumerate(job.shares) if share}
         return job
 
     def weights_ref(self):
         from rlxf.train.checkpoint import trainable_state
 
-        return self.ray.put({name: t.clone() for name, t in trainable_state(self.trained).items()})
-
-    def replace_if_dead(self, index: int) -> bool:
-        try:
-            self.ray.get(self.workers[index].pid.remote(), timeout=30)
-            return False
-        except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError):
-            log.warning("rollout worker %d died; starting a new one", index)
-            self.ray.kill(self.workers[index])
-            self.workers[index] = self._start()
-            self.restarts += 1
-            return True
-
-    def close(self) -> None:
-        """Stop the workers (and Ray, when this pool's run started it)."""
-        for worker in self.workers:
-            self.ray.kill(worker)
-        if self.owns_ray:
-            self.ray.shutdown()
+        return self.ray.put(trainable_state(self.trained))
 
 
 class PendingRollout:
@@ -107,39 +78,19 @@ class PendingRollout:
 
     def __init__(self, pool: RayRolloutPool, prompts, sampling: SamplingParams, seeds, shares: list[list[int]]):
         self.pool, self.prompts, self.sampling, self.seeds, self.shares = pool, prompts, sampling, seeds, shares
+        self.weights = pool.weights_ref()  # the trainer's weights now: a share sent again uses them too
         self.calls: dict[int, object] = {}
 
-    def send(self, indices: list[int]) -> None:
-        """Weights, then the share's prompts, to each worker (an actor runs its calls in order)."""
-        weights = self.pool.weights_ref()
-        for i in indices:
-            worker, share = self.pool.workers[i], self.shares[i]
-            worker.load_weights.remote(weights)
-            seeds = None if self.seeds is None else [self.seeds[j] for j in share]
-            self.calls[i] = worker.generate.remote([self.prompts[j] for j in share], self.sampling, seeds)
+    def send(self, index: int):
+        """The weights, then the share's prompts, to one worker (an actor runs its calls in order)."""
+        worker, share = self.pool.workers[index], self.shares[index]
+        worker.load_weights.remote(self.weights)
+        seeds = None if self.seeds is None else [self.seeds[j] for j in share]
+        return worker.generate.remote([self.prompts[j] for j in share], self.sampling, seeds)
 
     def result(self) -> Rollout:
         """The whole rollout; a share whose worker died is generated again on its replacement."""
-        ray, parts = self.pool.ray, {}
-        while len(parts) < len(self.calls):
-            for i in sorted(self.calls.keys() - parts.keys()):
-                try:
-                    parts[i] = ray.get(self.calls[i])
-                except ray.exceptions.RayActorError:
-                    self.pool.replace_if_dead(i)
-                    self.send([i])
-        return concat_rollouts([parts[i] for i in sorted(parts)])
-
-
-def _split(count: int, parts: int) -> list[list[int]]:
-    """Contiguous shares of ``count`` prompts, as even as they go."""
-    size, extra = divmod(count, parts)
-    shares, start = [], 0
-    for part in range(parts):
-        end = start + size + (part < extra)
-        shares.append(list(range(start, end)))
-        start = end
-    return shares
+        return concat_rollouts(self.pool.gather(self.calls, self.send))
 
 
 def concat_rollouts(parts: Sequence[Rollout]) -> Rollout:

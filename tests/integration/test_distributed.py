@@ -108,7 +108,9 @@ def test_grpo_on_two_ranks_gives_the_samples_and_losses_of_one_and_resumes_on_tw
     assert_same_losses(single, train_rows(resumed), range(1, 5))
 
 
-def test_sharded_dpo_and_grpo_give_the_losses_of_one_rank_and_resume_across_rank_counts(tmp_path, small_hh, prompt_file):
+def test_sharded_dpo_and_grpo_give_the_losses_of_one_rank_and_resume_across_rank_counts(
+    tmp_path, small_hh, prompt_file
+):
     """FSDP2 over two ranks, full fine-tunes (so the embeddings, norm and head are sharded too):
     DPO and GRPO losses, gradient norms and GRPO samples equal one rank's; a sharded checkpoint
     resumes on one rank and a one-rank checkpoint on two sharded ranks; the saved model is whole."""
@@ -214,6 +216,20 @@ def test_ray_rollout_workers_give_the_samples_of_the_trainer_and_survive_a_kille
     for step in range(1, 7):  # the same samples, drawn by the workers with the trainer's weights
         assert got[step]["reward"] == pytest.approx(expected[step]["reward"], abs=1e-9), step
     assert got[6]["rollout_worker_restarts"] == 1 and got[1]["rollout_worker_restarts"] == 0
+
+
+def test_ray_reward_workers_give_the_trainers_rewards_and_survive_a_killed_worker(tmp_path, prompt_file):
+    pytest.importorskip("ray")
+    local, pooled = tmp_path / "local", tmp_path / "pooled"
+    launch(1, "grpo", *grpo(local, prompt_file, "train.max_steps=6"))
+    argv = [sys.executable, "-m", "rlxf.cli", "grpo", *grpo(pooled, prompt_file, "train.max_steps=6")]
+    argv.append("distributed.reward_workers=2")
+    run_and_kill_one(argv, lambda: bool(train_rows(pooled)), processes_named("RewardWorker"))
+    expected, got = train_rows(local), train_rows(pooled)
+    assert_same_losses(expected, got, range(1, 7))
+    for step in range(1, 7):
+        assert got[step]["reward"] == pytest.approx(expected[step]["reward"], abs=1e-9), step
+    assert got[6]["reward_worker_restarts"] == 1 and got[1]["reward_worker_restarts"] == 0
 
 
 def test_one_step_off_async_rollouts_learn_with_truncated_importance_weights(tmp_path, prompt_file):

@@ -3,7 +3,8 @@
 import torch
 
 from rlxf.rollout import Rollout
-from rlxf.rollout.ray_workers import _split, concat_rollouts
+from rlxf.rollout.ray_workers import concat_rollouts
+from rlxf.train.ray_actors import split
 
 
 def rollout(prompt_index, lengths, seconds):
@@ -23,9 +24,9 @@ def rollout(prompt_index, lengths, seconds):
 
 
 def test_shares_are_contiguous_and_as_even_as_they_go():
-    assert _split(5, 2) == [[0, 1, 2], [3, 4]]
-    assert _split(4, 2) == [[0, 1], [2, 3]]
-    assert _split(1, 3) == [[0], [], []]
+    assert split(5, 2) == [[0, 1, 2], [3, 4]]
+    assert split(4, 2) == [[0, 1], [2, 3]]
+    assert split(1, 3) == [[0], [], []]
 
 
 def test_rollouts_of_consecutive_shares_concatenate_in_order():

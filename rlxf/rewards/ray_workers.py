@@ -1,0 +1,70 @@
+"""Reward workers as Ray actors: reward sources (a reward model, an LLM judge, unit tests)
+scoring beside the trainer instead of inside it.
+
+Each worker builds the reward sources once; a batch of completions is split into one
+contiguous share per worker, and the shares' reward batches are joined in order. A worker
+that dies is replaced and its share scored again.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import torch
+
+from rlxf.data.records import Message
+from rlxf.rewards.base import RewardBatch
+from rlxf.train.ray_actors import ActorPool, split
+
+
+class RewardWorker:
+    """Holds reward sources built by ``source_factory()``."""
+
+    def __init__(self, source_factory: Callable, threads: int):
+        torch.set_num_threads(threads)
+        self.source = source_factory()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def score(self, prompts, completions, context) -> RewardBatch:
+        return self.source.score(prompts, completions, **context)
+
+
+class RayRewardPool(ActorPool):
+    """The reward-source protocol over ``workers`` Ray actors."""
+
+    name = "reward workers"
+
+    def __init__(self, source_factory: Callable, *, workers: int, cpus_per_worker: int = 1):
+        super().__init__(RewardWorker, (source_factory,), workers=workers, cpus_per_worker=cpus_per_worker)
+
+    def score(self, prompts: Sequence[list[Message]], completions: Sequence[str], **context) -> RewardBatch:
+        shares = split(len(completions), len(self.workers))
+
+        def send(index: int):
+            rows = shares[index]
+            return self.workers[index].score.remote(
+                [prompts[i] for i in rows],
+                [completions[i] for i in rows],
+                {key: [values[i] for i in rows] for key, values in context.items()},
+            )
+
+        return concat_reward_batches(self.gather({i: send(i) for i, rows in enumerate(shares) if rows}, send))
+
+
+def concat_reward_batches(parts: Sequence[RewardBatch]) -> RewardBatch:
+    """Reward batches of consecutive shares as one (per-token rewards right-padded with zeros)."""
+    token_rewards = None
+    if parts[0].token_rewards is not None:
+        width = max(p.token_rewards.shape[1] for p in parts)
+        token_rewards = torch.cat(
+            [torch.nn.functional.pad(p.token_rewards, (0, width - p.token_rewards.shape[1])) for p in parts]
+        )
+    return RewardBatch(
+        torch.cat([p.rewards for p in parts]),
+        {name: torch.cat([p.by_source[name] for p in parts]) for name in parts[0].by_source},
+        [detail for p in parts for detail in p.details],
+        token_rewards,
+    )
