@@ -8,25 +8,21 @@ that dies is replaced and its share scored again.
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Sequence
 
 import torch
 
 from rlxf.data.records import Message
 from rlxf.rewards.base import RewardBatch
-from rlxf.train.ray_actors import ActorPool, split
+from rlxf.train.ray_actors import ActorPool, PoolWorker, split
 
 
-class RewardWorker:
+class RewardWorker(PoolWorker):
     """Holds reward sources built by ``source_factory()``."""
 
     def __init__(self, source_factory: Callable, threads: int):
-        torch.set_num_threads(threads)
+        super().__init__(threads)
         self.source = source_factory()
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def score(self, prompts, completions, context) -> RewardBatch:
         return self.source.score(prompts, completions, **context)

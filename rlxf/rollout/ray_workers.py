@@ -10,7 +10,6 @@ the same per-prompt seeds — the run goes on with the samples it would have had
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Sequence
 
 import torch
@@ -18,18 +17,15 @@ from torch import nn
 
 from rlxf.data.records import Message
 from rlxf.rollout.base import Rollout, SamplingParams
-from rlxf.train.ray_actors import ActorPool, split
+from rlxf.train.ray_actors import ActorPool, PoolWorker, split
 
 
-class RolloutWorker:
+class RolloutWorker(PoolWorker):
     """Holds a policy copy and its engine; ``engine_factory()`` builds both."""
 
     def __init__(self, engine_factory: Callable, threads: int):
-        torch.set_num_threads(threads)
+        super().__init__(threads)
         self.engine = engine_factory()
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         from rlxf.train.checkpoint import load_trainable_state

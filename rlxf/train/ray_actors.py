@@ -9,9 +9,22 @@ share is sent again, so nothing is lost or counted twice.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable
 
+import torch
+
 log = logging.getLogger(__name__)
+
+
+class PoolWorker:
+    """Base of a pool's actor classes: its CPU threads, and a ``pid`` to check it is alive."""
+
+    def __init__(self, threads: int):
+        torch.set_num_threads(threads)
+
+    def pid(self) -> int:
+        return os.getpid()
 
 
 class ActorPool:

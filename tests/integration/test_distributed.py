@@ -203,33 +203,32 @@ def test_a_killed_ray_rank_is_replaced_and_the_run_goes_on_from_its_checkpoint(t
     assert_same_losses(train_rows(straight), train_rows(killed), range(1, 13))
 
 
-def test_ray_rollout_workers_give_the_samples_of_the_trainer_and_survive_a_killed_worker(tmp_path, prompt_file):
+def ray_workers_match_the_trainer(tmp_path, prompt_file, workers: str, actor: str, restarts: str) -> None:
+    """GRPO with two Ray workers of a kind (one SIGKILLed after step 1) gives the samples, rewards
+    and losses of the trainer doing that work itself; the replacement is counted once."""
     pytest.importorskip("ray")
     local, pooled = tmp_path / "local", tmp_path / "pooled"
     launch(1, "grpo", *grpo(local, prompt_file, "train.max_steps=6"))
-    argv = [sys.executable, "-m", "rlxf.cli", "grpo", *grpo(pooled, prompt_file, "train.max_steps=6")]
-    argv.append("distributed.rollout_workers=2")
-    # kill a worker once the first step is done
-    run_and_kill_one(argv, lambda: bool(train_rows(pooled)), processes_named("RolloutWorker"))
-    expected, got = train_rows(local), train_rows(pooled)
-    assert_same_losses(expected, got, range(1, 7))
-    for step in range(1, 7):  # the same samples, drawn by the workers with the trainer's weights
-        assert got[step]["reward"] == pytest.approx(expected[step]["reward"], abs=1e-9), step
-    assert got[6]["rollout_worker_restarts"] == 1 and got[1]["rollout_worker_restarts"] == 0
-
-
-def test_ray_reward_workers_give_the_trainers_rewards_and_survive_a_killed_worker(tmp_path, prompt_file):
-    pytest.importorskip("ray")
-    local, pooled = tmp_path / "local", tmp_path / "pooled"
-    launch(1, "grpo", *grpo(local, prompt_file, "train.max_steps=6"))
-    argv = [sys.executable, "-m", "rlxf.cli", "grpo", *grpo(pooled, prompt_file, "train.max_steps=6")]
-    argv.append("distributed.reward_workers=2")
-    run_and_kill_one(argv, lambda: bool(train_rows(pooled)), processes_named("RewardWorker"))
+    argv = [sys.executable, "-m", "rlxf.cli", "grpo", *grpo(pooled, prompt_file, "train.max_steps=6"), f"{workers}=2"]
+    run_and_kill_one(argv, lambda: bool(train_rows(pooled)), processes_named(actor))
     expected, got = train_rows(local), train_rows(pooled)
     assert_same_losses(expected, got, range(1, 7))
     for step in range(1, 7):
         assert got[step]["reward"] == pytest.approx(expected[step]["reward"], abs=1e-9), step
-    assert got[6]["reward_worker_restarts"] == 1 and got[1]["reward_worker_restarts"] == 0
+    assert got[6][restarts] == 1 and got[1][restarts] == 0
+
+
+def test_ray_rollout_workers_give_the_samples_of_the_trainer_and_survive_a_killed_worker(tmp_path, prompt_file):
+    # the workers draw with the trainer's weights and the same per-prompt seeds
+    ray_workers_match_the_trainer(
+        tmp_path, prompt_file, "distributed.rollout_workers", "RolloutWorker", "rollout_worker_restarts"
+    )
+
+
+def test_ray_reward_workers_give_the_trainers_rewards_and_survive_a_killed_worker(tmp_path, prompt_file):
+    ray_workers_match_the_trainer(
+        tmp_path, prompt_file, "distributed.reward_workers", "RewardWorker", "reward_worker_restarts"
+    )
 
 
 def test_one_step_off_async_rollouts_learn_with_truncated_importance_weights(tmp_path, prompt_file):
