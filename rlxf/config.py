@@ -286,6 +286,9 @@ class DistributedSection:
     rollout_workers: int = 0
     """Online recipes: Ray actors that generate rollouts, each with a copy of the policy given the
     trainer's weights before every generation (cpus_per_rank CPUs each); 0 = the trainer generates."""
+    reference_worker: bool = False
+    """Online recipes with a KL term: the reference model in a Ray actor of its own (cpus_per_rank
+    CPUs), out of the trainer's memory."""
     reward_workers: int = 0
     """Online recipes: Ray actors that compute the rewards, each building the reward sources once
     (a reward model or judge then runs beside the trainer; cpus_per_rank CPUs each); 0 = the trainer."""
@@ -303,9 +306,10 @@ class DistributedSection:
             raise ValueError(
                 "distributed.ranks and cpus_per_rank must be >= 1, max_restarts, rollout_workers and reward_workers >= 0"
             )
-        if (self.rollout_workers or self.reward_workers) and self.backend == "ray":
+        if (self.rollout_workers or self.reward_workers or self.reference_worker) and self.backend == "ray":
             raise ValueError(
-                "distributed.rollout_workers and reward_workers serve one trainer process: use backend=torchrun, one process"
+                "distributed.rollout_workers, reward_workers and reference_worker serve one trainer process: "
+                "use backend=torchrun, one process"
             )
 
 

@@ -54,8 +54,9 @@ from rlxf.losses.policy import (
 from rlxf.losses.reduce import aggregate
 from rlxf.losses.value import clipped_value_loss
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
-from rlxf.models import resolve_model_path
+from rlxf.models import load_causal_lm, load_reward_model, resolve_model_path
 from rlxf.models.lora import is_lora
+from rlxf.models.packing import use_packed_attention
 from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows, save_results, say, write_config
 from rlxf.recipes.dpo import ReferenceSection
 from rlxf.rewards import FormatReward, LengthPenalty, MathVerifier, RewardBatch, UnitTestReward, WeightedSum
@@ -390,9 +391,6 @@ class Reference:
         self.policy = policy
         self.model = None
         if name:
-            from rlxf.models import load_causal_lm
-            from rlxf.models.packing import use_packed_attention
-
             self.model = load_causal_lm(name, dtype=dtype, seed=seed).eval().requires_grad_(False)
             use_packed_attention(self.model)
         elif not is_lora(policy):
@@ -455,9 +453,7 @@ def train_online(config: OnlineConfig) -> dict:
     ray_started = start_ray_for_workers(config)
     engine, workers = rollout_engine(config, policy, encoder), config.distributed.rollout_workers
     source = reward_source(config)
-    reference = (
-        Reference(policy, config.reference.name, config.policy.dtype, config.train.seed) if config.kl_coef > 0 else None
-    )
+    reference = reference_model(config, policy) if config.kl_coef > 0 else None
     kl_control = AdaptiveKLController(config.kl_coef, config.kl_target) if config.kl_target > 0 else None
     sampling = SamplingParams(
         max_new_tokens=config.sampling.max_new_tokens,
@@ -622,7 +618,7 @@ def train_online(config: OnlineConfig) -> dict:
         results.update(after=after, held_out=scalars(after))
         run.log_eval(results["held_out"])
     run.finish()
-    for pool in (engine, source):
+    for pool in (engine, source, reference):
         if isinstance(pool, ActorPool):
             pool.close()
     if ray_started:
@@ -778,9 +774,6 @@ def value_loss_term(config, values: TokenLogps, experience: Experience, micro, m
 
 def build_critic(config: OnlineConfig) -> nn.Module:
     """A value model: the critic backbone with a scalar head, packed attention on."""
-    from rlxf.models import load_reward_model
-    from rlxf.models.packing import use_packed_attention
-
     critic = load_reward_model(config.critic or config.policy.name, dtype=config.policy.dtype, seed=config.train.seed)
     use_packed_attention(critic)
     return critic
@@ -798,7 +791,7 @@ def start_ray_for_workers(config: OnlineConfig) -> bool | None:
     """Ray for the rollout and reward workers: None when there are none, else whether this run
     started Ray (and so stops it at the end)."""
     section = config.distributed
-    workers = section.rollout_workers + section.reward_workers
+    workers = section.rollout_workers + section.reward_workers + (section.reference_worker and config.kl_coef > 0)
     if not workers:
         return None
     if distributed.world_size() > 1:
@@ -839,6 +832,30 @@ def vllm_engine(config: OnlineConfig, encoder):
         max_model_len=encoder.max_prompt_length + config.sampling.max_new_tokens + 8,
         seed=config.train.seed,
     )
+
+
+def reference_model(config: OnlineConfig, policy: nn.Module):
+    """The frozen reference for the KL term: in the trainer, or in a Ray actor when asked for."""
+    if not config.distributed.reference_worker:
+        return Reference(policy, config.reference.name, config.policy.dtype, config.train.seed)
+    from rlxf.models.ray_reference import RayReference
+
+    return RayReference(
+        policy,
+        functools.partial(reference_worker_model, config),
+        cpus=config.distributed.cpus_per_rank,
+        refreshable=not config.reference.name and not is_lora(policy),
+    )
+
+
+def reference_worker_model(config: OnlineConfig) -> nn.Module:
+    """The reference as the trainer's Reference holds it: ``reference.name``, else the initial
+    policy (for LoRA, its base model: the same weights)."""
+    model = load_causal_lm(
+        config.reference.name or config.policy.name, dtype=config.policy.dtype, seed=config.train.seed
+    )
+    use_packed_attention(model)
+    return model
 
 
 def reward_source(config: OnlineConfig):

@@ -143,16 +143,16 @@ def test_sharded_dpo_and_grpo_give_the_losses_of_one_rank_and_resume_across_rank
         assert_same_losses(single, train_rows(on_two), steps)
 
 
-def run_and_kill_one(argv: list[str], ready, find_processes) -> str:
-    """Start ``argv``; once ``ready()`` holds, SIGKILL one of the two processes ``find_processes()``
-    lists; wait for the run to finish on its own and return its stderr."""
+def run_and_kill_one(argv: list[str], ready, find_processes, expected: int = 2) -> str:
+    """Start ``argv``; once ``ready()`` holds, SIGKILL the last of the ``expected`` processes
+    ``find_processes()`` lists; wait for the run to finish on its own and return its stderr."""
     run = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not ready():
         assert run.poll() is None and time.time() < deadline, "the run ended before it was ready to be hit"
         time.sleep(0.05)
     victims = find_processes(run.pid)
-    assert len(victims) == 2, victims
+    assert len(victims) == expected, victims
     os.kill(victims[-1], signal.SIGKILL)
     _, errors = run.communicate(timeout=600)
     assert run.returncode == 0, errors[-3000:]
@@ -229,6 +229,32 @@ def test_ray_reward_workers_give_the_trainers_rewards_and_survive_a_killed_worke
     ray_workers_match_the_trainer(
         tmp_path, prompt_file, "distributed.reward_workers", "RewardWorker", "reward_worker_restarts"
     )
+
+
+def test_a_ray_reference_gives_the_trainers_kl_and_survives_a_killed_worker_after_a_refresh(tmp_path, prompt_file):
+    """GRPO with a KL loss and the reference refreshed every 2 steps: the reference in a Ray actor
+    (SIGKILLed after step 3, so its replacement must be given the refreshed weights) gives the
+    per-step KL and losses of the reference in the trainer."""
+    pytest.importorskip("ray")
+    kl = ("train.max_steps=6", "kl_coef=0.5", "kl_penalty=loss", "reference_refresh_every=2")
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    launch(1, "grpo", *grpo(local, prompt_file, *kl))
+    argv = [
+        sys.executable,
+        "-m",
+        "rlxf.cli",
+        "grpo",
+        *grpo(remote, prompt_file, *kl),
+        "distributed.reference_worker=true",
+    ]
+    run_and_kill_one(argv, lambda: len(train_rows(remote)) >= 3, processes_named("ReferenceWorker"), expected=1)
+    expected, got = train_rows(local), train_rows(remote)
+    assert_same_losses(expected, got, range(1, 7))
+    for step in range(1, 7):
+        assert got[step]["kl"] == pytest.approx(expected[step]["kl"], rel=1e-4, abs=1e-7), step
+    # a refresh after steps 2 and 4 makes the reference the policy that samples steps 3 and 5
+    assert all(abs(expected[step]["kl"]) < 1e-6 for step in (3, 5)), expected
+    assert all(expected[step]["kl"] > 1e-6 for step in (2, 4, 6)), expected
 
 
 def test_one_step_off_async_rollouts_learn_with_truncated_importance_weights(tmp_path, prompt_file):
