@@ -194,7 +194,7 @@ class TrainingForward:
         """Inside, every weight of a sharded model is whole on every rank (generation, evaluation,
         saving call the model outside the training forward); a no-op unless sharded. Every rank
         must enter it together: gathering the weights is a collective."""
-        layers = self.keep_full_weights()
+        layers = self._unshard()
         try:
             yield
         finally:
@@ -203,9 +203,9 @@ class TrainingForward:
             for unit in layers:
                 unit.set_reshard_after_forward(True, recurse=False)
 
-    def keep_full_weights(self) -> list[nn.Module]:
-        """Gathers a sharded model's weights until resharded; returns the units that no longer
-        reshard after their forward."""
+    def _unshard(self) -> list[nn.Module]:
+        """Gathers a sharded model's weights until resharded; returns the units told not to
+        reshard after their forward meanwhile."""
         layers = [unit for unit in self.sharded_units if unit is not self.parallel]  # the root is not called here
         for unit in layers:
             unit.set_reshard_after_forward(False, recurse=False)  # stay whole through every call
