@@ -5,7 +5,9 @@ With no process group (a single process) every answer is trivial. Under ``torchr
 group (NCCL between GPUs, gloo on CPU), takes its share of every global batch, and its
 gradients are summed with the other ranks' by ``DistributedDataParallel`` (every rank holds the
 whole model) or by FSDP2's ``fully_shard`` (each rank holds a shard of every weight, gradient
-and optimizer state; weights are gathered layer by layer as the forward pass needs them).
+and optimizer state; weights are gathered layer by layer as the forward pass needs them: Zhao et
+al., "PyTorch FSDP: Experiences on Scaling Fully Sharded Data Parallel", VLDB 2023, after
+Rajbhandari et al.'s ZeRO, SC 2020).
 """
 
 from __future__ import annotations
