@@ -118,5 +118,6 @@ def test_profile_step_writes_that_steps_operators_stacks_and_trace(tmp_path):
         run.end_step(1.0)
     profile = tmp_path / "profile"
     assert sorted(p.name for p in profile.iterdir()) == ["step_2.json", "step_2.stacks", "step_2.txt"]
-    assert "aten::addmm" in (profile / "step_2.txt").read_text()  # the forward of step 2
+    assert "Self CPU time total" in (profile / "step_2.txt").read_text()
+    assert "aten::addmm" in (profile / "step_2.json").read_text()  # the forward of step 2, in the trace
     assert "test_resume_and_accumulation.py" in (profile / "step_2.stacks").read_text()
