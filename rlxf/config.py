@@ -292,12 +292,23 @@ class DistributedSection:
     reward_workers: int = 0
     """Online recipes: Ray actors that compute the rewards, each building the reward sources once
     (a reward model or judge then runs beside the trainer; cpus_per_rank CPUs each); 0 = the trainer."""
+    gpus_per_worker: float = 0.0
+    """GPUs Ray gives each rollout, reward and reference worker: 1 places each on a GPU of its own,
+    a fraction lets workers share GPUs (colocated), 0 keeps them on CPUs."""
+    weight_sync: str = "object_store"
+    """How rollout workers get the trainer's weights: object_store (Ray's shared memory) or
+    broadcast (a torch.distributed group of the trainer and the workers; NCCL when the trainer is on
+    a GPU, each worker then on a GPU of its own, gloo on CPU)."""
 
     def __post_init__(self):
         if self.backend not in ("torchrun", "ray"):
             raise ValueError(f"distributed.backend must be torchrun or ray, got {self.backend!r}")
         if self.strategy not in ("ddp", "fsdp"):
             raise ValueError(f"distributed.strategy must be ddp or fsdp, got {self.strategy!r}")
+        if self.weight_sync not in ("object_store", "broadcast"):
+            raise ValueError(f"distributed.weight_sync must be object_store or broadcast, got {self.weight_sync!r}")
+        if self.gpus_per_worker < 0:
+            raise ValueError(f"distributed.gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
         if (
             self.ranks < 1
             or self.cpus_per_rank < 1

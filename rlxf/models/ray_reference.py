@@ -37,8 +37,10 @@ class RayReference(ActorPool):
     ``reference.name``); ``refresh`` copies ``policy`` into it when ``refreshable`` (not for
     LoRA, whose reference is the base model)."""
 
-    def __init__(self, policy: nn.Module, model_factory: Callable[[], nn.Module], *, cpus: int, refreshable: bool):
-        super().__init__(ReferenceWorker, (model_factory,), workers=1, cpus_per_worker=cpus)
+    def __init__(
+        self, policy: nn.Module, model_factory: Callable[[], nn.Module], *, cpus: int, gpus=0.0, refreshable: bool
+    ):
+        super().__init__(ReferenceWorker, (model_factory,), workers=1, cpus_per_worker=cpus, gpus_per_worker=gpus)
         self.policy, self.refreshable, self.state = policy, refreshable, None
 
     def token_logps(self, batch, temperature: float) -> Tensor:

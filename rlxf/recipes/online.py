@@ -817,6 +817,9 @@ def rollout_engine(config: OnlineConfig, policy: nn.Module, encoder):
         functools.partial(worker_engine, config),
         workers=section.rollout_workers,
         cpus_per_worker=section.cpus_per_rank,
+        gpus_per_worker=section.gpus_per_worker,
+        weight_sync=section.weight_sync,
+        asynchronous=config.async_rollouts,
     )
 
 
@@ -844,6 +847,7 @@ def reference_model(config: OnlineConfig, policy: nn.Module):
         policy,
         functools.partial(reference_worker_model, config),
         cpus=config.distributed.cpus_per_rank,
+        gpus=config.distributed.gpus_per_worker,
         refreshable=not config.reference.name and not is_lora(policy),
     )
 
@@ -869,6 +873,7 @@ def reward_source(config: OnlineConfig):
         functools.partial(reward_function, config.rewards),
         workers=section.reward_workers,
         cpus_per_worker=section.cpus_per_rank,
+        gpus_per_worker=section.gpus_per_worker,
     )
 
 

@@ -33,8 +33,14 @@ class RayRewardPool(ActorPool):
 
     name = "reward workers"
 
-    def __init__(self, source_factory: Callable, *, workers: int, cpus_per_worker: int = 1):
-        super().__init__(RewardWorker, (source_factory,), workers=workers, cpus_per_worker=cpus_per_worker)
+    def __init__(self, source_factory: Callable, *, workers: int, cpus_per_worker: int = 1, gpus_per_worker=0.0):
+        super().__init__(
+            RewardWorker,
+            (source_factory,),
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker,
+        )
 
     def score(self, prompts: Sequence[list[Message]], completions: Sequence[str], **context) -> RewardBatch:
         shares = split(len(completions), len(self.workers))

@@ -2,7 +2,9 @@
 
 Each worker builds its own copy of the policy and an HF engine once; before every
 generation the trainer pushes its trainable weights (the LoRA adapters alone when LoRA is
-used) through Ray's object store, so workers always sample from the current policy. A
+used) through Ray's object store, or with ``weight_sync="broadcast"`` by a torch.distributed
+broadcast (:mod:`rlxf.rollout.weight_broadcast`), so workers always sample from the current
+policy. A
 batch is split into one contiguous share of prompts per worker. A worker that dies is
 replaced by a fresh one, given the current weights, and its share is generated again with
 the same per-prompt seeds — the run goes on with the samples it would have had.
@@ -32,6 +34,16 @@ class RolloutWorker(PoolWorker):
 
         load_trainable_state(self.engine.model, state)
 
+    def join_weight_group(self, host: str, port: int, rank: int, size: int, backend: str) -> None:
+        from rlxf.rollout.weight_broadcast import open_group
+
+        self.weight_group = open_group(host, port, rank, size, backend)
+
+    def receive_weights(self, names: list[tuple[str, tuple[int, ...]]]) -> None:
+        from rlxf.rollout.weight_broadcast import receive
+
+        receive(self.weight_group, self.engine.model, names)
+
     def generate(self, prompts, sampling: SamplingParams, seeds) -> Rollout:
         return self.engine.generate(prompts, sampling, seeds=seeds)
 
@@ -46,9 +58,27 @@ class RayRolloutPool(ActorPool):
         *,
         workers: int,
         cpus_per_worker: int = 1,
+        gpus_per_worker: float = 0.0,
+        weight_sync: str = "object_store",
+        asynchronous: bool = False,
     ):
-        super().__init__(RolloutWorker, (engine_factory,), workers=workers, cpus_per_worker=cpus_per_worker)
-        self.trained = trained
+        """``asynchronous``: the trainer updates while a rollout is in flight, so a share sent again
+        after a worker died needs a snapshot of the weights it was started with."""
+        super().__init__(
+            RolloutWorker,
+            (engine_factory,),
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker,
+        )
+        self.trained, self.asynchronous = trained, asynchronous
+        self.broadcast = None
+        if weight_sync == "broadcast":
+            from rlxf.rollout.weight_broadcast import WeightBroadcast
+
+            device = next(trained.parameters()).device
+            self.broadcast = WeightBroadcast(self, "nccl" if device.type == "cuda" else "gloo")
+            self.broadcast.connect()
 
     def generate(
         self, prompts: Sequence[list[Message]], sampling: SamplingParams, *, seeds: Sequence[int] | None = None
@@ -63,10 +93,16 @@ class RayRolloutPool(ActorPool):
         job.calls = {i: job.send(i) for i, share in enumerate(job.shares) if share}
         return job
 
-    def weights_ref(self):
+    def current_weights(self):
+        """The trainer's weights now, as a push sends them: an object-store reference, or for a
+        broadcast the live parameters (a copy when training goes on during the rollout)."""
+        from rlxf.rollout.weight_broadcast import live_trainable
         from rlxf.train.checkpoint import trainable_state
 
-        return self.ray.put(trainable_state(self.trained))
+        if self.broadcast is None:
+            return self.ray.put(trainable_state(self.trained))
+        live = live_trainable(self.trained)
+        return {name: t.detach().clone() for name, t in live.items()} if self.asynchronous else live
 
 
 class PendingRollout:
@@ -74,19 +110,25 @@ class PendingRollout:
 
     def __init__(self, pool: RayRolloutPool, prompts, sampling: SamplingParams, seeds, shares: list[list[int]]):
         self.pool, self.prompts, self.sampling, self.seeds, self.shares = pool, prompts, sampling, seeds, shares
-        self.weights = pool.weights_ref()  # the trainer's weights now: a share sent again uses them too
+        self.weights = pool.current_weights()  # a share sent again uses these too
+        if pool.broadcast is not None:
+            pool.broadcast.push(self.weights)
         self.calls: dict[int, object] = {}
 
-    def send(self, index: int):
+    def send(self, index: int, *, replaced: bool = False):
         """The weights, then the share's prompts, to one worker (an actor runs its calls in order)."""
         worker, share = self.pool.workers[index], self.shares[index]
-        worker.load_weights.remote(self.weights)
+        if self.pool.broadcast is None:
+            worker.load_weights.remote(self.weights)
+        elif replaced:  # the replacement joins a new group with the others and is sent the weights
+            self.pool.broadcast.connect()
+            self.pool.broadcast.push(self.weights)
         seeds = None if self.seeds is None else [self.seeds[j] for j in share]
         return worker.generate.remote([self.prompts[j] for j in share], self.sampling, seeds)
 
     def result(self) -> Rollout:
         """The whole rollout; a share whose worker died is generated again on its replacement."""
-        return concat_rollouts(self.pool.gather(self.calls, self.send))
+        return concat_rollouts(self.pool.gather(self.calls, lambda index: self.send(index, replaced=True)))
 
 
 def concat_rollouts(parts: Sequence[Rollout]) -> Rollout:

@@ -29,18 +29,19 @@ class PoolWorker:
 
 class ActorPool:
     """``workers`` actors of ``actor_class`` (a plain class), each made with ``(*args, cpus)`` and
-    given ``cpus`` CPUs."""
+    given ``cpus`` CPUs and ``gpus`` GPUs (a fraction below 1 lets actors share a GPU)."""
 
-    def __init__(self, actor_class: type, args: tuple, *, workers: int, cpus_per_worker: int):
+    def __init__(self, actor_class: type, args: tuple, *, workers: int, cpus_per_worker: int, gpus_per_worker=0.0):
         import ray
 
-        self.ray, self.args, self.cpus, self.kind = ray, args, cpus_per_worker, actor_class.__name__
+        self.ray, self.args, self.kind = ray, args, actor_class.__name__
+        self.cpus, self.gpus = cpus_per_worker, gpus_per_worker
         self.remote_class = ray.remote(actor_class)
         self.workers = [self._start() for _ in range(workers)]
         self.restarts = 0
 
     def _start(self):
-        return self.remote_class.options(num_cpus=self.cpus).remote(*self.args, self.cpus)
+        return self.remote_class.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(*self.args, self.cpus)
 
     def replace_if_dead(self, index: int) -> bool:
         """Start a new actor in place of worker ``index`` if it no longer answers."""

@@ -203,13 +203,14 @@ def test_a_killed_ray_rank_is_replaced_and_the_run_goes_on_from_its_checkpoint(t
     assert_same_losses(train_rows(straight), train_rows(killed), range(1, 13))
 
 
-def ray_workers_match_the_trainer(tmp_path, prompt_file, workers: str, actor: str, restarts: str) -> None:
+def ray_workers_match_the_trainer(tmp_path, prompt_file, workers: str, actor: str, restarts: str, *extra) -> None:
     """GRPO with two Ray workers of a kind (one SIGKILLed after step 1) gives the samples, rewards
     and losses of the trainer doing that work itself; the replacement is counted once."""
     pytest.importorskip("ray")
     local, pooled = tmp_path / "local", tmp_path / "pooled"
     launch(1, "grpo", *grpo(local, prompt_file, "train.max_steps=6"))
-    argv = [sys.executable, "-m", "rlxf.cli", "grpo", *grpo(pooled, prompt_file, "train.max_steps=6"), f"{workers}=2"]
+    argv = [sys.executable, "-m", "rlxf.cli", "grpo", *grpo(pooled, prompt_file, "train.max_steps=6", *extra)]
+    argv.append(f"{workers}=2")
     run_and_kill_one(argv, lambda: bool(train_rows(pooled)), processes_named(actor))
     expected, got = train_rows(local), train_rows(pooled)
     assert_same_losses(expected, got, range(1, 7))
@@ -218,10 +219,19 @@ def ray_workers_match_the_trainer(tmp_path, prompt_file, workers: str, actor: st
     assert got[6][restarts] == 1 and got[1][restarts] == 0
 
 
-def test_ray_rollout_workers_give_the_samples_of_the_trainer_and_survive_a_killed_worker(tmp_path, prompt_file):
-    # the workers draw with the trainer's weights and the same per-prompt seeds
+@pytest.mark.parametrize("weight_sync", ["object_store", "broadcast"])
+def test_ray_rollout_workers_give_the_samples_of_the_trainer_and_survive_a_killed_worker(
+    tmp_path, prompt_file, weight_sync
+):
+    # the workers draw with the trainer's weights and the same per-prompt seeds; with a broadcast
+    # the replacement joins a new gloo group with the surviving worker
     ray_workers_match_the_trainer(
-        tmp_path, prompt_file, "distributed.rollout_workers", "RolloutWorker", "rollout_worker_restarts"
+        tmp_path,
+        prompt_file,
+        "distributed.rollout_workers",
+        "RolloutWorker",
+        "rollout_worker_restarts",
+        f"distributed.weight_sync={weight_sync}",
     )
 
 
