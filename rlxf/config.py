@@ -319,8 +319,8 @@ class DistributedSection:
             )
         if (self.rollout_workers or self.reward_workers or self.reference_worker) and self.backend == "ray":
             raise ValueError(
-                "distributed.rollout_workers, reward_workers and reference_worker serve one trainer process: "
-                "use backend=torchrun, one process"
+                "distributed.rollout_workers, reward_workers and reference_worker serve trainer ranks started "
+                "by torchrun (or one plain process): use backend=torchrun"
             )
 
 

@@ -54,5 +54,8 @@ class RayReference(ActorPool):
     def refresh(self) -> None:
         """T1: the current policy becomes the reference."""
         if self.refreshable:
-            self.state = self.ray.put({name: t.detach().cpu() for name, t in self.policy.state_dict().items()})
+            from rlxf.train.checkpoint import gathered  # a sharded policy is made whole (a collective)
+
+            state = gathered({name: t.detach() for name, t in self.policy.state_dict().items()})
+            self.state = self.ray.put({name: t.cpu() for name, t in state.items()})
             self.workers[0].load_state.remote(self.state)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import random
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -618,13 +620,8 @@ def train_online(config: OnlineConfig) -> dict:
         results.update(after=after, held_out=scalars(after))
         run.log_eval(results["held_out"])
     run.finish()
-    for pool in (engine, source, reference):
-        if isinstance(pool, ActorPool):
-            pool.close()
-    if ray_started:
-        import ray
-
-        ray.shutdown()
+    if ray_started is not None:
+        close_workers((engine, source, reference), leave_ray=ray_started)
     if results.get("before"):
         say(
             f"held-out greedy reward: {results['before']['greedy_reward']:.3f} -> {results['after']['greedy_reward']:.3f}"
@@ -788,19 +785,49 @@ def config_data_limits(config: OnlineConfig):
 
 
 def start_ray_for_workers(config: OnlineConfig) -> bool | None:
-    """Ray for the rollout and reward workers: None when there are none, else whether this run
-    started Ray (and so stops it at the end)."""
+    """Ray for the rollout, reward and reference workers: None when there are none, else whether
+    this process joined Ray (and so leaves it at the end). With several training ranks each rank
+    has workers of its own; rank 0 starts Ray (or every rank joins ``distributed.address``)."""
     section = config.distributed
     workers = section.rollout_workers + section.reward_workers + (section.reference_worker and config.kl_coef > 0)
     if not workers:
         return None
-    if distributed.world_size() > 1:
-        raise ValueError(
-            "distributed.rollout_workers and reward_workers serve one trainer process; run it without torchrun"
-        )
     from rlxf.train.ray_ranks import start_ray
 
-    return start_ray(section, Path(config.output_dir), workers * section.cpus_per_rank)
+    if distributed.world_size() == 1 or section.address:
+        return start_ray(section, Path(config.output_dir), workers * section.cpus_per_rank)
+    # rank 0 starts Ray for every rank's workers; the others join with its address and a token
+    # made for this run (Ray's local clusters require one)
+    joining = [None, None, None]
+    if distributed.is_main():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        start_ray(section, Path(config.output_dir), distributed.world_size() * workers * section.cpus_per_rank)
+        import ray
+
+        joining = [ray.get_runtime_context().gcs_address, os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN"]]
+    torch.distributed.broadcast_object_list(joining, src=0)
+    if not distributed.is_main():
+        os.environ.update(RAY_AUTH_MODE=joining[1], RAY_AUTH_TOKEN=joining[2])
+        start_ray(replace(section, address=joining[0]), Path(config.output_dir), 0)
+    return True
+
+
+def close_workers(pools, *, leave_ray: bool) -> None:
+    """Close this rank's worker pools, and leave Ray when this run joined it: rank 0, which may
+    have started it for every rank, last."""
+    for pool in pools:
+        if isinstance(pool, ActorPool):
+            pool.close()
+    if not leave_ray:
+        return
+    import ray
+
+    if not distributed.is_main():
+        ray.shutdown()
+    distributed.barrier()
+    if distributed.is_main():
+        ray.shutdown()
 
 
 def rollout_engine(config: OnlineConfig, policy: nn.Module, encoder):

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from rlxf.data.records import Message
 from rlxf.rollout.base import Rollout, SamplingParams
@@ -95,13 +96,16 @@ class RayRolloutPool(ActorPool):
 
     def current_weights(self):
         """The trainer's weights now, as a push sends them: an object-store reference, or for a
-        broadcast the live parameters (a copy when training goes on during the rollout)."""
+        broadcast the live parameters (a copy when training goes on during the rollout). A sharded
+        trainer's are gathered whole first: a collective, so every rank submits at the same step."""
         from rlxf.rollout.weight_broadcast import live_trainable
-        from rlxf.train.checkpoint import trainable_state
+        from rlxf.train.checkpoint import gathered, trainable_state
 
         if self.broadcast is None:
-            return self.ray.put(trainable_state(self.trained))
+            return self.ray.put(gathered(trainable_state(self.trained)))
         live = live_trainable(self.trained)
+        if any(isinstance(t, DTensor) for t in live.values()):
+            return gathered({name: t.detach() for name, t in live.items()})
         return {name: t.detach().clone() for name, t in live.items()} if self.asynchronous else live
 
 

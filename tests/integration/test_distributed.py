@@ -267,6 +267,28 @@ def test_a_ray_reference_gives_the_trainers_kl_and_survives_a_killed_worker_afte
     assert all(expected[step]["kl"] > 1e-6 for step in (2, 4, 6)), expected
 
 
+def test_each_of_two_sharded_ranks_gets_its_own_ray_workers_and_the_losses_of_one_rank(tmp_path, prompt_file):
+    """torchrun with 2 FSDP ranks, each with a rollout worker (weights gathered whole, then
+    broadcast over gloo), a reward worker and a reference worker refreshed every 2 steps: rank 0
+    starts Ray, rank 1 joins it, and the per-step losses, rewards and KL are one plain rank's."""
+    pytest.importorskip("ray")
+    kl = ("kl_coef=0.5", "kl_penalty=loss", "reference_refresh_every=2")
+    one, two = tmp_path / "one", tmp_path / "two"
+    launch(1, "grpo", *grpo(one, prompt_file, *kl))
+    workers = ("distributed.rollout_workers=1", "distributed.reward_workers=1", "distributed.reference_worker=true")
+    launch(
+        2,
+        "grpo",
+        *grpo(two, prompt_file, *kl, *workers, "distributed.strategy=fsdp", "distributed.weight_sync=broadcast"),
+    )
+    expected, got = train_rows(one), train_rows(two)
+    assert_same_losses(expected, got, range(1, 5))
+    for step in range(1, 5):
+        assert got[step]["reward"] == pytest.approx(expected[step]["reward"], abs=1e-9), step
+        assert got[step]["kl"] == pytest.approx(expected[step]["kl"], rel=1e-4, abs=1e-7), step
+    assert expected[2]["kl"] > 1e-6 and expected[4]["kl"] > 1e-6
+
+
 def test_one_step_off_async_rollouts_learn_with_truncated_importance_weights(tmp_path, prompt_file):
     pytest.importorskip("ray")
     extra = ("train.max_steps=12", "distributed.rollout_workers=2", "async_rollouts=true", "tis_cap=2.0")
