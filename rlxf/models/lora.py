@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 
 def apply_lora(
@@ -44,3 +45,20 @@ def merged_copy_for_saving(model: nn.Module) -> nn.Module:
     if not is_lora(model):
         return model
     return copy.deepcopy(model).merge_and_unload()
+
+
+def merged_lora_weights(model: nn.Module) -> dict[str, Tensor]:
+    """The weights LoRA changes, merged: W + ΔW for every adapted layer, under the base model's
+    transformers names — what a generation engine holding the base model needs after an update.
+    The model itself is left as it is (peft's ``merge_adapter`` would add ΔW in place and
+    subtract it again, drifting by rounding each time)."""
+    from peft.tuners.lora import LoraLayer
+
+    merged = {}
+    with torch.no_grad():
+        for name, module in unwrap(model).named_modules():
+            if isinstance(module, LoraLayer):
+                weight = module.get_base_layer().weight
+                deltas = [module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A]
+                merged[f"{name}.weight"] = weight + sum(deltas) if deltas else weight
+    return merged

@@ -57,7 +57,7 @@ from rlxf.losses.reduce import aggregate
 from rlxf.losses.value import clipped_value_loss
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
 from rlxf.models import load_causal_lm, load_reward_model, resolve_model_path
-from rlxf.models.lora import is_lora
+from rlxf.models.lora import is_lora, merged_lora_weights
 from rlxf.models.packing import use_packed_attention
 from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows, save_results, say, write_config
 from rlxf.recipes.dpo import ReferenceSection
@@ -495,7 +495,7 @@ def train_online(config: OnlineConfig) -> dict:
 
     def sync_weights() -> None:
         if isinstance(engine, VLLMEngine) and pushed_at[0] != run.step:
-            engine.load_weights(trainable_state(policy))
+            engine.load_weights(merged_lora_weights(policy) if is_lora(policy) else trainable_state(policy))
             pushed_at[0] = run.step
 
     before = held_out_eval() if run.step == 0 and held_prompts else None
@@ -851,10 +851,8 @@ def rollout_engine(config: OnlineConfig, policy: nn.Module, encoder):
 
 
 def vllm_engine(config: OnlineConfig, encoder):
-    if config.policy.lora.rank or config.distributed.rollout_workers:
-        raise ValueError(
-            "sampling.engine=vllm takes a full fine-tune's weights in the trainer process: no LoRA or rollout workers"
-        )
+    if config.distributed.rollout_workers:
+        raise ValueError("sampling.engine=vllm generates in the trainer process: set distributed.rollout_workers=0")
     return VLLMEngine(
         resolve_model_path(config.policy.name),
         encoder,

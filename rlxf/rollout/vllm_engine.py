@@ -65,7 +65,8 @@ class VLLMEngine(ChatEngine):
         )
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        """The trainer's current weights, by transformers name (full fine-tune; LoRA merged)."""
+        """The trainer's current weights, by transformers name: all of them for a full fine-tune,
+        the adapted layers merged for LoRA (:func:`rlxf.models.lora.merged_lora_weights`)."""
         weights = [(name, tensor.detach()) for name, tensor in state.items()]
         self.llm.collective_rpc(_load_weights, args=(weights,))
         self.llm.reset_prefix_cache()  # cached prompt states belong to the old weights

@@ -35,3 +35,29 @@ def test_with_lora_only_the_adapters_are_pushed_to_rollout_workers():
     assert pushed and all("lora_" in name for name in pushed)
     adapters = sum(t.numel() for t in pushed.values())
     assert adapters < sum(p.numel() for p in policy.parameters()) / 5
+
+
+def test_merged_lora_weights_are_w_plus_scaled_ba_and_give_the_adapted_models_outputs():
+    from rlxf.config import LoraSection, ModelSection
+    from rlxf.models.lora import merged_lora_weights
+    from rlxf.recipes.common import build_policy
+
+    section = ModelSection(name="tiny-llama", lora=LoraSection(rank=4, alpha=8))
+    policy, _ = build_policy(section, seed=0)
+    torch.manual_seed(1)
+    with torch.no_grad():  # trained adapters: B is zero at the start
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.05)
+    merged = merged_lora_weights(policy)
+    q = policy.get_base_model().model.layers[0].self_attn.q_proj
+    by_hand = q.base_layer.weight + (8 / 4) * q.lora_B["default"].weight @ q.lora_A["default"].weight
+    assert torch.allclose(merged["model.layers.0.self_attn.q_proj.weight"], by_hand, atol=1e-6)
+    assert all(".base_layer" not in name and "lora_" not in name for name in merged)
+
+    plain = load_causal_lm("tiny-llama", seed=0)  # the same base weights
+    plain.load_state_dict(merged, strict=False)
+    tokens = torch.tensor([[1, 5, 9, 3, 7]])
+    with torch.no_grad():
+        assert torch.allclose(plain(tokens).logits, policy(tokens).logits, atol=1e-5)
+    assert not torch.equal(policy.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight, by_hand)

@@ -65,7 +65,8 @@ def test_log_probs_match_the_trainer_and_follow_loaded_weights(engines):
     assert not torch.allclose(engine_sums, trainer_sums(original, updated, 0.7), atol=1e-3)  # the old weights differ
 
 
-def test_grpo_generates_with_vllm_given_the_trainers_weights(tmp_path, prompt_file):
+@pytest.mark.parametrize("lora", [False, True])
+def test_grpo_generates_with_vllm_given_the_trainers_weights(tmp_path, prompt_file, lora):
     from rlxf.config import load_config
     from rlxf.recipes.online import OnlineConfig, train_online
     from rlxf.train.metrics import read_metrics
@@ -83,6 +84,7 @@ def test_grpo_generates_with_vllm_given_the_trainers_weights(tmp_path, prompt_fi
         "train.max_steps=3",
         "train.lr=1e-4",
         "tis_cap=2.0",  # reports the sampler/trainer log-prob ratio
+        *(["policy.lora.rank=8", "train.lr=1e-2"] if lora else []),  # LoRA: merged adapters are pushed
     ]
     train_online(load_config(OnlineConfig, None, overrides))
     rows = read_metrics(tmp_path / "metrics.jsonl", "train")
