@@ -9,6 +9,8 @@ Preference formats:
   ``autoj``   Auto-J: {"prompt", "response 1", "response 2", "label"}, label 0/1/2 (2 = tie).
   ``webgpt``  WebGPT comparisons (DSP layout): {"text": [a, b], "score": [s_a, s_b]}.
 Labeled format: ``unpaired`` {"prompt", "completion", "label"} (TRL's KTO layout).
+Response sets (labeling items): {"prompt", "responses": [text or {"text", "model"}, ...]}, or any
+preference format (its two completions).
 Prompt formats: {"prompt"}, {"messages"}, {"question"} (GSM8K), or any preference format.
 """
 
@@ -21,7 +23,7 @@ from typing import Any, Callable, Literal
 
 from rlxf.data.errors import BadRows, DataError
 from rlxf.data.readers import Row, iter_rows
-from rlxf.data.records import Labeled, Message, Preference, Prompt
+from rlxf.data.records import Labeled, Message, Preference, Prompt, ResponseSet
 
 OnBadRow = Literal["error", "skip"]
 _ROLES = {"system", "user", "assistant", "tool"}
@@ -397,3 +399,35 @@ def read_feedback(
             labeled.append(Labeled(pair.prompt, pair.chosen, 1.0, annotator=pair.annotator, source=pair.source))
             labeled.append(Labeled(pair.prompt, pair.rejected, 0.0, annotator=pair.annotator, source=pair.source))
     return labeled, bad
+
+
+def read_response_sets(path: str | Path, *, on_bad_row: OnBadRow = "error") -> tuple[list[ResponseSet], BadRows]:
+    """Prompts with candidate responses to label: ``{"prompt", "responses": [...]}`` rows, where a
+    response is a string or ``{"text", "model"}``; rows of a preference file give their pair."""
+
+    def parse(cell: _Cell) -> ResponseSet:
+        if "responses" not in cell.row:
+            try:
+                layout = detect_preference_format(cell.row)
+            except ValueError as error:
+                raise cell.error("responses", f"missing, and the row is no preference pair either ({error})") from None
+            pair = _parse_preference(cell, layout)
+            return ResponseSet(pair.prompt, [pair.chosen, pair.rejected], ["", ""], cell.source)
+        responses = cell.require("responses")
+        if not isinstance(responses, list) or not responses:
+            raise cell.error("responses", "expected a non-empty list of responses")
+        texts, models = [], []
+        for index, response in enumerate(responses):
+            if isinstance(response, dict):
+                response, model = response.get("text"), response.get("model", "")
+            else:
+                model = ""
+            if not isinstance(response, str) or not response.strip():
+                raise cell.error(f"responses[{index}]", "expected a non-empty string (or {text, model})")
+            if not isinstance(model, str):
+                raise cell.error(f"responses[{index}].model", "expected a string")
+            texts.append(response)
+            models.append(model)
+        return ResponseSet(cell.prompt("prompt"), texts, models, cell.source)
+
+    return _read(path, parse, on_bad_row)

@@ -63,3 +63,14 @@ class Labeled:
     @property
     def group_key(self) -> str:
         return next((m["content"] for m in self.prompt if m["role"] == "user"), "")
+
+
+@dataclass
+class ResponseSet:
+    """A prompt with candidate responses, waiting for feedback (a labeling item)."""
+
+    prompt: list[Message]
+    responses: list[str]
+    models: list[str] = field(default_factory=list)
+    """The model or checkpoint that wrote each response ("" when unknown)."""
+    source: str = ""

@@ -1,0 +1,152 @@
+"""Who answers what: leases on items, overlap per project, never the same item twice.
+
+Each labeler holds at most one open lease per project (a reload shows the same item). A new
+lease goes to an item this labeler has never been given whose answered-or-leased count is
+below the project's overlap; a lease that expires unanswered frees its place for someone else
+(never for the same labeler again). Grants and answers lock the project row (SQLite takes its
+write lock at BEGIN), so concurrent requests cannot push an item past its overlap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from rlxf.feedback.questions import AnswerError, checked_answer
+from rlxf.feedback.store import Answer, Assignment, Candidate, Item, Project, User, now
+
+
+class Refused(Exception):
+    """A request the store refuses; ``status`` is the HTTP status it maps to."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def locked_project(session: Session, project_id: int) -> Project:
+    project = session.scalar(select(Project).where(Project.id == project_id).with_for_update())
+    if project is None:
+        raise Refused(404, f"no project {project_id}")
+    return project
+
+
+def _holding(at: dt.datetime):
+    """Assignments that occupy a place in an item's overlap: answered, or leased and not expired."""
+    return or_(Assignment.answered, Assignment.expires_at > at)
+
+
+def next_assignment(session: Session, project_id: int, user: User, rng: random.Random) -> Assignment | None:
+    """This labeler's open lease in the project, else a new one on a free item; None when
+    nothing is left for them."""
+    project, at = locked_project(session, project_id), now()
+    open_lease = session.scalar(
+        select(Assignment)
+        .join(Item, Item.id == Assignment.item_id)
+        .where(Item.project_id == project.id, Assignment.user_id == user.id)
+        .where(~Assignment.answered, Assignment.expires_at > at)
+    )
+    if open_lease is not None:
+        return open_lease
+    holders = select(func.count(Assignment.id)).where(Assignment.item_id == Item.id, _holding(at)).scalar_subquery()
+    seen = exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
+    free = session.scalars(
+        select(Item.id).where(Item.project_id == project.id, ~seen, holders < project.overlap).order_by(Item.id)
+    ).all()
+    if not free:
+        return None
+    item = session.get(Item, rng.choice(free))
+    assignment = Assignment(
+        item_id=item.id,
+        user_id=user.id,
+        shown_order=shown_order(session, item, rng),
+        leased_at=at,
+        expires_at=at + dt.timedelta(seconds=project.lease_seconds),
+    )
+    session.add(assignment)
+    session.flush()
+    return assignment
+
+
+def shown_order(session: Session, item: Item, rng: random.Random) -> list[int]:
+    """Candidate ids in display order: shuffled; for two candidates, alternated across the
+    item's labelers (left/right balanced) from a first order drawn at random per item."""
+    ids = [c.id for c in item.candidates]
+    if len(ids) != 2:
+        rng.shuffle(ids)
+        return ids
+    given = session.scalar(select(func.count(Assignment.id)).where(Assignment.item_id == item.id))
+    first_flipped = random.Random(item.id).random() < 0.5
+    return ids[::-1] if (given % 2 == 1) != first_flipped else ids
+
+
+def record_answer(
+    session: Session,
+    project_id: int,
+    user: User,
+    item_id: int,
+    payload: object,
+    *,
+    idempotency_key: str,
+    app_version: str,
+    supersedes: int | None = None,
+) -> tuple[Answer, bool]:
+    """Store one answer; returns it and whether it is new. A key already stored returns the
+    stored answer (a retried request). A correction names the answer it ``supersedes``."""
+    project = locked_project(session, project_id)  # after the lock: a concurrent retry sees ours
+    stored = session.scalar(select(Answer).where(Answer.idempotency_key == idempotency_key))
+    if stored is not None:
+        if stored.user_id != user.id or stored.item_id != item_id:
+            raise Refused(409, "this idempotency key belongs to another answer")
+        return stored, False
+    assignment = session.scalar(select(Assignment).where(Assignment.item_id == item_id, Assignment.user_id == user.id))
+    item = session.get(Item, item_id)
+    if assignment is None or item is None or item.project_id != project.id:
+        raise Refused(403, f"item {item_id} was not given to you in this project")
+    if supersedes is not None:
+        earlier = session.get(Answer, supersedes)
+        if earlier is None or earlier.user_id != user.id or earlier.item_id != item_id:
+            raise Refused(409, f"answer {supersedes} is not one of yours for item {item_id}")
+    elif assignment.answered:
+        raise Refused(409, f"item {item_id} is answered already; send a correction (supersedes) to change it")
+    elif assignment.expires_at <= now() and _overlap_taken(session, project, assignment):
+        raise Refused(409, f"your lease on item {item_id} expired and the item went to someone else")
+    texts = _shown_texts(session, assignment)
+    try:
+        answer_fields = checked_answer(project.question, payload, texts, project)
+    except AnswerError as error:
+        raise Refused(422, str(error)) from None
+    answer = Answer(
+        project_id=project.id,
+        item_id=item_id,
+        user_id=user.id,
+        question=project.question,
+        payload=answer_fields,
+        shown_order=assignment.shown_order,
+        idempotency_key=idempotency_key,
+        supersedes=supersedes,
+        app_version=app_version,
+    )
+    assignment.answered = True
+    session.add(answer)
+    session.flush()
+    return answer, True
+
+
+def _overlap_taken(session: Session, project: Project, assignment: Assignment) -> bool:
+    others = session.scalar(
+        select(func.count(Assignment.id)).where(
+            Assignment.item_id == assignment.item_id, Assignment.id != assignment.id, _holding(now())
+        )
+    )
+    return others >= project.overlap
+
+
+def _shown_texts(session: Session, assignment: Assignment) -> list[str]:
+    texts = dict(
+        session.execute(select(Candidate.id, Candidate.text).where(Candidate.id.in_(assignment.shown_order))).all()
+    )
+    return [texts[i] for i in assignment.shown_order]
