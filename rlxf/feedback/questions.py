@@ -6,7 +6,8 @@ the labeler saw; the assignment's ``shown_order`` maps them back to candidates.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad")
 REACTIONS = {"love": 1.0, "like": 1.0, "dislike": 0.0}

@@ -9,9 +9,9 @@ created and upgraded by alembic (``rlxf/feedback/migrations``).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import (
     JSON,
@@ -33,7 +33,7 @@ ROLES = ("admin", "labeler")
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # stored naive, always UTC
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)  # stored naive, always UTC
 
 
 class Base(DeclarativeBase):
