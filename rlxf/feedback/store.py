@@ -170,6 +170,10 @@ class Store:
         self.engine = open_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    def new_session(self) -> Session:
+        """A session the caller commits (or closes, rolling back)."""
+        return self._sessions()
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
