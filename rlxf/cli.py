@@ -53,6 +53,13 @@ COMMANDS = {
         "PPO with a critic and GAE (= rlxf online algo=ppo)",
     ),
     "eval": ("rlxf.recipes.evaluate", "EvalConfig", "evaluate", "RM accuracy, win rate vs reference, KL, lengths"),
+    "serve": ("rlxf.feedback.server", "ServeConfig", "serve", "the labeling app for human feedback (web pages + API)"),
+    "feedback": (
+        "rlxf.feedback.cli",
+        "FeedbackConfig",
+        "run_feedback",
+        "labeling setup and export: add-user, create-project, import, add-member, export",
+    ),
     "demo": (
         "rlxf.recipes.demo",
         "DemoConfig",
@@ -87,7 +94,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     module_name, class_name, function_name, summary = COMMANDS[args.command]
-    module = importlib.import_module(module_name)
+    if args.command == "feedback" and args.args and "=" not in args.args[0]:
+        args.args = [f"action={args.args[0]}", *args.args[1:]]  # `rlxf feedback export ...`
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if module_name.startswith("rlxf.feedback"):
+            print(
+                f"rlxf {args.command} needs the feedback extra: pip install 'rlxf[feedback]' ({error})", file=sys.stderr
+            )
+            return 2
+        raise
     config_class = getattr(module, class_name)
     if args.help:
         print(f"rlxf {args.command}: {summary}\n\nusage: rlxf {args.command} [config.yaml] [key=value ...]\n\nfields:")
@@ -120,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:
         print(f"rlxf {args.command}: bad input: {error}", file=sys.stderr)
         return 1
+    except ValueError as error:
+        if not module_name.startswith("rlxf.feedback"):
+            raise
+        print(f"rlxf {args.command}: {error}", file=sys.stderr)  # a setup mistake, not a crash
+        return 2
     finally:
         distributed.shutdown()
     return 0

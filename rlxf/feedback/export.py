@@ -1,0 +1,122 @@
+"""`rlxf feedback export`: answers as the record files learners read, in versioned snapshots.
+
+A snapshot is a folder ``<out>/<project>/v0001/`` (the next number each time) holding one
+JSON-lines file per record type and a ``manifest.json`` (counts, project settings, the answer
+ids it covers). Only the newest answer of each correction chain is exported. Pairwise files use
+rlxf's preference layout, so `rlxf rm data.path=.../pairwise.jsonl` trains on them directly:
+
+- ``pairwise.jsonl``: prompt, chosen, rejected, tie, annotator (+ reason, item and answer ids)
+- ``labeled.jsonl``: prompt, completion, label (reactions: love/like 1, dislike 0; both
+  responses of a "both bad" pair 0) — the unpaired layout KTO reads
+- ``rankings.jsonl``: prompt, responses best first; ``ratings.jsonl``: prompt, completion,
+  scores per aspect; ``spans.jsonl``: prompt, completion, spans (start, end, tag, text);
+  ``verbal.jsonl``: prompt, completions shown, feedback text
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rlxf import __version__
+from rlxf.feedback.questions import REACTIONS
+from rlxf.feedback.store import Answer, Candidate, Item, Project, Store, User
+
+
+def latest_answers(session: Session, project: Project) -> list[Answer]:
+    """Answers of ``project`` that no later answer supersedes, oldest first."""
+    superseded = select(Answer.supersedes).where(Answer.supersedes.is_not(None))
+    return list(
+        session.scalars(
+            select(Answer).where(Answer.project_id == project.id, Answer.id.not_in(superseded)).order_by(Answer.id)
+        )
+    )
+
+
+def records_of(answer: Answer, prompt: list, shown: list[str], annotator: str) -> dict[str, list[dict]]:
+    """The records one answer gives, by file name."""
+    payload, ids = answer.payload, {"item_id": answer.item_id, "answer_id": answer.id, "annotator": annotator}
+    if answer.question == "pairwise":
+        choice = payload["choice"]
+        if choice == "both_bad":
+            return {"labeled": [{"prompt": prompt, "completion": text, "label": 0.0, **ids} for text in shown]}
+        chosen, rejected = shown if choice in ("A", "tie") else shown[::-1]
+        pair = {"prompt": prompt, "chosen": chosen, "rejected": rejected, "tie": choice == "tie"}
+        return {"pairwise": [{**pair, "reason": payload.get("reason", ""), **ids}]}
+    if answer.question == "reaction":
+        label = REACTIONS[payload["reaction"]]
+        row = {"prompt": prompt, "completion": shown[0], "label": label, "reaction": payload["reaction"], **ids}
+        return {"labeled": [row]}
+    if answer.question == "ranking":
+        return {"rankings": [{"prompt": prompt, "responses": [shown[p] for p in payload["order"]], **ids}]}
+    if answer.question == "rating":
+        return {"ratings": [{"prompt": prompt, "completion": shown[0], "scores": payload["scores"], **ids}]}
+    if answer.question == "spans":
+        by_response = defaultdict(list)
+        for span in payload["spans"]:
+            text = shown[span["candidate"]]
+            by_response[span["candidate"]].append({**span, "text": text[span["start"] : span["end"]]})
+        rows = [
+            {"prompt": prompt, "completion": text, "spans": by_response.get(position, []), **ids}
+            for position, text in enumerate(shown)
+        ]
+        return {"spans": rows}
+    return {"verbal": [{"prompt": prompt, "completions": shown, "feedback": payload["text"], **ids}]}
+
+
+def next_version(folder: Path) -> Path:
+    versions = [int(p.name[1:]) for p in folder.glob("v[0-9][0-9][0-9][0-9]") if p.is_dir()]
+    return folder / f"v{max(versions, default=0) + 1:04d}"
+
+
+def export_project(session: Session, project: Project, out: Path) -> Path:
+    answers = latest_answers(session, project)
+    items = {i.id: i for i in session.scalars(select(Item).where(Item.project_id == project.id))}
+    texts = dict(
+        session.execute(select(Candidate.id, Candidate.text).join(Item).where(Item.project_id == project.id)).all()
+    )
+    names = dict(session.execute(select(User.id, User.name)).all())
+    files: dict[str, list[dict]] = defaultdict(list)
+    for answer in answers:
+        shown = [texts[i] for i in answer.shown_order]
+        for name, rows in records_of(answer, items[answer.item_id].prompt, shown, names[answer.user_id]).items():
+            files[name].extend(rows)
+    target = next_version(out / project.name)
+    target.mkdir(parents=True)
+    for name, rows in files.items():
+        with open(target / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    manifest = {
+        "project": project.name,
+        "question": project.question,
+        "overlap": project.overlap,
+        "aspects": project.aspects,
+        "span_tags": project.span_tags,
+        "answers": len(answers),
+        "answer_ids": [answers[0].id, answers[-1].id] if answers else [],
+        "files": {f"{name}.jsonl": len(rows) for name, rows in files.items()},
+        "labelers": sorted({names[a.user_id] for a in answers}),
+        "app_versions": sorted({a.app_version for a in answers}),
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "rlxf_version": __version__,
+    }
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return target
+
+
+def export_snapshot(store: Store, out: str | Path, projects: list[str] | None = None) -> list[Path]:
+    """One new snapshot folder per project (all projects unless named); returns the folders."""
+    with store.session() as session:
+        query = select(Project).order_by(Project.id)
+        if projects:
+            query = query.where(Project.name.in_(projects))
+        chosen = list(session.scalars(query))
+        missing = set(projects or []) - {p.name for p in chosen}
+        if missing:
+            raise ValueError(f"no project named {', '.join(sorted(missing))}")
+        return [export_project(session, project, Path(out)) for project in chosen]
