@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ALGORITHM_ALIASES:  # `rlxf grpo ...` is `rlxf online algo=grpo ...`
         overrides = [f"algo={args.command}", *overrides]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "transformers", "huggingface_hub"):
+    for noisy in ("httpx", "urllib3", "transformers", "huggingface_hub", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         config = load_config(config_class, path, overrides)
