@@ -412,7 +412,7 @@ def read_response_sets(path: str | Path, *, on_bad_row: OnBadRow = "error") -> t
             except ValueError as error:
                 raise cell.error("responses", f"missing, and the row is no preference pair either ({error})") from None
             pair = _parse_preference(cell, layout)
-            return ResponseSet(pair.prompt, [pair.chosen, pair.rejected], ["", ""], cell.source)
+            return ResponseSet(pair.prompt, [pair.chosen, pair.rejected], ["", ""], source=cell.source)
         responses = cell.require("responses")
         if not isinstance(responses, list) or not responses:
             raise cell.error("responses", "expected a non-empty list of responses")
@@ -428,6 +428,9 @@ def read_response_sets(path: str | Path, *, on_bad_row: OnBadRow = "error") -> t
                 raise cell.error(f"responses[{index}].model", "expected a string")
             texts.append(response)
             models.append(model)
-        return ResponseSet(cell.prompt("prompt"), texts, models, cell.source)
+        gold = cell.row.get("gold")
+        if gold is not None and not isinstance(gold, dict):
+            raise cell.error("gold", 'expected an object such as {"better": 0}')
+        return ResponseSet(cell.prompt("prompt"), texts, models, gold, cell.source)
 
     return _read(path, parse, on_bad_row)

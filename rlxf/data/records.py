@@ -73,4 +73,6 @@ class ResponseSet:
     responses: list[str]
     models: list[str] = field(default_factory=list)
     """The model or checkpoint that wrote each response ("" when unknown)."""
+    gold: dict | None = None
+    """A known answer, making this a gold item that measures labelers' accuracy."""
     source: str = ""

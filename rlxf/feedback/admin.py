@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rlxf.data.formats import read_response_sets
-from rlxf.feedback.questions import QUESTIONS_HELP, candidates_needed
-from rlxf.feedback.store import QUESTIONS, ROLES, Candidate, Item, Membership, Project, User
+from rlxf.feedback.questions import QUESTIONS_HELP, REACTIONS, candidates_needed
+from rlxf.feedback.store import ORDERINGS, QUESTIONS, ROLES, Candidate, Item, Membership, Project, User
 
 _hasher = PasswordHasher()
 
@@ -69,11 +69,18 @@ def create_project(
     span_tags: list[str] | None = None,
     guidelines: str = "",
     lease_seconds: int = 600,
+    ordering: str = "random",
+    gold_rate: float = 0.0,
+    repeat_rate: float = 0.0,
 ) -> Project:
     if question not in QUESTIONS:
         raise ValueError(f"question must be one of {', '.join(QUESTIONS)} ({QUESTIONS_HELP}), got {question!r}")
     if overlap < 1 or lease_seconds < 1:
         raise ValueError("overlap and lease_seconds must be at least 1")
+    if ordering not in ORDERINGS:
+        raise ValueError(f"ordering must be one of {', '.join(ORDERINGS)}, got {ordering!r}")
+    if not (0 <= gold_rate <= 1 and 0 <= repeat_rate <= 1 and gold_rate + repeat_rate < 1):
+        raise ValueError("gold_rate and repeat_rate must be in [0, 1] and sum to less than 1")
     if question == "rating" and not aspects:
         raise ValueError("a rating project needs aspects, e.g. helpfulness,harmlessness")
     if question == "spans" and not span_tags:
@@ -88,6 +95,9 @@ def create_project(
         span_tags=list(span_tags or []),
         guidelines=guidelines,
         lease_seconds=lease_seconds,
+        ordering=ordering,
+        gold_rate=gold_rate,
+        repeat_rate=repeat_rate,
     )
     session.add(project)
     session.flush()
@@ -111,9 +121,30 @@ def import_items(session: Session, project: Project, path: str | Path) -> int:
                 f"this row has {len(response_set.responses)}"
             )
     for response_set in sets:
-        item = Item(project_id=project.id, prompt=response_set.prompt, source=response_set.source)
+        if response_set.gold is not None:
+            check_gold(project.question, response_set.gold, len(response_set.responses), response_set.source)
+    for response_set in sets:
+        item = Item(
+            project_id=project.id,
+            prompt=response_set.prompt,
+            source=response_set.source,
+            kind="task" if response_set.gold is None else "gold",
+            gold=response_set.gold,
+        )
         session.add(item)
         session.flush()
         for position, (text, model) in enumerate(zip(response_set.responses, response_set.models)):
             session.add(Candidate(item_id=item.id, position=position, text=text, model=model))
     return len(sets)
+
+
+def check_gold(question: str, gold: dict, responses: int, source: str) -> None:
+    """A gold answer names responses by their position in the file (not as shown)."""
+    if question == "pairwise" and gold.get("better") in (0, 1, "tie"):
+        return
+    if question == "reaction" and gold.get("reaction") in REACTIONS:
+        return
+    expected = {"pairwise": '{"better": 0, 1 or "tie"}', "reaction": '{"reaction": "love", "like" or "dislike"}'}
+    if question not in expected:
+        raise ValueError(f"{source}: gold items are for pairwise and reaction questions, not {question}")
+    raise ValueError(f"{source}: field 'gold': expected {expected[question]}, got {gold!r}")

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ACTIONS = ("add-user", "create-project", "import", "add-member", "export")
+ACTIONS = ("add-user", "create-project", "import", "add-member", "judge", "prioritize", "quality", "export")
 
 
 @dataclass
 class FeedbackConfig:
     action: str = "export"
-    """add-user, create-project, import (items from a file), add-member or export."""
+    """add-user, create-project, import (items from a file), add-member, judge (an LLM judge
+    answers a pairwise project in both orders), prioritize (reward models set the active order),
+    quality (labeler accuracy, consistency and agreement as JSON) or export."""
     db: str = "feedback.db"
     """The store: a SQLite file, or a SQLAlchemy URL."""
     name: str = ""
@@ -30,12 +32,27 @@ class FeedbackConfig:
     """create-project (rating): the aspects to rate."""
     span_tags: list[str] = field(default_factory=list)
     """create-project (spans): the error categories."""
+    ordering: str = "random"
+    """create-project: random, or active (items the reward models are least sure of first)."""
+    gold_rate: float = 0.0
+    """create-project: share of tasks that are gold items (rows with a "gold" answer)."""
+    repeat_rate: float = 0.0
+    """create-project: share of tasks that repeat an item the labeler answered (self-consistency)."""
     guidelines: str = ""
     """create-project: guidelines shown to labelers (markdown), or a path to a .md file."""
     file: str = ""
     """import: a file of {"prompt", "responses"} rows (or preference pairs)."""
+    judge_model: str = "smollm2-135m-instruct"
+    """judge: the judge model (embedded name or local folder); its account is named after `name`
+    (default: judge)."""
+    rubric: str = ""
+    """judge: what to compare (default: helpful, correct and harmless)."""
+    reward_models: list[str] = field(default_factory=list)
+    """prioritize: reward model folders (from `rlxf rm`); several form an ensemble."""
     out: str = "feedback-snapshots"
     """export: where snapshot folders go."""
+    min_gold_accuracy: float = 0.0
+    """export: leave out labelers whose gold accuracy is below this."""
     projects: list[str] = field(default_factory=list)
     """export: project names (all when empty)."""
 
@@ -48,13 +65,17 @@ def run_feedback(config: FeedbackConfig) -> None:
     from sqlalchemy import select
 
     from rlxf.feedback import admin
+    from rlxf.feedback.ai import judge_pairs, prioritize
     from rlxf.feedback.export import export_snapshot
+    from rlxf.feedback.quality import quality_report
     from rlxf.feedback.store import Project, Store, User
 
     store = Store(config.db)
     store.upgrade()
     if config.action == "export":
-        for folder in export_snapshot(store, config.out, config.projects or None):
+        for folder in export_snapshot(
+            store, config.out, config.projects or None, min_gold_accuracy=config.min_gold_accuracy
+        ):
             print(f"wrote {folder}")
         return
     with store.session() as session:
@@ -80,8 +101,30 @@ def run_feedback(config: FeedbackConfig) -> None:
                 aspects=config.aspects,
                 span_tags=config.span_tags,
                 guidelines=guidelines,
+                ordering=config.ordering,
+                gold_rate=config.gold_rate,
+                repeat_rate=config.repeat_rate,
             )
             print(f"created project {project.name} (id {project.id}, {project.question})")
+        elif config.action == "judge":
+            from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
+
+            judge = LLMJudge(model=config.judge_model, mode="pairwise", rubric=config.rubric or DEFAULT_RUBRIC)
+            counts = judge_pairs(session, named(Project, config.project, "project"), judge, config.name or "judge")
+            print(f"judge answered {counts['items']} items: {counts['answers']} answers, {counts['unparsed']} unparsed")
+        elif config.action == "prioritize":
+            from rlxf.rewards.learned import LearnedReward
+
+            models = [LearnedReward(path) for path in config.reward_models]
+            if not models:
+                raise ValueError("prioritize needs reward_models=[path, ...]")
+            scored = prioritize(session, named(Project, config.project, "project"), models)
+            print(f"scored {scored} items of {config.project}; set ordering=active to ask the least sure first")
+        elif config.action == "quality":
+            import json
+
+            report = quality_report(session, named(Project, config.project, "project"))
+            print(json.dumps(report, indent=2, default=str))
         elif config.action == "import":
             count = admin.import_items(session, named(Project, config.project, "project"), config.file)
             print(f"imported {count} items into {config.project}")

@@ -3,7 +3,9 @@
 Each labeler holds at most one open lease per project (a reload shows the same item). A new
 lease goes to an item this labeler has never been given whose answered-or-leased count is
 below the project's overlap; a lease that expires unanswered frees its place for someone else
-(never for the same labeler again). Grants and answers lock the project row (SQLite takes its
+(never for the same labeler again). Gold items (known answers) and repeats of items the
+labeler answered before are mixed in at the project's rates, to measure accuracy and
+self-consistency; in active ordering the most uncertain items go first. Grants and answers lock the project row (SQLite takes its
 write lock at BEGIN), so concurrent requests cannot push an item past its overlap.
 """
 
@@ -40,8 +42,9 @@ def _holding(at: dt.datetime):
 
 
 def next_assignment(session: Session, project_id: int, user: User, rng: random.Random) -> Assignment | None:
-    """This labeler's open lease in the project, else a new one on a free item; None when
-    nothing is left for them."""
+    """This labeler's open lease in the project, else a new one: now and then a gold item or a
+    repeat (the project's gold_rate and repeat_rate), else a free task item; None when no task
+    is left for them."""
     project, at = locked_project(session, project_id), now()
     open_lease = session.scalar(
         select(Assignment)
@@ -51,14 +54,15 @@ def next_assignment(session: Session, project_id: int, user: User, rng: random.R
     )
     if open_lease is not None:
         return open_lease
-    holders = select(func.count(Assignment.id)).where(Assignment.item_id == Item.id, _holding(at)).scalar_subquery()
-    seen = exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
-    free = session.scalars(
-        select(Item.id).where(Item.project_id == project.id, ~seen, holders < project.overlap).order_by(Item.id)
-    ).all()
-    if not free:
+    roll = rng.random()
+    item = None
+    if roll < project.gold_rate:
+        item = _unseen_gold(session, project, user, rng)
+    elif roll < project.gold_rate + project.repeat_rate:
+        item = _repeat(session, project, user, rng)
+    item = item or _free_task(session, project, user, rng, at)
+    if item is None:
         return None
-    item = session.get(Item, rng.choice(free))
     assignment = Assignment(
         item_id=item.id,
         user_id=user.id,
@@ -69,6 +73,63 @@ def next_assignment(session: Session, project_id: int, user: User, rng: random.R
     session.add(assignment)
     session.flush()
     return assignment
+
+
+def _seen_by(user: User):
+    return exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
+
+
+def _free_task(session: Session, project: Project, user: User, rng: random.Random, at: dt.datetime) -> Item | None:
+    """A task item below its overlap that this labeler never had: at random, or in active
+    ordering the one with the highest priority (then the oldest)."""
+    holders = select(func.count(Assignment.id)).where(Assignment.item_id == Item.id, _holding(at)).scalar_subquery()
+    free = select(Item.id).where(
+        Item.project_id == project.id, Item.kind == "task", ~_seen_by(user), holders < project.overlap
+    )
+    if project.ordering == "active":
+        first = session.scalar(free.order_by(Item.priority.desc().nulls_last(), Item.id).limit(1))
+        return None if first is None else session.get(Item, first)
+    ids = session.scalars(free.order_by(Item.id)).all()
+    return session.get(Item, rng.choice(ids)) if ids else None
+
+
+def _unseen_gold(session: Session, project: Project, user: User, rng: random.Random) -> Item | None:
+    """A gold item this labeler has not had (gold items go to everyone, overlap aside)."""
+    ids = session.scalars(
+        select(Item.id).where(Item.project_id == project.id, Item.kind == "gold", ~_seen_by(user)).order_by(Item.id)
+    ).all()
+    return session.get(Item, rng.choice(ids)) if ids else None
+
+
+def _repeat(session: Session, project: Project, user: User, rng: random.Random) -> Item | None:
+    """A fresh copy of a task item this labeler answered and has not been shown again; the copy
+    (kind repeat) gets its own display order, so a consistent labeler recognizes content, not
+    position."""
+    repeated = (
+        select(Item.repeat_of)
+        .join(Assignment, Assignment.item_id == Item.id)
+        .where(Item.kind == "repeat", Assignment.user_id == user.id)
+    )
+    ids = session.scalars(
+        select(Item.id)
+        .join(Assignment, Assignment.item_id == Item.id)
+        .where(Item.project_id == project.id, Item.kind == "task", Assignment.user_id == user.id)
+        .where(Assignment.answered, Item.id.not_in(repeated))
+        .order_by(Item.id)
+    ).all()
+    if not ids:
+        return None
+    original = session.get(Item, rng.choice(ids))
+    copy = Item(
+        project_id=project.id, prompt=original.prompt, source=original.source, kind="repeat", repeat_of=original.id
+    )
+    session.add(copy)
+    session.flush()
+    for candidate in original.candidates:
+        session.add(Candidate(item_id=copy.id, position=candidate.position, text=candidate.text, model=candidate.model))
+    session.flush()
+    session.refresh(copy)
+    return copy
 
 
 def shown_order(session: Session, item: Item, rng: random.Random) -> list[int]:

@@ -2,7 +2,10 @@
 
 A snapshot is a folder ``<out>/<project>/v0001/`` (the next number each time) holding one
 JSON-lines file per record type and a ``manifest.json`` (counts, project settings, the answer
-ids it covers). Only the newest answer of each correction chain is exported. Pairwise files use
+ids it covers). Only the newest answer of each correction chain is exported. Answers to gold and repeated items
+measure labelers and stay out; an AI judge's answers go to files of their own (``ai_pairwise.jsonl``).
+Every human row carries ``reliability``, the labeler's smoothed gold accuracy (correct + 1) /
+(gold + 2); ``min_gold_accuracy`` leaves out labelers measured below it. Pairwise files use
 rlxf's preference layout, so `rlxf rm data.path=.../pairwise.jsonl` trains on them directly:
 
 - ``pairwise.jsonl``: prompt, chosen, rejected, tie, annotator (+ reason, item and answer ids)
@@ -74,18 +77,35 @@ def next_version(folder: Path) -> Path:
     return folder / f"v{max(versions, default=0) + 1:04d}"
 
 
-def export_project(session: Session, project: Project, out: Path) -> Path:
+def export_project(session: Session, project: Project, out: Path, min_gold_accuracy: float = 0.0) -> Path:
+    from rlxf.feedback.quality import quality_report
+
     answers = latest_answers(session, project)
     items = {i.id: i for i in session.scalars(select(Item).where(Item.project_id == project.id))}
     texts = dict(
         session.execute(select(Candidate.id, Candidate.text).join(Item).where(Item.project_id == project.id)).all()
     )
-    names = dict(session.execute(select(User.id, User.name)).all())
+    users = {u.id: u for u in session.scalars(select(User))}
+    measured = quality_report(session, project)["labelers"]
+    reliability = {name: (row["gold_correct"] + 1) / (row["gold"] + 2) for name, row in measured.items()}
+    excluded = sorted(
+        name
+        for name, row in measured.items()
+        if row["gold_accuracy"] is not None and row["gold_accuracy"] < min_gold_accuracy
+    )
     files: dict[str, list[dict]] = defaultdict(list)
+    exported = []
     for answer in answers:
+        user = users[answer.user_id]
+        if items[answer.item_id].kind != "task" or user.name in excluded:
+            continue
         shown = [texts[i] for i in answer.shown_order]
-        for name, rows in records_of(answer, items[answer.item_id].prompt, shown, names[answer.user_id]).items():
-            files[name].extend(rows)
+        prefix = "ai_" if user.role == "judge" else ""
+        for name, rows in records_of(answer, items[answer.item_id].prompt, shown, user.name).items():
+            if not prefix:
+                rows = [{**row, "reliability": reliability.get(user.name, 0.5)} for row in rows]
+            files[prefix + name].extend(rows)
+        exported.append(answer)
     target = next_version(out / project.name)
     target.mkdir(parents=True)
     for name, rows in files.items():
@@ -97,11 +117,13 @@ def export_project(session: Session, project: Project, out: Path) -> Path:
         "overlap": project.overlap,
         "aspects": project.aspects,
         "span_tags": project.span_tags,
-        "answers": len(answers),
-        "answer_ids": [answers[0].id, answers[-1].id] if answers else [],
+        "answers": len(exported),
+        "answer_ids": [exported[0].id, exported[-1].id] if exported else [],
         "files": {f"{name}.jsonl": len(rows) for name, rows in files.items()},
-        "labelers": sorted({names[a.user_id] for a in answers}),
-        "app_versions": sorted({a.app_version for a in answers}),
+        "labelers": sorted({users[a.user_id].name for a in exported}),
+        "excluded_labelers": excluded,
+        "min_gold_accuracy": min_gold_accuracy,
+        "app_versions": sorted({a.app_version for a in exported}),
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "rlxf_version": __version__,
     }
@@ -109,7 +131,9 @@ def export_project(session: Session, project: Project, out: Path) -> Path:
     return target
 
 
-def export_snapshot(store: Store, out: str | Path, projects: list[str] | None = None) -> list[Path]:
+def export_snapshot(
+    store: Store, out: str | Path, projects: list[str] | None = None, *, min_gold_accuracy: float = 0.0
+) -> list[Path]:
     """One new snapshot folder per project (all projects unless named); returns the folders."""
     with store.session() as session:
         query = select(Project).order_by(Project.id)
@@ -119,4 +143,4 @@ def export_snapshot(store: Store, out: str | Path, projects: list[str] | None = 
         missing = set(projects or []) - {p.name for p in chosen}
         if missing:
             raise ValueError(f"no project named {', '.join(sorted(missing))}")
-        return [export_project(session, project, Path(out)) for project in chosen]
+        return [export_project(session, project, Path(out), min_gold_accuracy) for project in chosen]

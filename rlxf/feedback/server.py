@@ -26,6 +26,7 @@ from rlxf import __version__
 from rlxf.data import DataError
 from rlxf.feedback import admin
 from rlxf.feedback.distribution import Refused, next_assignment, record_answer
+from rlxf.feedback.quality import quality_report
 from rlxf.feedback.security import (
     BodySizeLimit,
     SecurityHeaders,
@@ -254,6 +255,18 @@ def create_app(
     def admin_page(request: Request, user: User = Depends(administrator), session: Session = Depends(database)):
         return page(request, "admin.html", user=user, **admin_context(session))
 
+    @app.get("/admin/projects/{project_id}/quality", response_class=HTMLResponse)
+    def quality_page(
+        request: Request, project_id: int, user: User = Depends(administrator), session: Session = Depends(database)
+    ):
+        project = project_of(session, user, project_id)
+        return page(request, "quality.html", user=user, project=project, report=quality_report(session, project))
+
+    @app.get("/admin/projects/{project_id}/quality.png")
+    def quality_plot(project_id: int, user: User = Depends(administrator), session: Session = Depends(database)):
+        project = project_of(session, user, project_id)
+        return Response(labeler_plot(quality_report(session, project)), media_type="image/png")
+
     @app.post("/admin/users", response_class=HTMLResponse)
     def add_user(
         request: Request,
@@ -367,6 +380,38 @@ def create_app(
         return page(request, "admin.html", user=user, **admin_context(session, message))
 
     return app
+
+
+def labeler_plot(report: dict) -> bytes:
+    """Bars per labeler: gold accuracy, self-consistency and mean kappa with the others."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(report["labelers"])
+    measures = ("gold_accuracy", "consistency", "mean_kappa")
+    figure, axes = plt.subplots(figsize=(max(4, 1.2 * len(names) + 2), 3.2))
+    width = 0.8 / len(measures)
+    for index, measure in enumerate(measures):
+        values = [report["labelers"][n][measure] for n in names]
+        axes.bar(
+            [i + index * width for i in range(len(names))],
+            [v if v is not None else 0 for v in values],
+            width,
+            label=measure.replace("_", " "),
+        )
+    axes.set_xticks([i + width for i in range(len(names))], names)
+    axes.set_ylim(-0.2, 1.05)
+    axes.axhline(0, color="#888", linewidth=0.8)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 def split(text: str) -> list[str]:

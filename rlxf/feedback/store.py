@@ -17,6 +17,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -29,7 +30,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 QUESTIONS = ("pairwise", "ranking", "reaction", "rating", "spans", "verbal")
-ROLES = ("admin", "labeler")
+ROLES = ("admin", "labeler", "judge")
+"""A judge account is an AI judge's: its answers sit beside the people's, it never logs in."""
+ORDERINGS = ("random", "active")
 
 
 def now() -> dt.datetime:
@@ -65,6 +68,12 @@ class Project(Base):
     """Span questions: the error categories a selected span can be tagged with."""
     lease_seconds: Mapped[int] = mapped_column(Integer, default=600)
     """How long an item handed out waits for its answer before it returns to the pool."""
+    ordering: Mapped[str] = mapped_column(String(8), default="random", server_default="random")
+    """random, or active: items with the highest priority (reward-model uncertainty) first."""
+    gold_rate: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    """Share of tasks that are gold items (known answers), while the labeler has unseen ones."""
+    repeat_rate: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    """Share of tasks that repeat an item the labeler answered before (self-consistency)."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
     items: Mapped[list[Item]] = relationship(back_populates="project")
 
@@ -89,6 +98,10 @@ class Item(Base):
     """task, gold (a known answer, to measure accuracy) or repeat (a copy, for self-consistency)."""
     gold: Mapped[dict | None] = mapped_column(JSON)
     repeat_of: Mapped[int | None] = mapped_column(ForeignKey("items.id"))
+    priority: Mapped[float | None] = mapped_column(Float)
+    """Active ordering: how much an answer is worth (reward-model uncertainty); higher first."""
+    model_preference: Mapped[float | None] = mapped_column(Float)
+    """P(response 0 is better) under the reward model(s) that set the priority."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
     project: Mapped[Project] = relationship(back_populates="items")
     candidates: Mapped[list[Candidate]] = relationship(order_by="Candidate.position")

@@ -161,6 +161,17 @@ class LLMJudge:
         details = [{"judge_reply": r, "judge_score": s} for r, s in zip(replies, scores)]
         return self._batch(rewards, [s is None for s in scores], details)
 
+    def compare(self, prompts, firsts: Sequence[str], seconds: Sequence[str]) -> list[tuple]:
+        """For each prompt, the winner ("A", "B", "tie" or None if unparsed) with ``firsts`` as
+        A, then with ``seconds`` as A (both orders, Zheng et al. 2023), and the two replies."""
+        questions = []
+        for prompt, first, second in zip(prompts, firsts, seconds):
+            conversation = render_conversation(prompt)
+            questions.append(_PAIRWISE.format(rubric=self.rubric, conversation=conversation, a=first, b=second))
+            questions.append(_PAIRWISE.format(rubric=self.rubric, conversation=conversation, a=second, b=first))
+        replies = self._ask(questions)
+        return [(parse_winner(a), parse_winner(b), (a, b)) for a, b in zip(replies[0::2], replies[1::2])]
+
     def _pairwise(self, prompts, completions, references) -> RewardBatch:
         questions = []
         for prompt, completion, reference in zip(prompts, completions, references):

@@ -1,0 +1,166 @@
+"""How good the labels are: each labeler's accuracy on gold items and self-consistency on
+repeats, agreement between people (Krippendorff's alpha over all, Cohen's kappa per pair), and
+how often an AI judge and a reward model side with the people's majority.
+
+Labels are compared in the file's order of responses ("canonical"), not the order shown:
+a pairwise answer "A" on an item shown as (response 1, response 0) prefers response 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from itertools import combinations
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rlxf.feedback.export import latest_answers
+from rlxf.feedback.questions import REACTIONS
+from rlxf.feedback.store import Answer, Candidate, Item, Project, User
+
+
+def canonical_label(answer: Answer, position_of: dict[int, int]):
+    """The answer in terms of the responses' file positions, or None where no single label
+    exists (ratings, spans, written feedback)."""
+    payload = answer.payload
+    if answer.question == "pairwise":
+        choice = payload["choice"]
+        if choice in ("tie", "both_bad"):
+            return choice
+        return position_of[answer.shown_order[0 if choice == "A" else 1]]
+    if answer.question == "reaction":
+        return "desirable" if REACTIONS[payload["reaction"]] > 0 else "undesirable"
+    if answer.question == "ranking":
+        return tuple(position_of[answer.shown_order[p]] for p in payload["order"])
+    return None
+
+
+def gold_label(item: Item):
+    gold = item.gold or {}
+    if "better" in gold:
+        return gold["better"]
+    if "reaction" in gold:
+        return "desirable" if REACTIONS[gold["reaction"]] > 0 else "undesirable"
+    return None
+
+
+def cohens_kappa(first: list, second: list) -> float:
+    """Cohen (1960): (p_o - p_e) / (1 - p_e), p_e from each rater's own label frequencies;
+    nan when chance agreement is already total."""
+    n = len(first)
+    observed = sum(a == b for a, b in zip(first, second)) / n
+    counts_a, counts_b = Counter(first), Counter(second)
+    expected = sum(counts_a[label] * counts_b[label] for label in counts_a) / (n * n)
+    return float("nan") if expected == 1 else (observed - expected) / (1 - expected)
+
+
+def krippendorff_alpha(labels_by_item: dict[int, dict[str, object]]) -> float:
+    """Krippendorff's alpha, nominal (Krippendorff 2004), over items with two or more labels;
+    computed by the ``krippendorff`` package."""
+    import krippendorff
+
+    items = [labels for labels in labels_by_item.values() if len(labels) >= 2]
+    values = sorted({repr(v) for labels in items for v in labels.values()})
+    if len(items) < 1 or len(values) < 2:
+        return float("nan")
+    raters = sorted({rater for labels in items for rater in labels})
+    code = {value: index for index, value in enumerate(values)}
+    data = np.full((len(raters), len(items)), np.nan)
+    for column, labels in enumerate(items):
+        for rater, value in labels.items():
+            data[raters.index(rater), column] = code[repr(value)]
+    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
+
+
+def majority(labels: list):
+    """The most common label when it is strictly the most common, else None."""
+    ranked = Counter(labels).most_common(2)
+    return ranked[0][0] if len(ranked) == 1 or ranked[0][1] > ranked[1][1] else None
+
+
+def quality_report(session: Session, project: Project) -> dict:
+    items = {i.id: i for i in session.scalars(select(Item).where(Item.project_id == project.id))}
+    position_of = dict(
+        session.execute(select(Candidate.id, Candidate.position).join(Item).where(Item.project_id == project.id)).all()
+    )
+    users = {u.id: u for u in session.scalars(select(User))}
+    answers = latest_answers(session, project)
+    human = [a for a in answers if users[a.user_id].role != "judge"]
+    labels = {a.id: canonical_label(a, position_of) for a in answers}
+
+    per_labeler: dict[str, dict] = defaultdict(
+        lambda: {"answers": 0, "gold": 0, "gold_correct": 0, "repeats": 0, "repeats_consistent": 0}
+    )
+    first_label = {(a.user_id, a.item_id): labels[a.id] for a in human}
+    task_labels: dict[int, dict[str, object]] = defaultdict(dict)
+    for answer in human:
+        item, name, row = items[answer.item_id], users[answer.user_id].name, None
+        row = per_labeler[name]
+        row["answers"] += 1
+        if item.kind == "gold" and gold_label(item) is not None:
+            row["gold"] += 1
+            row["gold_correct"] += labels[answer.id] == gold_label(item)
+        elif item.kind == "repeat" and (answer.user_id, item.repeat_of) in first_label:
+            row["repeats"] += 1
+            row["repeats_consistent"] += labels[answer.id] == first_label[(answer.user_id, item.repeat_of)]
+        elif item.kind == "task" and labels[answer.id] is not None:
+            task_labels[item.id][name] = labels[answer.id]
+
+    kappas = {}
+    for a, b in combinations(sorted(per_labeler), 2):
+        shared = [i for i, given in task_labels.items() if a in given and b in given]
+        if len(shared) >= 2:
+            kappas[(a, b)] = cohens_kappa([task_labels[i][a] for i in shared], [task_labels[i][b] for i in shared])
+    for name, row in per_labeler.items():
+        row["gold_accuracy"] = row["gold_correct"] / row["gold"] if row["gold"] else None
+        row["consistency"] = row["repeats_consistent"] / row["repeats"] if row["repeats"] else None
+        theirs = [k for pair, k in kappas.items() if name in pair and not math.isnan(k)]
+        row["mean_kappa"] = sum(theirs) / len(theirs) if theirs else None
+
+    majorities = {i: majority(list(given.values())) for i, given in task_labels.items()}
+    return {
+        "labelers": dict(per_labeler),
+        "alpha": krippendorff_alpha(task_labels),
+        "kappa_pairs": {f"{a} / {b}": k for (a, b), k in kappas.items()},
+        "items_with_overlap": sum(len(g) >= 2 for g in task_labels.values()),
+        "disputed_items": sorted(i for i, given in task_labels.items() if len(given) >= 2 and majorities[i] is None),
+        "judges": judge_agreement(answers, users, items, labels, majorities),
+        "reward_model": reward_model_agreement(items, majorities),
+    }
+
+
+def judge_agreement(answers, users, items, labels, majorities) -> dict:
+    """Per judge account: how often its two orders agree (position consistency) and, where they
+    do, how often it sides with the people's majority."""
+    verdicts: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    for answer in answers:
+        if users[answer.user_id].role == "judge" and items[answer.item_id].kind == "task":
+            verdicts[users[answer.user_id].name][answer.item_id].append(labels[answer.id])
+    report = {}
+    for name, by_item in verdicts.items():
+        both = {i: v for i, v in by_item.items() if len(v) == 2}
+        consistent = {i: v[0] for i, v in both.items() if v[0] == v[1]}
+        compared = [i for i in consistent if majorities.get(i) is not None]
+        report[name] = {
+            "items": len(both),
+            "position_consistency": len(consistent) / len(both) if both else None,
+            "agreement_with_majority": (
+                sum(consistent[i] == majorities[i] for i in compared) / len(compared) if compared else None
+            ),
+            "compared": len(compared),
+        }
+    return report
+
+
+def reward_model_agreement(items, majorities) -> dict:
+    """How often the reward model's preferred response is the people's majority choice (pairs
+    with a decided majority and a reward-model preference)."""
+    compared = [
+        (items[i].model_preference, label)
+        for i, label in majorities.items()
+        if label in (0, 1) and items[i].model_preference is not None
+    ]
+    agree = sum((0 if p > 0.5 else 1) == label for p, label in compared)
+    return {"compared": len(compared), "agreement_with_majority": agree / len(compared) if compared else None}
