@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ACTIONS = ("add-user", "create-project", "import", "add-member", "judge", "prioritize", "quality", "export")
+ACTIONS = ("add-user", "create-project", "import", "generate", "add-member", "judge", "prioritize", "quality", "export")
 
 
 @dataclass
 class FeedbackConfig:
     action: str = "export"
-    """add-user, create-project, import (items from a file), add-member, judge (an LLM judge
+    """add-user, create-project, import (items from a file), generate (items sampled from a
+    model for a file of prompts), add-member, judge (an LLM judge
     answers a pairwise project in both orders), prioritize (reward models set the active order),
     quality (labeler accuracy, consistency and agreement as JSON) or export."""
     db: str = "feedback.db"
@@ -41,7 +42,17 @@ class FeedbackConfig:
     guidelines: str = ""
     """create-project: guidelines shown to labelers (markdown), or a path to a .md file."""
     file: str = ""
-    """import: a file of {"prompt", "responses"} rows (or preference pairs)."""
+    """import: a file of {"prompt", "responses"} rows (or preference pairs); generate: prompts."""
+    model: str = ""
+    """generate: the model that writes the candidates (a run's model/ folder or an embedded name)."""
+    n: int = 2
+    """generate: responses per prompt."""
+    temperature: float = 0.8
+    """generate: sampling temperature."""
+    max_new_tokens: int = 256
+    """generate: longest response."""
+    limit: int = 0
+    """generate: use only the first N prompts (0 = all)."""
     judge_model: str = "smollm2-135m-instruct"
     """judge: the judge model (embedded name or local folder); its account is named after `name`
     (default: judge)."""
@@ -65,7 +76,7 @@ def run_feedback(config: FeedbackConfig) -> None:
     from sqlalchemy import select
 
     from rlxf.feedback import admin
-    from rlxf.feedback.ai import judge_pairs, prioritize
+    from rlxf.feedback.ai import generate_items, judge_pairs, prioritize
     from rlxf.feedback.export import export_snapshot
     from rlxf.feedback.quality import quality_report
     from rlxf.feedback.store import Project, Store, User
@@ -106,6 +117,22 @@ def run_feedback(config: FeedbackConfig) -> None:
                 repeat_rate=config.repeat_rate,
             )
             print(f"created project {project.name} (id {project.id}, {project.question})")
+        elif config.action == "generate":
+            from rlxf.data.formats import read_prompts
+            from rlxf.data.templating import ChatEncoder
+            from rlxf.models import load_causal_lm, load_tokenizer
+            from rlxf.rollout import HFEngine, SamplingParams
+
+            prompts, _ = read_prompts(config.file)
+            prompts = prompts[: config.limit] if config.limit else prompts
+            tokenizer = load_tokenizer(config.model)
+            encoder = ChatEncoder(tokenizer, max_length=2048 + config.max_new_tokens, max_prompt_length=2048)
+            engine = HFEngine(load_causal_lm(config.model).eval(), encoder)
+            sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, n=config.n)
+            added = generate_items(
+                session, named(Project, config.project, "project"), prompts, engine, sampling, model_name=config.model
+            )
+            print(f"generated {added} items ({config.n} responses each) into {config.project} with {config.model}")
         elif config.action == "judge":
             from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 

@@ -74,6 +74,11 @@ def krippendorff_alpha(labels_by_item: dict[int, dict[str, object]]) -> float:
     return float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
 
 
+def finite(value: float) -> float | None:
+    """None for an undefined statistic (nan), so reports stay valid JSON."""
+    return None if math.isnan(value) else value
+
+
 def majority(labels: list):
     """The most common label when it is strictly the most common, else None."""
     ranked = Counter(labels).most_common(2)
@@ -122,8 +127,8 @@ def quality_report(session: Session, project: Project) -> dict:
     majorities = {i: majority(list(given.values())) for i, given in task_labels.items()}
     return {
         "labelers": dict(per_labeler),
-        "alpha": krippendorff_alpha(task_labels),
-        "kappa_pairs": {f"{a} / {b}": k for (a, b), k in kappas.items()},
+        "alpha": finite(krippendorff_alpha(task_labels)),
+        "kappa_pairs": {f"{a} / {b}": finite(k) for (a, b), k in kappas.items()},
         "items_with_overlap": sum(len(g) >= 2 for g in task_labels.values()),
         "disputed_items": sorted(i for i, given in task_labels.items() if len(given) >= 2 and majorities[i] is None),
         "judges": judge_agreement(answers, users, items, labels, majorities),

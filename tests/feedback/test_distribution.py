@@ -10,7 +10,7 @@ from sqlalchemy import func, inspect, select
 
 from rlxf.feedback.distribution import Refused, next_assignment, record_answer
 from rlxf.feedback.migrate import downgrade, revisions, upgrade
-from rlxf.feedback.store import Answer, Assignment, Base, Store
+from rlxf.feedback.store import Answer, Assignment, Base, Project, Store
 
 from .conftest import make_project
 
@@ -25,6 +25,26 @@ def test_migrations_build_the_models_schema_and_go_back_down(tmp_path):
     assert set(inspect(store.engine).get_table_names()) <= {"alembic_version"}
     upgrade(store.engine)
     assert {"users", "projects", "items", "answers"} <= set(inspect(store.engine).get_table_names())
+
+
+def test_a_database_at_the_first_schema_keeps_its_rows_when_upgraded(tmp_path):
+    store = Store(tmp_path / "old.db")
+    upgrade(store.engine, revisions()[0])
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO projects (name, question, guidelines, overlap, aspects, span_tags, lease_seconds, created_at)"
+            " VALUES ('old', 'pairwise', '', 2, '[]', '[]', 600, '2026-01-01 00:00:00')"
+        )
+    upgrade(store.engine)
+    with store.session() as session:
+        project = session.scalar(select(Project))
+        assert (project.name, project.overlap, project.ordering, project.gold_rate, project.repeat_rate) == (
+            "old",
+            2,
+            "random",
+            0.0,
+            0.0,
+        )
 
 
 def lease(store, project_id, user, seed=0):

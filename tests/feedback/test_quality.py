@@ -186,3 +186,29 @@ def test_the_quality_page_is_for_admins(store, tmp_path):
     assert plot.headers["content-type"] == "image/png" and plot.content[:4] == b"\x89PNG"
     labeler_client, _ = logged_in(app, "careful", "long password")
     assert labeler_client.get(f"/admin/projects/{project}/quality").status_code == 403
+
+
+def test_a_new_round_of_candidates_is_generated_by_a_model_and_linked_to_it(store, tmp_path):
+    from rlxf.data.records import Prompt
+    from rlxf.data.templating import ChatEncoder
+    from rlxf.feedback.ai import generate_items
+    from rlxf.models import load_causal_lm, load_tokenizer
+    from rlxf.rollout import HFEngine, SamplingParams
+
+    engine = HFEngine(
+        load_causal_lm("tiny-llama").eval(),
+        ChatEncoder(load_tokenizer("tiny-llama"), max_length=64, max_prompt_length=32),
+    )
+    prompts = [
+        Prompt([{"role": "user", "content": f"say {i}"}], source=f"prompts.jsonl, line {i + 1}") for i in range(2)
+    ]
+    with store.session() as session:
+        project = create_project(session, "round-2", "pairwise")
+        sampling = SamplingParams(max_new_tokens=6, n=2)
+        assert generate_items(session, project, prompts, engine, sampling, model_name="runs/dpo/model") == 2
+        items = session.scalars(select(Item).order_by(Item.id)).all()
+        assert [len(i.candidates) for i in items] == [2, 2]
+        assert {c.model for i in items for c in i.candidates} == {"runs/dpo/model"}
+        assert items[1].prompt == prompts[1].messages and "line 2" in items[1].source
+        with pytest.raises(ValueError, match="a reaction question takes 1-1 responses per item, not n=2"):
+            generate_items(session, create_project(session, "r", "reaction"), prompts, engine, sampling, model_name="m")
