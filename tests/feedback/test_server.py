@@ -195,3 +195,33 @@ def test_an_admin_sets_up_a_project_from_the_pages(store, tmp_path):
     with store.session() as session:
         project = session.scalar(select(Project))
         assert (project.aspects, project.overlap, len(project.items)) == (["helpfulness", "honesty"], 2, 1)
+
+
+def test_every_project_route_refuses_a_labeler_from_another_project(app):
+    """Swept over the app's routes, so a route added later is covered too: a labeler who is not
+    a member gets 403 or 404 from every route that takes a project id, and nothing is stored."""
+    client, csrf = logged_in(app["app"], "outsider", "outsider pass")
+    routes = [r for r in app["app"].routes if "{project_id}" in getattr(r, "path", "")]
+    assert len(routes) >= 8
+    for route in routes:
+        path = route.path.replace("{project_id}", str(app["project"]))
+        for method in route.methods - {"HEAD"}:
+            data = {"csrf": csrf, "name": "outsider", "url": "https://example.com/x.jsonl"}
+            if method == "GET":
+                response = client.get(path)
+            elif path.endswith("/answers"):
+                body = {"item_id": 1, "answer": {"choice": "A"}, "idempotency_key": "sweep-0001"}
+                response = client.post(path, json=body, headers={"X-CSRF-Token": csrf})
+            else:
+                response = client.post(path, data=data)
+            assert response.status_code in (403, 404), (method, path, response.status_code)
+    assert answers(app["store"]) == 0
+
+
+def test_an_item_of_another_project_cannot_be_answered_through_ones_own(app):
+    client = TestClient(app["app"])
+    bearer = {"Authorization": f"Bearer {app['token']}"}  # outsider, a member of the other project
+    client.get(f"/api/projects/{app['other']}/next", headers=bearer)
+    body = {"item_id": 1, "answer": {"reaction": "love"}, "idempotency_key": "cross-0001"}  # item 1 is project 1's
+    response = client.post(f"/api/projects/{app['other']}/answers", json=body, headers=bearer)
+    assert response.status_code == 403 and answers(app["store"]) == 0
