@@ -3,7 +3,7 @@
 Preference formats:
   ``trl``     {"prompt", "chosen", "rejected"}: strings (standard) or message lists
               (conversational); without "prompt", chosen/rejected conversations share
-              a prompt prefix. Optional rlxf fields: tie, margin, aspects, annotator.
+              a prompt prefix. Optional rlxf fields: tie, margin, aspects, annotator, weight.
   ``hh``      Anthropic HH-RLHF: {"chosen", "rejected"} dialogue strings
               "\\n\\nHuman: ...\\n\\nAssistant: ..." sharing all but the last Assistant turn.
   ``autoj``   Auto-J: {"prompt", "response 1", "response 2", "label"}, label 0/1/2 (2 = tie).
@@ -107,6 +107,13 @@ class _Cell:
             raise self.error(field, "missing (empty)")
         return value
 
+    def weight(self) -> float:
+        """The optional per-example ``weight``: a positive number, 1 when missing."""
+        value = self.number("weight", 1.0)
+        if value <= 0:
+            raise self.error("weight", f"expected a positive number, got {value!r}")
+        return value
+
     def flag(self, field: str) -> bool:
         value = self.row.get(field, False)
         if isinstance(value, str):
@@ -163,6 +170,7 @@ def _extras(cell: _Cell) -> dict[str, Any]:
         "margin": cell.number("margin"),
         "aspects": {str(k): float(v) for k, v in aspects.items()},
         "annotator": None if annotator is None else str(annotator),
+        "weight": cell.weight(),
     }
 
 
@@ -270,6 +278,7 @@ def _from_unpaired(cell: _Cell) -> Labeled:
         cell.completion("completion"),
         float(label),
         annotator=None if annotator is None else str(annotator),
+        weight=cell.weight(),
         source=cell.source,
     )
 
@@ -368,7 +377,11 @@ def _from_demonstration(cell: _Cell, preference_format: list[str]) -> Labeled | 
         except ValueError as error:
             raise cell.error(None, str(error)) from None
     pair = _parse_preference(cell, preference_format[0])
-    return None if pair.tie else Labeled(pair.prompt, pair.chosen, 1.0, annotator=pair.annotator, source=cell.source)
+    return (
+        None
+        if pair.tie
+        else Labeled(pair.prompt, pair.chosen, 1.0, annotator=pair.annotator, weight=pair.weight, source=cell.source)
+    )
 
 
 def read_demonstrations(
@@ -396,8 +409,14 @@ def read_feedback(
     labeled = []
     for pair in pairs:
         if not pair.tie:
-            labeled.append(Labeled(pair.prompt, pair.chosen, 1.0, annotator=pair.annotator, source=pair.source))
-            labeled.append(Labeled(pair.prompt, pair.rejected, 0.0, annotator=pair.annotator, source=pair.source))
+            labeled.append(
+                Labeled(pair.prompt, pair.chosen, 1.0, annotator=pair.annotator, weight=pair.weight, source=pair.source)
+            )
+            labeled.append(
+                Labeled(
+                    pair.prompt, pair.rejected, 0.0, annotator=pair.annotator, weight=pair.weight, source=pair.source
+                )
+            )
     return labeled, bad
 
 

@@ -37,6 +37,8 @@ class Preference:
     """Per-aspect preference of chosen over rejected in [-1, 1], e.g. {"harmlessness": 1.0}."""
     annotator: str | None = None
     """Who gave the judgement (labeler id, judge name)."""
+    weight: float = 1.0
+    """How much this judgement counts relative to the others (e.g. its labeler's reliability)."""
     source: str = ""
 
     @property
@@ -54,6 +56,8 @@ class Labeled:
     label: float
     """1/0 (or True/False) for binary feedback; any real number for scalar feedback."""
     annotator: str | None = None
+    weight: float = 1.0
+    """How much this example counts relative to the others (e.g. its labeler's reliability)."""
     source: str = ""
 
     @property

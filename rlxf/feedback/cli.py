@@ -64,6 +64,9 @@ class FeedbackConfig:
     """export: where snapshot folders go."""
     min_gold_accuracy: float = 0.0
     """export: leave out labelers whose gold accuracy is below this."""
+    weight_by_reliability: bool = False
+    """export: give each example a weight, its labeler's measured reliability (the learners
+    weigh its loss by it)."""
     projects: list[str] = field(default_factory=list)
     """export: project names (all when empty)."""
 

@@ -5,7 +5,9 @@ JSON-lines file per record type and a ``manifest.json`` (counts, project setting
 ids it covers). Only the newest answer of each correction chain is exported. Answers to gold and repeated items
 measure labelers and stay out; an AI judge's answers go to files of their own (``ai_pairwise.jsonl``).
 Every human row carries ``reliability``, the labeler's smoothed gold accuracy (correct + 1) /
-(gold + 2); ``min_gold_accuracy`` leaves out labelers measured below it. Pairwise files use
+(gold + 2); ``weight_by_reliability`` also writes it as ``weight``, which `rlxf rm`, `rlxf dpo`
+and `rlxf kto` multiply each example's loss by; ``min_gold_accuracy`` leaves out labelers
+measured below it. Pairwise files use
 rlxf's preference layout, so `rlxf rm data.path=.../pairwise.jsonl` trains on them directly:
 
 - ``pairwise.jsonl``: prompt, chosen, rejected, tie, annotator (+ reason, item and answer ids)
@@ -77,7 +79,9 @@ def next_version(folder: Path) -> Path:
     return folder / f"v{max(versions, default=0) + 1:04d}"
 
 
-def export_project(session: Session, project: Project, out: Path, min_gold_accuracy: float = 0.0) -> Path:
+def export_project(
+    session: Session, project: Project, out: Path, min_gold_accuracy: float = 0.0, weight_by_reliability: bool = False
+) -> Path:
     from rlxf.feedback.quality import quality_report
 
     answers = latest_answers(session, project)
@@ -103,7 +107,10 @@ def export_project(session: Session, project: Project, out: Path, min_gold_accur
         prefix = "ai_" if user.role == "judge" else ""
         for name, rows in records_of(answer, items[answer.item_id].prompt, shown, user.name).items():
             if not prefix:
-                rows = [{**row, "reliability": reliability.get(user.name, 0.5)} for row in rows]
+                measured_reliability = reliability.get(user.name, 0.5)
+                rows = [{**row, "reliability": measured_reliability} for row in rows]
+                if weight_by_reliability:  # learners weigh each example's loss by it
+                    rows = [{**row, "weight": measured_reliability} for row in rows]
             files[prefix + name].extend(rows)
         exported.append(answer)
     target = next_version(out / project.name)
@@ -123,6 +130,7 @@ def export_project(session: Session, project: Project, out: Path, min_gold_accur
         "labelers": sorted({users[a.user_id].name for a in exported}),
         "excluded_labelers": excluded,
         "min_gold_accuracy": min_gold_accuracy,
+        "weight_by_reliability": weight_by_reliability,
         "app_versions": sorted({a.app_version for a in exported}),
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "rlxf_version": __version__,
@@ -132,7 +140,12 @@ def export_project(session: Session, project: Project, out: Path, min_gold_accur
 
 
 def export_snapshot(
-    store: Store, out: str | Path, projects: list[str] | None = None, *, min_gold_accuracy: float = 0.0
+    store: Store,
+    out: str | Path,
+    projects: list[str] | None = None,
+    *,
+    min_gold_accuracy: float = 0.0,
+    weight_by_reliability: bool = False,
 ) -> list[Path]:
     """One new snapshot folder per project (all projects unless named); returns the folders."""
     with store.session() as session:
@@ -143,4 +156,6 @@ def export_snapshot(
         missing = set(projects or []) - {p.name for p in chosen}
         if missing:
             raise ValueError(f"no project named {', '.join(sorted(missing))}")
-        return [export_project(session, project, Path(out), min_gold_accuracy) for project in chosen]
+        return [
+            export_project(session, project, Path(out), min_gold_accuracy, weight_by_reliability) for project in chosen
+        ]

@@ -89,6 +89,14 @@ def load_preference_splits(data: DataSection) -> tuple[list[Preference], list[Pr
     return load_splits(data, read_preferences, "pairs")
 
 
+def example_weights(records: Sequence[Preference | Labeled]) -> torch.Tensor:
+    """Each record's ``weight`` scaled to a mean of 1 over the training set: a per-example loss
+    times its weight keeps the loss's scale, and unweighted data trains exactly as before.
+    An example of weight 2 counts as that example twice."""
+    weights = torch.tensor([r.weight for r in records], dtype=torch.float32)
+    return weights / weights.mean()
+
+
 def encoder_for(tokenizer, data: DataSection) -> ChatEncoder:
     return ChatEncoder(
         tokenizer, max_length=data.max_length, max_prompt_length=data.max_prompt_length, truncation=data.truncation

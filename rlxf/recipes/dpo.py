@@ -27,6 +27,7 @@ from rlxf.eval.stats import proportion
 from rlxf.losses import PREFERENCE_LOSSES, sequence_mean
 from rlxf.models import completion_logps
 from rlxf.recipes.common import (
+    example_weights,
     Group,
     build_policy,
     encoder_for,
@@ -168,6 +169,7 @@ def train_dpo(config: DPOConfig) -> dict:
     policy, tokenizer = build_policy(config.policy, config.train.seed)
     encoder = encoder_for(tokenizer, config.data)
     train_pairs, held_pairs = encode_pairs(encoder, train_records), encode_pairs(encoder, held_records)
+    weights = example_weights(train_records)
     say(f"tokenized: {encoder.stats.summary()}")
     ref = None
     if loss_fn.needs_reference:
@@ -215,7 +217,7 @@ def train_dpo(config: DPOConfig) -> dict:
             pairs = [train_pairs[i] for i in micro]
             chosen, rejected = run.forward(pair_logps, pairs, length_normalized=loss_fn.length_normalized)
             per_pair, metrics = loss_fn(chosen, rejected, ref_chosen[micro], ref_rejected[micro], **loss_kwargs)
-            loss = sequence_mean(per_pair, run.global_batch_size)
+            loss = sequence_mean(per_pair * weights[micro], run.global_batch_size)
             loss.backward()
             total += loss.item()
             sums.add({**metrics, "logps/chosen": chosen.detach(), "logps/rejected": rejected.detach()})

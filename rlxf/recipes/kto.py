@@ -26,6 +26,7 @@ from rlxf.losses import kto, sequence_mean
 from rlxf.losses.preference import kto_kl_estimate
 from rlxf.models import completion_logps
 from rlxf.recipes.common import (
+    example_weights,
     as_groups,
     build_policy,
     encode_completions,
@@ -112,6 +113,7 @@ def train_kto(config: KTOConfig) -> dict:
     partner = mismatched_partners([r.group_key for r in train_records], config.train.seed)
     mismatched = [(matched[i][0], matched[partner[i]][1]) for i in range(len(matched))]
     labels = torch.tensor([r.label for r in train_records])
+    weights = example_weights(train_records)
     held_labels = torch.tensor([r.label for r in held_records])
     say(
         f"tokenized: {encoder.stats.summary()}; {int((labels > 0).sum())} desirable, {int((labels <= 0).sum())} undesirable"
@@ -151,7 +153,7 @@ def train_kto(config: KTOConfig) -> dict:
                 desirable_weight=config.desirable_weight,
                 undesirable_weight=config.undesirable_weight,
             )
-            loss = sequence_mean(per_example, run.global_batch_size)
+            loss = sequence_mean(per_example * weights[micro], run.global_batch_size)
             loss.backward()
             total += loss.item()
             sums.add(metrics)

@@ -21,6 +21,7 @@ from rlxf.eval.stats import proportion
 from rlxf.losses import bradley_terry, sequence_mean
 from rlxf.models import reward_scores
 from rlxf.recipes.common import (
+    example_weights,
     build_reward_model,
     encoder_for,
     load_preference_splits,
@@ -114,6 +115,7 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     pad_id = tokenizer.pad_token_id
     ties = torch.tensor([r.tie for r in train_records])
     margins = torch.tensor([r.margin or 0.0 for r in train_records])
+    weights = example_weights(train_records)
     held_ties = [r.tie for r in held_records]
 
     model.train()
@@ -136,7 +138,7 @@ def train_reward_model(config: RewardModelConfig) -> dict:
                 tie=ties[micro],
                 margin=margins[micro] if config.use_margin else None,
             )
-            loss = sequence_mean(per_pair, run.global_batch_size)
+            loss = sequence_mean(per_pair * weights[micro], run.global_batch_size)
             loss.backward()
             total += loss.item()
             sums.add(metrics)

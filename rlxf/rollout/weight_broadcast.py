@@ -85,11 +85,23 @@ class WeightBroadcast:
                 self.pool.ray.get(receives)
                 return
             except (RuntimeError, self.pool.ray.exceptions.RayActorError) as error:
+                self.abandon_group()
                 replaced = [self.pool.replace_if_dead(i) for i in range(len(self.pool.workers))]
                 if not any(replaced):
                     raise
                 log.warning("a worker died during a weight broadcast (%s); forming a new group", error)
                 self.connect()
+
+    def abandon_group(self) -> None:
+        """Tear the group down after a failed broadcast: the surviving workers, blocked waiting
+        for the rest of it, get an error instead of waiting out the timeout (and can join the
+        next group)."""
+        group, self.group = self.group, None
+        try:
+            group.abort()
+        except RuntimeError as error:
+            log.debug("aborting the weight group: %s", error)
+        del group
 
 
 def live_trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
