@@ -173,20 +173,14 @@ class LLMJudge:
         return [(parse_winner(a), parse_winner(b), (a, b)) for a, b in zip(replies[0::2], replies[1::2])]
 
     def _pairwise(self, prompts, completions, references) -> RewardBatch:
-        questions = []
-        for prompt, completion, reference in zip(prompts, completions, references):
-            conversation = render_conversation(prompt)
-            questions.append(_PAIRWISE.format(rubric=self.rubric, conversation=conversation, a=completion, b=reference))
-            questions.append(_PAIRWISE.format(rubric=self.rubric, conversation=conversation, a=reference, b=completion))
-        replies = self._ask(questions)
         rewards, unparsed, details = [], [], []
-        for first, second in zip(replies[0::2], replies[1::2]):
+        for first, second, replies in self.compare(prompts, completions, references):
             # the response under judgement is A in the first order and B in the second
-            wins = [_win(parse_winner(first), "A"), _win(parse_winner(second), "B")]
+            wins = [_win(first, "A"), _win(second, "B")]
             known = [w for w in wins if w is not None]
             rewards.append(sum(known) / len(known) if known else NEUTRAL)
             unparsed.append(not known)
-            details.append({"judge_replies": [first, second], "wins": wins, "position_consistent": wins[0] == wins[1]})
+            details.append({"judge_replies": list(replies), "wins": wins, "position_consistent": wins[0] == wins[1]})
         return self._batch(rewards, unparsed, details)
 
     def _batch(self, rewards: list[float], unparsed: list[bool], details: list[dict]) -> RewardBatch:
