@@ -56,9 +56,9 @@ def cohens_kappa(first: list, second: list) -> float:
     return float("nan") if expected == 1 else (observed - expected) / (1 - expected)
 
 
-def krippendorff_alpha(labels_by_item: dict[int, dict[str, object]]) -> float:
-    """Krippendorff's alpha, nominal (Krippendorff 2004), over items with two or more labels;
-    computed by the ``krippendorff`` package."""
+def krippendorff_alpha(labels_by_item: dict[int, dict[str, object]], level: str = "nominal") -> float:
+    """Krippendorff's alpha (Krippendorff 2004) over items with two or more labels, computed by
+    the ``krippendorff`` package: nominal for categories, ordinal for 1-5 ratings."""
     import krippendorff
 
     items = [labels for labels in labels_by_item.values() if len(labels) >= 2]
@@ -70,8 +70,8 @@ def krippendorff_alpha(labels_by_item: dict[int, dict[str, object]]) -> float:
     data = np.full((len(raters), len(items)), np.nan)
     for column, labels in enumerate(items):
         for rater, value in labels.items():
-            data[raters.index(rater), column] = code[repr(value)]
-    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
+            data[raters.index(rater), column] = value if level == "ordinal" else code[repr(value)]
+    return float(krippendorff.alpha(reliability_data=data, level_of_measurement=level))
 
 
 def finite(value: float) -> float | None:
@@ -100,6 +100,7 @@ def quality_report(session: Session, project: Project) -> dict:
     )
     first_label = {(a.user_id, a.item_id): labels[a.id] for a in human}
     task_labels: dict[int, dict[str, object]] = defaultdict(dict)
+    ratings: dict[str, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
     for answer in human:
         item, name, row = items[answer.item_id], users[answer.user_id].name, None
         row = per_labeler[name]
@@ -112,6 +113,9 @@ def quality_report(session: Session, project: Project) -> dict:
             row["repeats_consistent"] += labels[answer.id] == first_label[(answer.user_id, item.repeat_of)]
         elif item.kind == "task" and labels[answer.id] is not None:
             task_labels[item.id][name] = labels[answer.id]
+        elif item.kind == "task" and answer.question == "rating":
+            for aspect, score in answer.payload["scores"].items():
+                ratings[aspect][item.id][name] = score
 
     kappas = {}
     for a, b in combinations(sorted(per_labeler), 2):
@@ -131,6 +135,8 @@ def quality_report(session: Session, project: Project) -> dict:
         "kappa_pairs": {f"{a} / {b}": finite(k) for (a, b), k in kappas.items()},
         "items_with_overlap": sum(len(g) >= 2 for g in task_labels.values()),
         "disputed_items": sorted(i for i, given in task_labels.items() if len(given) >= 2 and majorities[i] is None),
+        "aspect_alpha": {aspect: finite(krippendorff_alpha(by_item, "ordinal")) for aspect, by_item in ratings.items()},
+        "items": item_rows(items, task_labels, majorities, answers, users, labels),
         "judges": judge_agreement(answers, users, items, labels, majorities),
         "reward_model": reward_model_agreement(items, majorities),
     }
@@ -169,3 +175,25 @@ def reward_model_agreement(items, majorities) -> dict:
     ]
     agree = sum((0 if p > 0.5 else 1) == label for p, label in compared)
     return {"compared": len(compared), "agreement_with_majority": agree / len(compared) if compared else None}
+
+
+def item_rows(items, task_labels, majorities, answers, users, labels, limit: int = 200) -> list[dict]:
+    """Per item: each person's label, the majority, the judges' labels and the reward model's
+    preference; items without a majority first."""
+    judged: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for answer in answers:
+        if users[answer.user_id].role == "judge":
+            judged[answer.item_id][users[answer.user_id].name].append(labels[answer.id])
+    rows = [
+        {
+            "item": item_id,
+            "prompt": next((m["content"] for m in reversed(items[item_id].prompt) if m["role"] == "user"), "")[:120],
+            "labels": given,
+            "majority": majorities[item_id],
+            "judges": dict(judged.get(item_id, {})),
+            "model_preference": items[item_id].model_preference,
+        }
+        for item_id, given in task_labels.items()
+    ]
+    rows.sort(key=lambda row: (row["majority"] is not None, row["item"]))
+    return rows[:limit]

@@ -182,6 +182,7 @@ def test_the_quality_page_is_for_admins(store, tmp_path):
     admin_client, _ = logged_in(app, "boss", "admin password")
     page = admin_client.get(f"/admin/projects/{project}/quality")
     assert page.status_code == 200 and "careful" in page.text and "Krippendorff" in page.text
+    assert page.text.count('class="disputed"') == 6  # careful and contrary disagree on every task
     plot = admin_client.get(f"/admin/projects/{project}/quality.png")
     assert plot.headers["content-type"] == "image/png" and plot.content[:4] == b"\x89PNG"
     labeler_client, _ = logged_in(app, "careful", "long password")
@@ -212,3 +213,37 @@ def test_a_new_round_of_candidates_is_generated_by_a_model_and_linked_to_it(stor
         assert items[1].prompt == prompts[1].messages and "line 2" in items[1].source
         with pytest.raises(ValueError, match="a reaction question takes 1-1 responses per item, not n=2"):
             generate_items(session, create_project(session, "r", "reaction"), prompts, engine, sampling, model_name="m")
+
+
+def test_ratings_get_an_alpha_per_aspect_and_items_are_listed_disputed_first(store, tmp_path):
+    rows = [{"prompt": f"rate {i}", "responses": [f"reply {i}"]} for i in range(3)]
+    with store.session() as session:
+        project = create_project(session, "rated", "rating", overlap=2, aspects=["helpfulness", "honesty"])
+        import_items(session, project, write_items(tmp_path / "items.jsonl", rows))
+        people = [create_user(session, name)[0] for name in ("ana", "ben")]
+        for user in people:
+            add_member(session, project, user)
+        for user in people:
+            while (assignment := next_assignment(session, project.id, user, random.Random(0))) is not None:
+                # both agree on helpfulness (the item's number + 1); on honesty ben is one point off
+                score = assignment.item_id + 1
+                honesty = score if user.name == "ana" else score % 5 + 1
+                answer = {"scores": {"helpfulness": score, "honesty": honesty}}
+                record_answer(
+                    session,
+                    project.id,
+                    user,
+                    assignment.item_id,
+                    answer,
+                    idempotency_key=f"{user.name}-{assignment.item_id:05d}",
+                    app_version="t",
+                )
+        report = quality_report(session, project)
+    assert report["aspect_alpha"]["helpfulness"] == pytest.approx(1.0)
+    assert report["aspect_alpha"]["honesty"] < 1.0
+
+    pairwise = quality_project(store, tmp_path)
+    label_everything(store, pairwise, "careful", prefers=0, seed=1)
+    with store.session() as session:
+        items = quality_report(session, session.get(Project, pairwise))["items"]
+    assert len(items) == 6 and all(row["labels"] == {"careful": 0} and row["majority"] == 0 for row in items)
