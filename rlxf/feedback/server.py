@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import time
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,8 @@ from rlxf.feedback.security import (
 from rlxf.feedback.store import Answer, Assignment, Candidate, Item, Membership, Project, Store, User
 
 HERE = Path(__file__).parent
+LOGIN_ATTEMPTS, LOGIN_WINDOW_SECONDS = 5, 300
+"""Failed logins allowed per account and client address in a window, before refusing (429)."""
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 SESSION_SECONDS = 12 * 3600
 
@@ -96,6 +100,7 @@ def create_app(
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["markdown"] = render_markdown
     rng = random.SystemRandom()
+    failed_logins: dict[str, deque] = defaultdict(deque)  # per process: one app process per store
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(
         SessionMiddleware,
@@ -183,9 +188,16 @@ def create_app(
     ):
         if not same_token(request.session.get("csrf"), csrf):
             raise HTTPException(403, "missing or wrong CSRF token")
+        failures = failed_logins[f"{name}|{request.client.host if request.client else ''}"]
+        while failures and failures[0] < time.monotonic() - LOGIN_WINDOW_SECONDS:
+            failures.popleft()
+        if len(failures) >= LOGIN_ATTEMPTS:
+            raise HTTPException(429, "too many failed logins; try again in a few minutes")
         user = session.scalar(select(User).where(User.name == name))
         if not admin.check_password(user, password):
+            failures.append(time.monotonic())
             return page(request, "login.html", error="Wrong name or password.")
+        failures.clear()
         request.session.clear()  # a fresh session: nothing from before the login carries over
         request.session.update(user_id=user.id, csrf=new_csrf_token())
         return RedirectResponse("/", status_code=303)

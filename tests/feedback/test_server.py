@@ -225,3 +225,14 @@ def test_an_item_of_another_project_cannot_be_answered_through_ones_own(app):
     body = {"item_id": 1, "answer": {"reaction": "love"}, "idempotency_key": "cross-0001"}  # item 1 is project 1's
     response = client.post(f"/api/projects/{app['other']}/answers", json=body, headers=bearer)
     assert response.status_code == 403 and answers(app["store"]) == 0
+
+
+def test_repeated_failed_logins_are_refused_for_a_while(app):
+    client = TestClient(app["app"], follow_redirects=False)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    for _ in range(5):
+        wrong = client.post("/login", data={"name": "labeler0", "password": "guess", "csrf": csrf})
+        assert wrong.status_code == 200 and "Wrong name or password" in wrong.text
+    right = client.post("/login", data={"name": "labeler0", "password": "correct horse", "csrf": csrf})
+    assert right.status_code == 429  # even the right password, until the window has passed
+    assert logged_in(app["app"], "labeler1")[1]  # other accounts are not affected
