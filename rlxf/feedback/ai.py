@@ -72,7 +72,9 @@ def judge_pairs(session: Session, project: Project, judge, name: str) -> dict:
 def prioritize(session: Session, project: Project, reward_models: list) -> int:
     """Set each pairwise task item's ``model_preference`` (mean P(response 0 better) over the
     reward models, Bradley-Terry: sigmoid(r0 - r1)) and ``priority`` (how unsure they are: the
-    closeness of that mean to 1/2 plus the models' disagreement, their standard deviation).
+    closeness of that mean to 1/2 plus the models' disagreement, their standard deviation) —
+    uncertainty sampling (Lewis & Gale, "A Sequential Algorithm for Training Text Classifiers",
+    SIGIR 1994) plus query by committee (Seung et al., "Query by Committee", COLT 1992).
     ``reward_models`` score like :class:`rlxf.rewards.learned.LearnedReward`. Returns the
     number of items scored."""
     if project.question != "pairwise":
