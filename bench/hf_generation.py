@@ -18,6 +18,7 @@ import time
 
 import torch
 
+import rlxf.rollout.cpu_decode as cpu_decode
 import rlxf.rollout.hf as hf
 from rlxf.data.tasks import arithmetic
 from rlxf.data.templating import ChatEncoder
@@ -58,17 +59,19 @@ def main() -> None:
         f"inverse-CDF sampler (softmax included) {draw_ms(lambda s: sampler(None, s), scores):.2f} ms"
     )
 
+    concatenating_ms = kv_update_ms(cpu_decode.DynamicLayer)
+    growing_ms = kv_update_ms(lambda: cpu_decode._GrowingLayer(33))
     print(
-        f"KV cache, storing one token at 16 rows in 30 layers: concatenating {kv_update_ms(hf.DynamicLayer):.2f} ms, "
-        f"growing in place {kv_update_ms(lambda: hf._GrowingLayer(33)):.2f} ms per decode step"
+        f"KV cache, storing one token at 16 rows in 30 layers: concatenating {concatenating_ms:.2f} ms, "
+        f"growing in place {growing_ms:.2f} ms per decode step"
     )
 
     model = load_causal_lm("smollm2-135m-instruct")
     engine = hf.HFEngine(model, ChatEncoder(load_tokenizer("smollm2-135m-instruct")))
     prompts = [p.messages for p in arithmetic(4, digits=2, seed=0)]
     sampling = SamplingParams(max_new_tokens=32, temperature=1.0, n=4)
-    shared_prefill, skinny, growing = engine._shared_prefill, hf.skinny_linears, hf.growing_cache
-    concatenating = lambda config, room: hf.DynamicCache(config=config)  # noqa: E731
+    shared_prefill, skinny, growing = engine._shared_prefill, hf.decode_linears, hf.growing_cache
+    concatenating = lambda config, room: cpu_decode.DynamicCache(config=config)  # noqa: E731
     settings = {
         "all on": (shared_prefill, skinny, growing),
         "no shared prefill": (lambda *a: None, skinny, growing),
@@ -79,7 +82,7 @@ def main() -> None:
     engine.generate(prompts, sampling, seeds=[0, 1, 2, 3])  # warm-up
     for _ in range(args.repeats):
         for name, (prefill, linears, cache) in settings.items():
-            engine._shared_prefill, hf.skinny_linears, hf.growing_cache = prefill, linears, cache
+            engine._shared_prefill, hf.decode_linears, hf.growing_cache = prefill, linears, cache
             started = time.perf_counter()
             engine.generate(prompts, sampling, seeds=[0, 1, 2, 3])  # same seeds: same tokens in each setting
             seconds[name].append(time.perf_counter() - started)

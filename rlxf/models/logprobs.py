@@ -1,10 +1,11 @@
 """Log-probabilities of completion tokens and scalar rewards, computed economically.
 
 The language-model head is applied only at positions that predict completion
-tokens, in chunks, with a hand-written backward that recomputes each chunk's
-logits instead of storing a (tokens x vocabulary) matrix. With a 49k vocabulary
-this is most of the memory of a naive ``log_softmax(logits)`` and a fifth of its
-compute (prompt positions are skipped).
+tokens, in chunks, with a hand-written backward that needs no (tokens x vocabulary)
+log-softmax matrix: it reuses the forward's softmax while it is small and
+recomputes each chunk's beyond that. With a 49k vocabulary this bounds the memory
+of a naive ``log_softmax(logits)`` and saves a fifth of its compute (prompt
+positions are skipped).
 """
 
 from __future__ import annotations
@@ -18,20 +19,38 @@ from rlxf.data.batching import TokenBatch
 from rlxf.models.lora import unwrap
 from rlxf.models.packing import uses_packed_attention
 
+KEEP_PROBS_BYTES = 256 * 2**20
+"""Softmax chunks up to this size per call are kept from forward for backward instead of recomputed."""
+
 
 class _ChunkedTokenLogps(torch.autograd.Function):
-    """log softmax(h W^T + b)[target] per row, chunk by chunk, recomputing in backward."""
+    """log softmax(h W^T + b)[target] per row, chunk by chunk.
+
+    Each chunk's softmax is computed in place in its logits buffer (fresh large buffers cost
+    more to fault in than to compute on); backward reuses it while the kept chunks fit in
+    ``KEEP_PROBS_BYTES`` and recomputes the rest from the saved log-normalizers.
+    """
 
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk: int):
         dtype = torch.promote_types(hidden.dtype, torch.float32)  # bf16/fp16 models: softmax in fp32
         token_logps = hidden.new_empty(hidden.shape[0], dtype=dtype)
         logsumexp = hidden.new_empty(hidden.shape[0], dtype=dtype)
+        budget = KEEP_PROBS_BYTES if any(ctx.needs_input_grad[:3]) else 0
+        ctx.kept = []
         for start in range(0, hidden.shape[0], chunk):
             rows = slice(start, start + chunk)
             logits = _logits(hidden[rows], weight, bias)
-            logsumexp[rows] = torch.logsumexp(logits, dim=-1)
-            token_logps[rows] = logits.gather(1, targets[rows, None]).squeeze(1) - logsumexp[rows]
+            target_logits = logits.gather(1, targets[rows, None]).squeeze(1)
+            peak = logits.amax(-1, keepdim=True)
+            exps = logits.sub_(peak).exp_()  # in place: the buffer now holds exp(z - max)
+            total = exps.sum(-1, keepdim=True)
+            logsumexp[rows] = (peak + total.log()).squeeze(1)
+            token_logps[rows] = target_logits - logsumexp[rows]
+            size = exps.numel() * exps.element_size()
+            if size <= budget and len(ctx.kept) == start // chunk:
+                budget -= size
+                ctx.kept.append(exps.div_(total))  # softmax
         ctx.save_for_backward(hidden, weight, bias, targets, logsumexp)
         ctx.chunk = chunk
         return token_logps
@@ -40,25 +59,33 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         hidden, weight, bias, targets, logsumexp = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_h = torch.zeros_like(hidden) if need_h else None
+        kept, ctx.kept = ctx.kept, []  # used up in place below: a second backward recomputes
+        grad_h = torch.empty_like(hidden) if need_h else None
         # accumulate the head's gradient in fp32 even for bf16/fp16 weights
-        grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32)) if need_w else None
-        grad_b = torch.zeros_like(bias, dtype=grad_w.dtype if need_w else torch.float32) if need_b else None
-        for start in range(0, hidden.shape[0], ctx.chunk):
+        w_dtype = torch.promote_types(weight.dtype, torch.float32)
+        grad_w = grad_b = None
+        for index, start in enumerate(range(0, hidden.shape[0], ctx.chunk)):
             rows = slice(start, start + ctx.chunk)
-            logits = _logits(hidden[rows], weight, bias)
+            if index < len(kept):
+                probs = kept[index]
+            else:
+                probs = _logits(hidden[rows], weight, bias).sub_(logsumexp[rows, None]).exp_()
             # d logp[target] / d logits = onehot(target) - softmax(logits)
-            grad_logits = logits.sub_(logsumexp[rows, None]).exp_().mul_(-grad_out[rows, None])  # -g·softmax
+            grad_logits = probs.mul_(-grad_out[rows, None])
             grad_logits.scatter_add_(1, targets[rows, None], grad_out[rows, None])
             grad_logits = grad_logits.to(hidden.dtype)
             if need_h:
                 grad_h[rows] = grad_logits @ weight
             if need_w:
-                grad_w.addmm_(grad_logits.T.to(grad_w.dtype), hidden[rows].to(grad_w.dtype))
+                a, b = grad_logits.T.to(w_dtype), hidden[rows].to(w_dtype)
+                grad_w = torch.mm(a, b) if grad_w is None else grad_w.addmm_(a, b)
             if need_b:
-                grad_b += grad_logits.sum(0)
-        grad_w = grad_w.to(weight.dtype) if need_w else None
-        grad_b = grad_b.to(bias.dtype) if need_b else None
+                chunk_sum = grad_logits.sum(0, dtype=w_dtype)
+                grad_b = chunk_sum if grad_b is None else grad_b.add_(chunk_sum)
+        if need_w:
+            grad_w = (grad_w if grad_w is not None else torch.zeros_like(weight)).to(weight.dtype)
+        if need_b:
+            grad_b = (grad_b if grad_b is not None else torch.zeros_like(bias)).to(bias.dtype)
         return grad_h, grad_w, grad_b, None, None
 
 

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from transformers import (
-    DynamicCache,
-    DynamicLayer,
     LogitsProcessor,
     LogitsProcessorList,
     StoppingCriteria,
@@ -26,6 +22,7 @@ from transformers import (
 from rlxf.data.records import Message
 from rlxf.data.templating import ChatEncoder
 from rlxf.rollout.base import Rollout, SamplingParams
+from rlxf.rollout.cpu_decode import decode_linears, growing_cache
 
 
 class _StopStrings(StoppingCriteria):
@@ -77,87 +74,6 @@ class _SampleByInverseCdf(LogitsProcessor):
         if self.generators is None:
             return torch.rand(rows, 1, dtype=torch.float64, device=device)
         return torch.cat([torch.rand(1, 1, dtype=torch.float64, generator=g) for g in self.generators]).to(device)
-
-
-class _GrowingLayer(DynamicLayer):
-    """A KV-cache layer that writes each step's keys and values into room reserved ahead, where
-    the default layer concatenates, copying the whole cache at every decode step and layer."""
-
-    def __init__(self, room: int):
-        super().__init__()
-        self.room, self._keys, self._values = room, None, None
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        old = self.get_seq_length()
-        new = old + key_states.shape[-2]
-        if not self._backs_cache(key_states, new):  # first step, after a batch selection, or out of room
-            self._reserve(key_states, value_states, old, new + self.room)
-        self._keys[..., old:new, :].copy_(key_states)
-        self._values[..., old:new, :].copy_(value_states)
-        self.keys, self.values = self._keys[..., :new, :], self._values[..., :new, :]
-        return self.keys, self.values
-
-    def _backs_cache(self, key_states: torch.Tensor, new: int) -> bool:
-        buffer = self._keys
-        return (
-            buffer is not None
-            and self.keys.numel() > 0
-            and self.keys.data_ptr() == buffer.data_ptr()
-            and buffer.shape[:2] == key_states.shape[:2]
-            and new <= buffer.shape[-2]
-        )
-
-    def _reserve(self, key_states: torch.Tensor, value_states: torch.Tensor, old: int, size: int) -> None:
-        self._keys = key_states.new_empty(*key_states.shape[:2], size, key_states.shape[-1])
-        self._values = value_states.new_empty(*value_states.shape[:2], size, value_states.shape[-1])
-        if old:
-            self._keys[..., :old, :].copy_(self.keys)
-            self._values[..., :old, :].copy_(self.values)
-
-
-def growing_cache(config, room: int) -> DynamicCache:
-    """A DynamicCache whose full-attention layers reserve ``room`` more positions at a time."""
-    cache = DynamicCache(config=config)
-    cache.layers = [_GrowingLayer(room) if type(layer) is DynamicLayer else layer for layer in cache.layers]
-    return cache
-
-
-SKINNY_ROWS = 64
-"""Up to this many input rows, a CPU linear layer computes W·xᵀ instead of x·Wᵀ."""
-
-
-def _skinny_linear(module: nn.Linear):
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        if x.device.type != "cpu" or len(rows) > SKINNY_ROWS:
-            return F.linear(x, module.weight, module.bias)
-        out = torch.mm(module.weight, rows.t()).t().contiguous()
-        if module.bias is not None:
-            out = out + module.bias
-        return out.reshape(*x.shape[:-1], out.shape[-1])
-
-    return forward
-
-
-@contextmanager
-def skinny_linears(model: nn.Module):
-    """Decode-shaped matmuls in the fast orientation while generating.
-
-    A decode step multiplies a few rows by every weight matrix. On the x86 CPUs measured
-    here the BLAS call behind ``F.linear`` (x·Wᵀ) is slow for that shape, most of all for the
-    output head's wide matrix; the same product as W·xᵀ is faster
-    (``python bench/cpu_decode_matmuls.py``). Same weights, no copy; restored on exit.
-    """
-    linears = [m for m in model.modules() if type(m) is nn.Linear and "forward" not in vars(m)]
-    for module in linears:
-        module.forward = _skinny_linear(module)
-    try:
-        yield
-    finally:
-        for module in linears:
-            del module.forward
 
 
 class ChatEngine(ABC):
@@ -234,7 +150,7 @@ class HFEngine(ChatEngine):
     def _sample(self, encoded, index, sampling: SamplingParams, seeds):
         was_training = self.model.training
         self.model.eval()
-        with skinny_linears(self.model):
+        with decode_linears(self.model):
             rows = self._generate_rows(encoded, index, sampling, seeds)
         self.model.train(was_training)
         return rows

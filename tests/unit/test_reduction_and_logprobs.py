@@ -7,7 +7,7 @@ from rlxf.data import pack, pad
 from rlxf.data.batching import pack_groups
 from rlxf.losses import sequence_mean, token_mean
 from rlxf.losses.preference import dpo
-from rlxf.models import completion_logps, reward_scores
+from rlxf.models import completion_logps, logprobs, reward_scores
 from rlxf.models.logprobs import token_logps_from_hidden
 from rlxf.models.packing import use_packed_attention
 from rlxf.models.tiny import tiny_llama
@@ -32,7 +32,10 @@ def test_batch_split_across_two_ranks_sums_to_whole_batch_loss(monkeypatch):
     assert torch.allclose(token_mean(tokens, 10), token_mean(tokens[:1], 10) + token_mean(tokens[1:], 10))
 
 
-def test_chunked_token_logps_match_log_softmax_in_value_and_gradient():
+@pytest.mark.parametrize("kept_bytes", [0, 300, 10**6])  # chunks of 3 x 11 float64 logits: 264 bytes each
+def test_chunked_token_logps_match_log_softmax_in_value_and_gradient(monkeypatch, kept_bytes):
+    """Logits recomputed in backward, kept from forward for the first chunk only, or for all."""
+    monkeypatch.setattr(logprobs, "KEEP_PROBS_BYTES", kept_bytes)
     torch.manual_seed(0)
     hidden = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
     head = torch.nn.Linear(5, 11, bias=True).double()
@@ -41,10 +44,11 @@ def test_chunked_token_logps_match_log_softmax_in_value_and_gradient():
     plain = torch.log_softmax(head(hidden), -1).gather(1, targets[:, None]).squeeze(1)
     assert torch.allclose(ours, plain)
     weights = torch.randn(7, dtype=torch.float64)
-    grads_ours = torch.autograd.grad((ours * weights).sum(), [hidden, head.weight, head.bias])
     grads_plain = torch.autograd.grad((plain * weights).sum(), [hidden, head.weight, head.bias])
-    for a, b in zip(grads_ours, grads_plain):
-        assert torch.allclose(a, b)
+    for _ in range(2):  # a second backward through the same graph recomputes what the first used up
+        grads_ours = torch.autograd.grad((ours * weights).sum(), [hidden, head.weight, head.bias], retain_graph=True)
+        for a, b in zip(grads_ours, grads_plain):
+            assert torch.allclose(a, b)
 
 
 def _sequences():
