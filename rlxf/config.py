@@ -285,7 +285,8 @@ class DistributedSection:
     optimizer state sharded over ranks; for models that do not fit one device)."""
     rollout_workers: int = 0
     """Online recipes: Ray actors that generate rollouts, each with a copy of the policy given the
-    trainer's weights before every generation (cpus_per_rank CPUs each); 0 = the trainer generates."""
+    trainer's weights before every generation (cpus_per_rank CPUs each); 0 = the trainer generates.
+    With several ranks (torchrun or ray), each rank has workers of its own."""
     reference_worker: bool = False
     """Online recipes with a KL term: the reference model in a Ray actor of its own (cpus_per_rank
     CPUs), out of the trainer's memory."""
@@ -317,11 +318,11 @@ class DistributedSection:
             raise ValueError(
                 "distributed.ranks and cpus_per_rank must be >= 1, max_restarts, rollout_workers and reward_workers >= 0"
             )
-        if (self.rollout_workers or self.reward_workers or self.reference_worker) and self.backend == "ray":
-            raise ValueError(
-                "distributed.rollout_workers, reward_workers and reference_worker serve trainer ranks started "
-                "by torchrun (or one plain process): use backend=torchrun"
-            )
+
+    @property
+    def workers_per_rank(self) -> int:
+        """Ray workers each training rank starts (rollout, reward and reference)."""
+        return self.rollout_workers + self.reward_workers + int(self.reference_worker)
 
 
 @dataclasses.dataclass

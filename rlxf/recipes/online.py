@@ -55,8 +55,8 @@ from rlxf.losses.policy import (
 )
 from rlxf.losses.reduce import aggregate
 from rlxf.losses.value import clipped_value_loss
-from rlxf.models.logprobs import TokenLogps, token_logps, token_values
 from rlxf.models import load_causal_lm, load_reward_model, resolve_model_path
+from rlxf.models.logprobs import TokenLogps, token_logps, token_values
 from rlxf.models.lora import is_lora, merged_lora_weights
 from rlxf.models.packing import use_packed_attention
 from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows, save_results, say, write_config
@@ -66,9 +66,9 @@ from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 from rlxf.rewards.learned import LearnedReward
 from rlxf.rollout import HFEngine, Rollout, SamplingParams
 from rlxf.rollout.vllm_engine import VLLMEngine
-from rlxf.train.ray_actors import ActorPool
 from rlxf.train import Run, distributed
 from rlxf.train.checkpoint import trainable_state
+from rlxf.train.ray_actors import ActorPool
 from rlxf.train.run import MetricSums
 
 
@@ -509,11 +509,15 @@ def train_online(config: OnlineConfig) -> dict:
         # 1. rollout of this rank's prompts, with DAPO's dynamic sampling when asked
         prompts, seeds = rank_prompts(train_prompts, batch, config.train.seed, run.step)
         if config.async_rollouts:
-            rollout = (ahead or engine.submit([p.messages for p in prompts], sampling, seeds=seeds)).result()
-            ahead = None
+            # a resumed run draws its first rollout with the weights the interrupted one drew it with
+            saved = run.resumed_files.get("sampler") if run.step == run.resumed_from else None
+            rollout = ahead or engine.submit([p.messages for p in prompts], sampling, seeds=seeds, weights=saved)
+            rollout, ahead = rollout.result(), None
             if (following := run.batch_at(run.step + 1)) is not None:
                 next_prompts, next_seeds = rank_prompts(train_prompts, following, config.train.seed, run.step + 1)
                 ahead = engine.submit([p.messages for p in next_prompts], sampling, seeds=next_seeds)
+                if run.saves_checkpoint_after_this_step():
+                    run.save_with_checkpoint("sampler", ahead.sampler_weights())
         else:
             rollout = generate([p.messages for p in prompts], sampling, seeds=seeds)
         parts = [(prompts, rollout, score(source, prompts, rollout))]
@@ -787,13 +791,19 @@ def config_data_limits(config: OnlineConfig):
 def start_ray_for_workers(config: OnlineConfig) -> bool | None:
     """Ray for the rollout, reward and reference workers: None when there are none, else whether
     this process joined Ray (and so leaves it at the end). With several training ranks each rank
-    has workers of its own; rank 0 starts Ray (or every rank joins ``distributed.address``)."""
+    has workers of its own; rank 0 starts Ray (or every rank joins ``distributed.address``).
+    Ranks that are Ray actors themselves (``backend=ray``) start their workers in their cluster."""
     section = config.distributed
-    workers = section.rollout_workers + section.reward_workers + (section.reference_worker and config.kl_coef > 0)
+    workers = section.workers_per_rank - (section.reference_worker and config.kl_coef <= 0)
     if not workers:
         return None
     from rlxf.train.ray_ranks import start_ray
 
+    if section.backend == "ray":
+        import ray
+
+        if ray.is_initialized():  # a rank actor: the driver owns Ray
+            return False
     if distributed.world_size() == 1 or section.address:
         return start_ray(section, Path(config.output_dir), workers * section.cpus_per_rank)
     # rank 0 starts Ray for every rank's workers; the others join with its address and a token

@@ -87,10 +87,17 @@ class RayRolloutPool(ActorPool):
         return self.submit(prompts, sampling, seeds=seeds).result()
 
     def submit(
-        self, prompts: Sequence[list[Message]], sampling: SamplingParams, *, seeds: Sequence[int] | None = None
+        self,
+        prompts: Sequence[list[Message]],
+        sampling: SamplingParams,
+        *,
+        seeds: Sequence[int] | None = None,
+        weights: dict[str, torch.Tensor] | None = None,
     ) -> PendingRollout:
-        """Start generating with the trainer's current weights; ``.result()`` waits for it."""
-        job = PendingRollout(self, list(prompts), sampling, seeds, split(len(prompts), len(self.workers)))
+        """Start generating with the trainer's current weights, or with ``weights`` (as
+        :meth:`PendingRollout.sampler_weights` gave them); ``.result()`` waits for it."""
+        shares = split(len(prompts), len(self.workers))
+        job = PendingRollout(self, list(prompts), sampling, seeds, shares, weights)
         job.calls = {i: job.send(i) for i, share in enumerate(job.shares) if share}
         return job
 
@@ -112,9 +119,15 @@ class RayRolloutPool(ActorPool):
 class PendingRollout:
     """A generation in flight on the pool's workers, one share of the prompts each."""
 
-    def __init__(self, pool: RayRolloutPool, prompts, sampling: SamplingParams, seeds, shares: list[list[int]]):
+    def __init__(
+        self, pool: RayRolloutPool, prompts, sampling: SamplingParams, seeds, shares: list[list[int]], weights
+    ):
         self.pool, self.prompts, self.sampling, self.seeds, self.shares = pool, prompts, sampling, seeds, shares
-        self.weights = pool.current_weights()  # a share sent again uses these too
+        if weights is None:
+            weights = pool.current_weights()
+        elif pool.broadcast is None:
+            weights = pool.ray.put(weights)
+        self.weights = weights  # a share sent again uses these too
         if pool.broadcast is not None:
             pool.broadcast.push(self.weights)
         self.calls: dict[int, object] = {}
@@ -129,6 +142,11 @@ class PendingRollout:
             self.pool.broadcast.push(self.weights)
         seeds = None if self.seeds is None else [self.seeds[j] for j in share]
         return worker.generate.remote([self.prompts[j] for j in share], self.sampling, seeds)
+
+    def sampler_weights(self) -> dict[str, torch.Tensor]:
+        """The weights this rollout samples with, whole: what a checkpoint keeps so that a resumed
+        run draws this rollout again."""
+        return self.pool.ray.get(self.weights) if self.pool.broadcast is None else dict(self.weights)
 
     def result(self) -> Rollout:
         """The whole rollout; a share whose worker died is generated again on its replacement."""

@@ -20,6 +20,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 _PREFIX = "step-"
+_SIDE = "side-"  # side files: tensors a loop resumes from (see Run.save_with_checkpoint)
 
 
 def rng_state() -> dict[str, Any]:
@@ -79,12 +80,18 @@ def save_checkpoint(
     scheduler,
     extra: dict[str, Any],
     keep: int,
+    side_files: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """``trainable`` and ``optimizer_state`` whole (see :func:`gathered`), so a checkpoint resumes
-    on any number of ranks, sharded or not."""
+    on any number of ranks, sharded or not. ``side_files``: more tensors a loop resumes from,
+    one safetensors file per name."""
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
     save_file(trainable, staging / "trainable.safetensors")
+    for name, tensors in (side_files or {}).items():
+        save_file(
+            {key: t.detach().cpu().contiguous() for key, t in tensors.items()}, staging / f"{_SIDE}{name}.safetensors"
+        )
     torch.save(
         {
             "optimizer": optimizer_state,
@@ -102,6 +109,13 @@ def save_checkpoint(
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def load_side_files(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The side files saved with the checkpoint at ``path``, by name."""
+    return {
+        file.name[len(_SIDE) : -len(".safetensors")]: load_file(file) for file in path.glob(f"{_SIDE}*.safetensors")
+    }
 
 
 def list_checkpoints(root: Path) -> list[Path]:

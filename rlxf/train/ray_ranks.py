@@ -83,7 +83,9 @@ def start_ray(section: DistributedSection, output_dir: Path, cpus: int) -> bool:
 
 
 def run_on_ray(module_name: str, function_name: str, config: Any, section: DistributedSection) -> None:
-    started_here = start_ray(section, Path(config.output_dir), section.ranks * section.cpus_per_rank)
+    # each rank's own rollout, reward and reference workers are actors beside it
+    cpus = section.ranks * (1 + section.workers_per_rank) * section.cpus_per_rank
+    started_here = start_ray(section, Path(config.output_dir), cpus)
     import ray
 
     actor_class = ray.remote(RankActor)

@@ -128,6 +128,8 @@ class Run:
             self.step = state["step"]
             log.info("resumed %s from %s (step %d of %d)", name, latest, self.step, self.total_steps)
         self.resumed_from = self.step
+        self.resumed_files = checkpoint.load_side_files(latest) if latest is not None else {}
+        self._side_files: dict[str, dict[str, torch.Tensor]] = {}
         self.metrics = MetricsLog(self.dir, resume_step=self.step, enabled=distributed.is_main())
         self.progress = tqdm(
             total=self.total_steps,
@@ -274,11 +276,20 @@ class Run:
         with self.full_weights():
             return evaluation(*args, **kwargs)
 
+    def saves_checkpoint_after_this_step(self) -> bool:
+        return bool(self.train.save_every) and (self.step + 1) % self.train.save_every == 0
+
+    def save_with_checkpoint(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        """Tensors a loop needs to resume exactly, written into the next checkpoint as
+        ``name.safetensors``; a run resumed from it finds them in ``resumed_files[name]``."""
+        self._side_files[name] = tensors
+
     def save_checkpoint(self) -> Path | None:
         """Called on every rank: a sharded model's weights and optimizer state are gathered first."""
         with self.full_weights():
             trainable = checkpoint.trainable_state(self.model)
         optimizer_state = checkpoint.gathered(self.optimizer.state_dict())
+        side_files, self._side_files = self._side_files, {}
         if not distributed.is_main():
             return None
         return checkpoint.save_checkpoint(
@@ -289,6 +300,7 @@ class Run:
             self.scheduler,
             {"epoch": self.epoch, "data_order": self._data_order()},
             keep=self.train.keep_checkpoints,
+            side_files=side_files,
         )
 
     def finish(self) -> float:

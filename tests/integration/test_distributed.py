@@ -46,7 +46,7 @@ def dpo(output_dir, data, *extra):
 
 def resume_copy(finished, target, *, last_step: int):
     """A copy of a finished run without its last checkpoint: rerunning it resumes from the one before."""
-    shutil.copytree(finished, target)
+    shutil.copytree(finished, target, ignore=shutil.ignore_patterns("ray"))  # not Ray's sockets
     shutil.rmtree(target / "checkpoints" / f"step-{last_step:07d}")
     return target
 
@@ -281,6 +281,22 @@ def test_each_of_two_sharded_ranks_gets_its_own_ray_workers_and_the_losses_of_on
     assert expected[2]["kl"] > 1e-6 and expected[4]["kl"] > 1e-6
 
 
+def test_ray_ranks_each_get_their_own_workers_and_the_losses_of_one_rank(tmp_path, prompt_file):
+    """backend=ray: two rank actors, each starting a rollout and a reward worker in the driver's
+    Ray; the per-step losses and rewards are one plain rank's."""
+    pytest.importorskip("ray")
+    one, ray_run = tmp_path / "one", tmp_path / "ray"
+    launch(1, "grpo", *grpo(one, prompt_file))
+    ranks = ("distributed.backend=ray", "distributed.ranks=2")
+    workers = ("distributed.rollout_workers=1", "distributed.reward_workers=1")
+    launch(1, "grpo", *grpo(ray_run, prompt_file, *ranks, *workers))
+    expected, got = train_rows(one), train_rows(ray_run)
+    assert_same_losses(expected, got, range(1, 5))
+    for step in range(1, 5):
+        assert got[step]["reward"] == pytest.approx(expected[step]["reward"], abs=1e-9), step
+    assert got[4]["rollout_worker_restarts"] == 0 and got[4]["reward_worker_restarts"] == 0
+
+
 def test_one_step_off_async_rollouts_learn_with_truncated_importance_weights(tmp_path, prompt_file):
     pytest.importorskip("ray")
     extra = ("train.max_steps=12", "distributed.rollout_workers=2", "async_rollouts=true", "tis_cap=2.0")
@@ -291,6 +307,24 @@ def test_one_step_off_async_rollouts_learn_with_truncated_importance_weights(tmp
     # step 1's samples come from the trainer's weights; later ones from the weights one update back
     assert rows[0]["tis_weight"] == pytest.approx(1.0, abs=1e-4)
     assert any(abs(r["tis_weight"] - 1.0) > 1e-3 for r in rows[1:])
+
+
+def test_one_step_off_async_rollouts_resume_exactly(tmp_path, prompt_file):
+    """The checkpoint after step 4 keeps the weights step 5's rollout was started with (one update
+    back), so a run resumed there draws step 5's samples again and ends as the uninterrupted one."""
+    pytest.importorskip("ray")
+    extra = ("train.max_steps=6", "distributed.rollout_workers=2", "async_rollouts=true", "tis_cap=2.0")
+    straight = tmp_path / "straight"
+    launch(1, "grpo", *grpo(straight, prompt_file, *extra))
+    assert (straight / "checkpoints" / "step-0000004" / "side-sampler.safetensors").exists()
+    resumed = resume_copy(straight, tmp_path / "resumed", last_step=6)
+    launch(1, "grpo", *grpo(resumed, prompt_file, *extra))
+    expected, got = train_rows(straight), train_rows(resumed)
+    assert_same_losses(expected, got, range(1, 7))
+    for step in (5, 6):
+        assert got[step]["reward"] == pytest.approx(expected[step]["reward"], abs=1e-9), step
+        assert got[step]["tis_weight"] == pytest.approx(expected[step]["tis_weight"], rel=1e-5), step
+    assert abs(expected[5]["tis_weight"] - 1.0) > 1e-4  # step 5 was drawn one update back
 
 
 class KillDuringPush(dict):
