@@ -12,12 +12,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from transformers import (
-    LogitsProcessor,
-    LogitsProcessorList,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
 
 from rlxf.data.records import Message
 from rlxf.data.templating import ChatEncoder
@@ -25,34 +19,22 @@ from rlxf.rollout.base import Rollout, SamplingParams
 from rlxf.rollout.cpu_decode import decode_linears, growing_cache
 
 
-class _StopStrings(StoppingCriteria):
-    """Ends each row once its generated text contains a stop string."""
-
-    def __init__(self, stops: Sequence[str], tokenizer, prompt_width: int):
-        self.stops, self.tokenizer, self.prompt_width = stops, tokenizer, prompt_width
-        self.window = max(len(stop) for stop in stops) + 8  # tokens: at least one character each
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        tails = input_ids[:, self.prompt_width :][:, -self.window :]
-        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
-        return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
-
-
-class _SampleByInverseCdf(LogitsProcessor):
-    """Draws each row's next token and leaves only that token for greedy decoding to pick.
+class _SampleByInverseCdf:
+    """Draws each row's next token from softmax(scores / T), truncated to the top-p nucleus.
 
     ``torch.multinomial`` draws one exponential variate per vocabulary entry, which costs
     more than a whole transformer layer per decode step on a CPU (about 18 ms at 16 rows x
     49k tokens); one uniform per row on the cumulative distribution draws from the same
-    distribution in about a fifth of that, softmax included (``python bench/hf_generation.py``). Temperature and nucleus (top-p) truncation
-    follow Holtzman et al., "The Curious Case of Neural Text Degeneration" (2020).
+    distribution in about a fifth of that, softmax included (``python bench/hf_generation.py``).
+    Temperature and nucleus (top-p) truncation follow Holtzman et al., "The Curious Case of
+    Neural Text Degeneration" (2020).
     """
 
     def __init__(self, temperature: float, top_p: float, generators: list[torch.Generator] | None = None):
         self.temperature, self.top_p, self.generators = temperature, top_p, generators
-        self.logprobs: list[torch.Tensor] = []  # per step (B, 1): log-prob of the drawn token under softmax(z/T)
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def draw(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) token ids and (B,) their log-probs under softmax(scores / T)."""
         logp = (scores.float() / self.temperature).log_softmax(-1)
         probs = logp.exp().double()  # float64: exact tails in the cumulative sum
         order = None
@@ -64,9 +46,12 @@ class _SampleByInverseCdf(LogitsProcessor):
         picks = torch.searchsorted(cdf, draw, right=True).clamp_(max=cdf.shape[1] - 1)
         if order is not None:
             picks = order.gather(1, picks)
-        self.logprobs.append(logp.gather(1, picks))
-        only = torch.full_like(scores, float("-inf"))
-        return only.scatter_(1, picks, 0.0)
+        return picks.squeeze(1), logp.gather(1, picks).squeeze(1)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Only these rows go on (the others finished): their generators stay with them."""
+        if self.generators is not None:
+            self.generators = [self.generators[i] for i in rows.tolist()]
 
     def _uniforms(self, rows: int, device) -> torch.Tensor:
         """(rows, 1) uniforms in [0, 1): from each row's own generator when given, so a row's
@@ -74,6 +59,11 @@ class _SampleByInverseCdf(LogitsProcessor):
         if self.generators is None:
             return torch.rand(rows, 1, dtype=torch.float64, device=device)
         return torch.cat([torch.rand(1, 1, dtype=torch.float64, generator=g) for g in self.generators]).to(device)
+
+
+def _greedy(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    picks = scores.argmax(-1)
+    return picks, scores.float().log_softmax(-1).gather(1, picks[:, None]).squeeze(1)
 
 
 class ChatEngine(ABC):
@@ -141,7 +131,7 @@ class ChatEngine(ABC):
 
 
 class HFEngine(ChatEngine):
-    """transformers' ``generate`` on the live policy (no weight copies)."""
+    """A transformers model on the live policy (no weight copies), decoded by the engine's own loop."""
 
     def __init__(self, model: nn.Module, encoder: ChatEncoder, *, batch_size: int = 32):
         super().__init__(encoder)
@@ -150,7 +140,7 @@ class HFEngine(ChatEngine):
     def _sample(self, encoded, index, sampling: SamplingParams, seeds):
         was_training = self.model.training
         self.model.eval()
-        with decode_linears(self.model):
+        with decode_linears(self.model, rows=min(self.batch_size, len(index))):
             rows = self._generate_rows(encoded, index, sampling, seeds)
         self.model.train(was_training)
         return rows
@@ -172,6 +162,8 @@ class HFEngine(ChatEngine):
         return completions, logprob_rows
 
     def _generate_batch(self, prompts: list[list[int]], sampling: SamplingParams, generators=None):
+        """Decode the rows together, KV-cached; rows that end leave the batch, so the others go on
+        without carrying them (a batch ends when its longest row does)."""
         pad_id, eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -179,35 +171,57 @@ class HFEngine(ChatEngine):
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
             attention[row, width - len(prompt) :] = 1
-        input_ids, attention = input_ids.to(self.model.device), attention.to(self.model.device)
-        greedy = sampling.temperature <= 0
-        # sampling, when asked for, is the logits processor's draw, which also keeps its log-probs
-        sampler = None if greedy else _SampleByInverseCdf(sampling.temperature, sampling.top_p, generators)
-        options = {"do_sample": False, "output_logits": greedy}
+        device = self.model.device
+        input_ids, attention = input_ids.to(device), attention.to(device)
         room = sampling.max_new_tokens + 1
-        if sampler is not None:
-            options["logits_processor"] = LogitsProcessorList([sampler])
-        if sampling.stop:
-            options["stopping_criteria"] = StoppingCriteriaList([_StopStrings(sampling.stop, self.tokenizer, width)])
-        output = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            cache=self._shared_prefill(prompts, input_ids, attention, room) or growing_cache(self.model.config, room),
-            max_new_tokens=sampling.max_new_tokens,
-            eos_token_id=eos_id,
-            pad_token_id=pad_id,
-            use_cache=True,
-            return_dict_in_generate=True,
-            synced_gpus=False,  # ranks generate on their own (a sharded policy is gathered whole first)
-            **options,
+        cache = self._shared_prefill(prompts, input_ids, attention, room) or growing_cache(self.model.config, room)
+        draw = (
+            _greedy
+            if sampling.temperature <= 0
+            else _SampleByInverseCdf(sampling.temperature, sampling.top_p, generators).draw
         )
-        tokens = output.sequences[:, width:]
-        if sampler is not None:
-            logprobs = torch.cat(sampler.logprobs, dim=1)  # (B, T); rows cut after their end later
-        else:
-            logits = torch.stack(output.logits, dim=1).float()  # (B, T, V) raw logits
-            logprobs = logits.log_softmax(-1).gather(2, tokens[:, :, None]).squeeze(2)
-        return tokens.tolist(), logprobs.tolist()
+        sampler = getattr(draw, "__self__", None)
+        stop_window = max((len(stop) for stop in sampling.stop), default=0) + 8  # tokens: >= 1 character each
+
+        tokens: list[list[int]] = [[] for _ in prompts]
+        logprobs: list[list[float]] = [[] for _ in prompts]
+        rows = torch.arange(len(prompts))  # the prompt row of each row still decoding
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        step_ids, step_positions = input_ids[:, cache.get_seq_length() :], positions[:, cache.get_seq_length() :]
+        for _ in range(sampling.max_new_tokens):
+            logits = self.model(
+                input_ids=step_ids,
+                attention_mask=attention,
+                position_ids=step_positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
+            picks, picked_logprobs = draw(logits)
+            ended = []
+            for row, token, logprob in zip(rows.tolist(), picks.tolist(), picked_logprobs.tolist()):
+                tokens[row].append(token)
+                logprobs[row].append(logprob)
+                ended.append(token == eos_id or self._stopped(tokens[row], sampling.stop, stop_window))
+            attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)
+            step_ids, step_positions = picks[:, None], step_positions[:, -1:] + 1
+            if any(ended):
+                going = torch.tensor([not e for e in ended]).nonzero().squeeze(1)
+                if len(going) == 0:
+                    break
+                rows, attention, step_ids, step_positions = (
+                    t[going.to(t.device)] for t in (rows, attention, step_ids, step_positions)
+                )
+                cache.batch_select_indices(going.to(device))
+                if sampler is not None:
+                    sampler.keep(going)
+        return tokens, logprobs
+
+    def _stopped(self, tokens: list[int], stops: Sequence[str], window: int) -> bool:
+        if not stops:
+            return False
+        text = self.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+        return any(stop in text for stop in stops)
 
     def _shared_prefill(self, prompts: list[list[int]], input_ids: torch.Tensor, attention: torch.Tensor, room: int):
         """KV cache of every prompt token but the last, computed once per distinct prompt.

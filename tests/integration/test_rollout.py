@@ -98,3 +98,19 @@ def _padded(prompts):
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
     return prompts, ids, (ids != 0).long()
+
+
+def test_rows_that_end_leave_the_batch_without_changing_the_others():
+    """With per-prompt seeds, rows decoded together (some end early and leave the batch, the
+    cache and the sampler) draw what each draws alone."""
+    policy = engine(seed=5)
+    prompts = PROMPTS + [[{"role": "user", "content": "count to three"}]]
+    sampling = SamplingParams(max_new_tokens=16, n=3, temperature=1.0)
+    together = HFEngine(policy.model, policy.encoder, batch_size=9).generate(prompts, sampling, seeds=[1, 2, 3])
+    lengths = {len(c) for c in together.completion_ids}
+    assert len(lengths) > 1 and min(lengths) < 16  # some rows did end first
+    for i, prompt in enumerate(prompts):
+        alone = policy.generate([prompt], sampling, seeds=[i + 1])
+        assert alone.completion_ids == together.completion_ids[3 * i : 3 * i + 3]
+        width = alone.logprobs.shape[1]
+        assert torch.allclose(alone.logprobs, together.logprobs[3 * i : 3 * i + 3, :width], atol=1e-5)
