@@ -1,7 +1,7 @@
 """Where the HF engine's generation time goes: each speed-up switched off in turn, same process.
 
-SmolLM2-135M-Instruct, 4 two-digit addition prompts x 4 samples, 32 new tokens, T = 1 (the
-GRPO benchmark's rollout). Configurations alternate over ``--repeats`` rounds so machine drift
+SmolLM2-135M-Instruct, 4 two-digit addition prompts x 4 samples, ``--tokens`` new tokens, T = 1
+(the GRPO benchmark's rollout). Configurations alternate over ``--repeats`` rounds so machine drift
 hits all alike; prints the median seconds of each. Also times one sampling draw at 16 x 49k
 (``torch.multinomial`` against the engine's inverse-CDF sampler) and one decode step's KV-cache
 writes (concatenating against growing in place).
@@ -50,6 +50,7 @@ def kv_update_ms(make_layer, rows: int = 16, prompt: int = 40, steps: int = 32, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=32)
     args = parser.parse_args()
 
     scores = torch.randn(16, 49152)
@@ -69,25 +70,33 @@ def main() -> None:
     model = load_causal_lm("smollm2-135m-instruct")
     engine = hf.HFEngine(model, ChatEncoder(load_tokenizer("smollm2-135m-instruct")))
     prompts = [p.messages for p in arithmetic(4, digits=2, seed=0)]
-    sampling = SamplingParams(max_new_tokens=32, temperature=1.0, n=4)
-    shared_prefill, skinny, growing = engine._shared_prefill, hf.decode_linears, hf.growing_cache
+    sampling = SamplingParams(max_new_tokens=args.tokens, temperature=1.0, n=4)
+    prefill, linears, growing, pack = engine._shared_prefill, hf.decode_linears, hf.growing_cache, cpu_decode._pack
     concatenating = lambda config, room: cpu_decode.DynamicCache(config=config)  # noqa: E731
+    plain_linears = lambda model, rows: contextlib.nullcontext()  # noqa: E731
     settings = {
-        "all on": (shared_prefill, skinny, growing),
-        "no shared prefill": (lambda *a: None, skinny, growing),
-        "no decode-shaped matmuls": (shared_prefill, lambda model: contextlib.nullcontext(), growing),
-        "no growing KV cache": (shared_prefill, skinny, concatenating),
+        "all on": (prefill, linears, growing, pack),
+        "no shared prefill": (lambda *a: None, linears, growing, pack),
+        "W·xᵀ, no oneDNN layout": (prefill, linears, growing, lambda weight, rows: None),
+        "plain F.linear": (prefill, plain_linears, growing, pack),
+        "no growing KV cache": (prefill, linears, concatenating, pack),
     }
     seconds: dict[str, list[float]] = {name: [] for name in settings}
+    tokens: dict[str, int] = {}
     engine.generate(prompts, sampling, seeds=[0, 1, 2, 3])  # warm-up
     for _ in range(args.repeats):
-        for name, (prefill, linears, cache) in settings.items():
-            engine._shared_prefill, hf.decode_linears, hf.growing_cache = prefill, linears, cache
+        for name, setting in settings.items():
+            engine._shared_prefill, hf.decode_linears, hf.growing_cache, cpu_decode._pack = setting
             started = time.perf_counter()
-            engine.generate(prompts, sampling, seeds=[0, 1, 2, 3])  # same seeds: same tokens in each setting
+            # same seeds: the same tokens in each setting, up to float rounding in the products
+            rollout = engine.generate(prompts, sampling, seeds=[0, 1, 2, 3])
             seconds[name].append(time.perf_counter() - started)
+            tokens[name] = int(rollout.mask.sum())
     for name, values in seconds.items():
-        print(f"{name:26} {statistics.median(values):6.2f} s  ({', '.join(f'{v:.2f}' for v in values)})")
+        print(
+            f"{name:26} {statistics.median(values):6.2f} s  ({', '.join(f'{v:.2f}' for v in values)}), "
+            f"{tokens[name]} tokens"
+        )
 
 
 if __name__ == "__main__":
