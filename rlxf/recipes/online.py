@@ -191,6 +191,8 @@ class OnlineConfig:
     """loss: a KL term in the loss (GRPO); reward: subtracted from the reward (PPO, RLOO, REINFORCE++)."""
     kl_target: float = 0.0
     """> 0: adapt kl_coef toward this KL per sequence (Ziegler et al. 2019)."""
+    kl_horizon: int = 10000
+    """kl_target: the adaptive controller's horizon in sequences (larger adapts more slowly)."""
     entropy_coef: float = 0.0
     """Entropy bonus weight."""
     aggregation: str = "token_mean"
@@ -242,6 +244,8 @@ class OnlineConfig:
             raise ValueError("async_rollouts and dynamic_sampling cannot be combined")
         if self.tis_cap < 0:
             raise ValueError("tis_cap must be >= 0 (0 = off)")
+        if self.kl_horizon < 1:
+            raise ValueError(f"kl_horizon must be >= 1, got {self.kl_horizon}")
         if self.algo in ("grpo", "dr_grpo", "rloo") and self.sampling.n < 2:
             raise ValueError(f"{self.algo} compares samples of a prompt: sampling.n must be >= 2")
 
@@ -456,7 +460,9 @@ def train_online(config: OnlineConfig) -> dict:
     engine, workers = rollout_engine(config, policy, encoder), config.distributed.rollout_workers
     source = reward_source(config)
     reference = reference_model(config, policy) if config.kl_coef > 0 else None
-    kl_control = AdaptiveKLController(config.kl_coef, config.kl_target) if config.kl_target > 0 else None
+    kl_control = (
+        AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target > 0 else None
+    )
     sampling = SamplingParams(
         max_new_tokens=config.sampling.max_new_tokens,
         temperature=config.sampling.temperature,
@@ -504,6 +510,8 @@ def train_online(config: OnlineConfig) -> dict:
         run.log_eval(scalars(results["before"]))
         say(f"held-out greedy reward before training: {results['before']['greedy_reward']:.3f}")
     kl_coef = config.kl_coef
+    if kl_control is not None and "kl_control" in run.resumed_files:  # where the interrupted run had taken it
+        kl_coef = kl_control.coef = float(run.resumed_files["kl_control"]["coef"])
     ahead = None  # async_rollouts: the next step's generation, in flight on the rollout workers
     for batch in run.steps():
         # 1. rollout of this rank's prompts, with DAPO's dynamic sampling when asked
@@ -609,8 +617,10 @@ def train_online(config: OnlineConfig) -> dict:
         }
         if kl_tokens is not None:
             step_metrics.update(kl=float(kl_tokens.sum(-1).mean()), kl_coef=kl_coef)
-            if kl_control is not None:
-                kl_coef = kl_control.update(step_metrics["kl"], len(sequences))
+            if kl_control is not None:  # on the whole batch's KL, so that every rank keeps the same coefficient
+                observed = distributed.mean_over_ranks({"kl": step_metrics["kl"]})["kl"]
+                kl_coef = kl_control.update(observed, int(distributed.global_sum(len(sequences))))
+                run.save_with_checkpoint("kl_control", {"coef": torch.tensor(kl_coef, dtype=torch.float64)})
         run.end_step(total, step_metrics, tokens=trained_tokens)
         if reference is not None and config.reference_refresh_every and run.step % config.reference_refresh_every == 0:
             with run.full_weights():

@@ -114,3 +114,20 @@ def test_dynamic_sampling_keeps_groups_with_signal():
     assert prompts == ["p5b", "p6a"] and rewards.rewards.tolist() == [0.0, 1.0, 0.0, 1.0]
     assert rollout.prompt_index == [0, 0, 1, 1] and rollout.completion_ids[0] == [5, 2]
     assert zero_variance_groups(torch.tensor([1.0, 1.0, 0.0, 1.0]), 2).tolist() == [True, False]
+
+
+def test_the_adaptive_kl_coefficient_resumes_where_it_was(tmp_path, prompt_file):
+    """Ziegler et al.'s controller moves kl_coef every step; a run resumed from the step-2
+    checkpoint goes on from the coefficient it had reached, not from the configured one."""
+    import shutil
+
+    knobs = ("train.max_steps=4", "train.save_every=2", "kl_coef=0.5", "kl_penalty=reward", "algo=rloo")
+    adaptive = (*knobs, "kl_target=0.001", "kl_horizon=64")  # K = 32 sequences / 64: up to 10% a step
+    _, straight = online(tmp_path / "straight", prompt_file, *adaptive)
+    assert straight[2]["kl_coef"] != pytest.approx(0.5, rel=1e-3)  # it did move by step 3
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-0000004")
+    _, resumed = online(tmp_path / "resumed", prompt_file, *adaptive)
+    for before, after in zip(straight[2:], resumed[2:]):
+        assert after["kl_coef"] == pytest.approx(before["kl_coef"], rel=1e-9)
+        assert after["loss"] == pytest.approx(before["loss"], rel=1e-5, abs=1e-7)
