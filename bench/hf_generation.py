@@ -73,7 +73,7 @@ def main() -> None:
     sampling = SamplingParams(max_new_tokens=args.tokens, temperature=1.0, n=4)
     prefill, linears, growing, pack = engine._shared_prefill, hf.decode_linears, hf.growing_cache, cpu_decode._pack
     concatenating = lambda config, room: cpu_decode.DynamicCache(config=config)  # noqa: E731
-    plain_linears = lambda model, rows: contextlib.nullcontext()  # noqa: E731
+    plain_linears = lambda model, rows, lay_out: contextlib.nullcontext()  # noqa: E731
     settings = {
         "all on": (prefill, linears, growing, pack),
         "no shared prefill": (lambda *a: None, linears, growing, pack),

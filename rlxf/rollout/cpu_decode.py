@@ -8,6 +8,7 @@ below changes how the same products are computed (to float rounding), never what
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 import torch
@@ -99,17 +100,28 @@ def _decode_linear(module: nn.Linear, packed: torch.Tensor | None):
     return forward
 
 
+def _room_to_lay_out(linears: list[nn.Linear]) -> bool:
+    """Whether a copy of these weights fits in half the memory the system has free now."""
+    needed = sum(m.weight.numel() * m.weight.element_size() for m in linears)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return needed <= free // 2
+
+
 @contextmanager
-def decode_linears(model: nn.Module, rows: int = 16):
+def decode_linears(model: nn.Module, rows: int = 16, *, lay_out: bool = True):
     """Decode-shaped matmuls while generating about ``rows`` rows at a time.
 
     At a few rows the BLAS call behind ``F.linear`` (x·Wᵀ) re-lays out the whole weight at every
-    call, which makes a decode step cost far more than its arithmetic. The weights are laid out
-    once per generation instead, in oneDNN's blocked format (a copy of each plain ``nn.Linear``
-    weight, freed on exit: 1.8x faster over SmolLM2-135M's layers, 2.9x on its output head,
-    ``python bench/cpu_decode_matmuls.py``); without oneDNN, W·xᵀ, the same product in the
-    orientation that is fast at few rows. LoRA-wrapped layers run as they are; the model's
-    own weights are untouched and restored on exit.
+    call, which makes a decode step cost far more than its arithmetic. With ``lay_out`` the
+    weights are laid out once per generation instead, in oneDNN's blocked format (a copy of each
+    plain ``nn.Linear`` weight, freed on exit: about 1.5x faster over SmolLM2-135M's layers at 16
+    rows and 2.3x on its output head, for about 0.16 s of laying out,
+    ``python bench/cpu_decode_matmuls.py``). Without it, without oneDNN, or when the copy would
+    not fit in half the free memory: W·xᵀ, the same product in the orientation that is fast at
+    few rows. LoRA-wrapped layers run as they are; the model's own weights are untouched.
 
     Measured and left out: stacking the projections of one input (q, k, v; gate, up) into one
     matrix (no faster across the whole model); returning W·xᵀ's transposed view instead of a
@@ -117,8 +129,9 @@ def decode_linears(model: nn.Module, rows: int = 16):
     """
     linears = [m for m in model.modules() if type(m) is nn.Linear and "forward" not in vars(m)]
     on_cpu = next(model.parameters()).device.type == "cpu"
+    lay_out = lay_out and on_cpu and _room_to_lay_out(linears)
     for module in linears:
-        module.forward = _decode_linear(module, _pack(module.weight, rows) if on_cpu else None)
+        module.forward = _decode_linear(module, _pack(module.weight, rows) if lay_out else None)
     try:
         yield
     finally:

@@ -130,6 +130,10 @@ class ChatEngine(ABC):
         """Token ids and their log-probs for every row (row p samples prompt ``index[p]``)."""
 
 
+LAY_OUT_MIN_NEW_TOKENS = 8
+"""Generations this long or longer lay the weights out for decoding (see ``decode_linears``)."""
+
+
 class HFEngine(ChatEngine):
     """A transformers model on the live policy (no weight copies), decoded by the engine's own loop."""
 
@@ -140,7 +144,9 @@ class HFEngine(ChatEngine):
     def _sample(self, encoded, index, sampling: SamplingParams, seeds):
         was_training = self.model.training
         self.model.eval()
-        with decode_linears(self.model, rows=min(self.batch_size, len(index))):
+        # laying the weights out pays for itself after a few decode steps
+        lay_out = sampling.max_new_tokens >= LAY_OUT_MIN_NEW_TOKENS
+        with decode_linears(self.model, rows=min(self.batch_size, len(index)), lay_out=lay_out):
             rows = self._generate_rows(encoded, index, sampling, seeds)
         self.model.train(was_training)
         return rows

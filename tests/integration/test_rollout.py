@@ -4,13 +4,12 @@ import torch
 from transformers import DynamicCache
 
 import rlxf.rollout.hf as hf
-
 from rlxf.data import pack
 from rlxf.data.templating import ChatEncoder
 from rlxf.models import completion_logps
 from rlxf.models.packing import use_packed_attention
 from rlxf.models.tiny import tiny_llama, tiny_tokenizer
-from rlxf.rollout import HFEngine, SamplingParams
+from rlxf.rollout import HFEngine, SamplingParams, cpu_decode
 
 PROMPTS = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "what is two plus two?"}]]
 
@@ -114,3 +113,20 @@ def test_rows_that_end_leave_the_batch_without_changing_the_others():
         assert alone.completion_ids == together.completion_ids[3 * i : 3 * i + 3]
         width = alone.logprobs.shape[1]
         assert torch.allclose(alone.logprobs, together.logprobs[3 * i : 3 * i + 3, :width], atol=1e-5)
+
+
+def test_decode_shaped_products_are_the_plain_ones(monkeypatch):
+    """Laid out for oneDNN or as W·xᵀ, a forward pass gives the plain model's logits, and the
+    layers are plain again afterwards."""
+    model = tiny_llama(seed=6)
+    ids = torch.randint(3, 200, (3, 5))
+    linears = sum(type(m) is torch.nn.Linear for m in model.modules())
+    laid_out, lay_out_one = [], cpu_decode._pack
+    monkeypatch.setattr(cpu_decode, "_pack", lambda weight, rows: laid_out.append(weight) or lay_out_one(weight, rows))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        for lay_out in (True, False):
+            with cpu_decode.decode_linears(model, rows=3, lay_out=lay_out):
+                assert torch.allclose(model(input_ids=ids).logits, plain, atol=1e-5)
+            assert len(laid_out) == linears  # each weight laid out once, and only when asked
+    assert not any("forward" in vars(m) for m in model.modules())
