@@ -170,30 +170,20 @@ class HFEngine(ChatEngine):
     def _generate_batch(self, prompts: list[list[int]], sampling: SamplingParams, generators=None):
         """Decode the rows together, KV-cached; rows that end leave the batch, so the others go on
         without carrying them (a batch ends when its longest row does)."""
-        pad_id, eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
-            attention[row, width - len(prompt) :] = 1
-        device = self.model.device
-        input_ids, attention = input_ids.to(device), attention.to(device)
+        input_ids, attention = self._left_padded(prompts)
         room = sampling.max_new_tokens + 1
         cache = self._shared_prefill(prompts, input_ids, attention, room) or growing_cache(self.model.config, room)
-        draw = (
-            _greedy
-            if sampling.temperature <= 0
-            else _SampleByInverseCdf(sampling.temperature, sampling.top_p, generators).draw
+        sampler = (
+            None if sampling.temperature <= 0 else _SampleByInverseCdf(sampling.temperature, sampling.top_p, generators)
         )
-        sampler = getattr(draw, "__self__", None)
+        draw = _greedy if sampler is None else sampler.draw
         stop_window = max((len(stop) for stop in sampling.stop), default=0) + 8  # tokens: >= 1 character each
 
         tokens: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
         rows = torch.arange(len(prompts))  # the prompt row of each row still decoding
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        step_ids, step_positions = input_ids[:, cache.get_seq_length() :], positions[:, cache.get_seq_length() :]
+        cached = cache.get_seq_length()  # the shared prefill leaves each prompt's last token to feed
+        step_ids, step_positions = input_ids[:, cached:], ((attention.cumsum(-1) - 1).clamp(min=0))[:, cached:]
         for _ in range(sampling.max_new_tokens):
             logits = self.model(
                 input_ids=step_ids,
@@ -204,24 +194,35 @@ class HFEngine(ChatEngine):
                 logits_to_keep=1,
             ).logits[:, -1]
             picks, picked_logprobs = draw(logits)
-            ended = []
-            for row, token, logprob in zip(rows.tolist(), picks.tolist(), picked_logprobs.tolist()):
+            going = []
+            for place, (row, token, logprob) in enumerate(zip(rows.tolist(), picks.tolist(), picked_logprobs.tolist())):
                 tokens[row].append(token)
                 logprobs[row].append(logprob)
-                ended.append(token == eos_id or self._stopped(tokens[row], sampling.stop, stop_window))
+                if token != self.tokenizer.eos_token_id and not self._stopped(tokens[row], sampling.stop, stop_window):
+                    going.append(place)
+            if not going:
+                break
             attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)
             step_ids, step_positions = picks[:, None], step_positions[:, -1:] + 1
-            if any(ended):
-                going = torch.tensor([not e for e in ended]).nonzero().squeeze(1)
-                if len(going) == 0:
-                    break
+            if len(going) < len(rows):  # rows that ended leave the batch, its cache and the sampler
+                keep = torch.tensor(going)
                 rows, attention, step_ids, step_positions = (
-                    t[going.to(t.device)] for t in (rows, attention, step_ids, step_positions)
+                    t[keep.to(t.device)] for t in (rows, attention, step_ids, step_positions)
                 )
-                cache.batch_select_indices(going.to(device))
+                cache.batch_select_indices(keep.to(attention.device))
                 if sampler is not None:
-                    sampler.keep(going)
+                    sampler.keep(keep)
         return tokens, logprobs
+
+    def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, W) token ids and attention mask on the model's device, prompts aligned on the right."""
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            attention[row, width - len(prompt) :] = 1
+        return input_ids.to(self.model.device), attention.to(self.model.device)
 
     def _stopped(self, tokens: list[int], stops: Sequence[str], window: int) -> bool:
         if not stops:
