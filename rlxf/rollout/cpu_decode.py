@@ -118,7 +118,7 @@ def decode_linears(model: nn.Module, rows: int = 16, *, lay_out: bool = True):
     call, which makes a decode step cost far more than its arithmetic. With ``lay_out`` the
     weights are laid out once per generation instead, in oneDNN's blocked format (a copy of each
     plain ``nn.Linear`` weight, freed on exit: about 1.5x faster over SmolLM2-135M's layers at 16
-    rows and 2.3x on its output head, for about 0.16 s of laying out,
+    rows and 2.3x on its output head, for about 0.12 s of laying out the layers,
     ``python bench/cpu_decode_matmuls.py``). Without it, without oneDNN, or when the copy would
     not fit in half the free memory: W·xᵀ, the same product in the orientation that is fast at
     few rows. LoRA-wrapped layers run as they are; the model's own weights are untouched.

@@ -277,11 +277,12 @@ class Run:
             return evaluation(*args, **kwargs)
 
     def saves_checkpoint_after_this_step(self) -> bool:
+        """Whether ``end_step`` of the step in progress writes a checkpoint (``train.save_every``)."""
         return bool(self.train.save_every) and (self.step + 1) % self.train.save_every == 0
 
     def save_with_checkpoint(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
         """Tensors a loop needs to resume exactly, written into the next checkpoint as
-        ``name.safetensors``; a run resumed from it finds them in ``resumed_files[name]``."""
+        ``side-<name>.safetensors``; a run resumed from it finds them in ``resumed_files[name]``."""
         self._side_files[name] = tensors
 
     def save_checkpoint(self) -> Path | None:
