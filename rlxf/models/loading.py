@@ -12,6 +12,7 @@ Names:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -126,43 +127,76 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def to_default_device(model: nn.Module) -> nn.Module:
-    """``model`` on :func:`default_device`. On CUDA, SDPA's cuDNN backend is switched off: it
-    builds a graph for every new sequence length, and rlxf's shapes change with every call
-    (packed segments, growing KV caches). Profiled on an H200 (bf16 SmolLM2-135M DPO step, 16
-    packed pairs): 4.5 s of CPU, 94% of it in cuDNN attention setup, for 0.1 s of GPU work."""
-    device = default_device()
-    if device.type == "cuda":
+def to_default_device(model: nn.Module, device: str | None = None) -> nn.Module:
+    """``model`` on ``device`` (default :func:`default_device`; a model on the meta device stays
+    there). On CUDA, SDPA's cuDNN backend is switched off: it builds a graph for every new
+    sequence length, and rlxf's shapes change with every call (packed segments, growing KV
+    caches). Profiled on an H200 (bf16 SmolLM2-135M DPO step, 16 packed pairs): 4.5 s of CPU, 94%
+    of it in cuDNN attention setup, for 0.1 s of GPU work."""
+    if default_device().type == "cuda":
         torch.backends.cuda.enable_cudnn_sdp(False)
-    return model.to(device)
+    return model if is_empty(model) else model.to(device or default_device())
 
 
-def load_causal_lm(name: str, *, dtype: str = "float32", seed: int = 0) -> nn.Module:
-    """A causal language model in training-ready form (dropout off, no KV cache), on
-    :func:`default_device`."""
+def is_empty(model: nn.Module) -> bool:
+    """Whether ``model`` was built on the meta device: shapes only, its weights still to come."""
+    return any(p.is_meta for p in model.parameters())
+
+
+def _empty_from_folder(auto_class, name: str, dtype: str, **config_settings) -> nn.Module:
+    """``auto_class``'s model for ``name`` on the meta device: its config read, no weights."""
+    from transformers import AutoConfig, GenerationConfig
+
+    path = resolve_model_path(name)
+    config = AutoConfig.from_pretrained(path, **config_settings)
+    with torch.device("meta"):
+        model = auto_class.from_config(config, dtype=torch_dtype(dtype))
+    if model.can_generate():
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(path)
+        except OSError:  # no generation_config.json: the one derived from the config stands
+            pass
+    return model
+
+
+def _built_on(device: str | None):
+    """Context for building a model from code: on the meta device when asked for."""
+    return torch.device("meta") if device == "meta" else contextlib.nullcontext()
+
+
+def load_causal_lm(name: str, *, dtype: str = "float32", seed: int = 0, device: str | None = None) -> nn.Module:
+    """A causal language model in training-ready form (dropout off, no KV cache), on ``device``
+    (default :func:`default_device`). ``device="meta"`` builds it without reading any weights:
+    shapes only (what the ranks of a sharded run but the first start from)."""
+    from transformers import AutoModelForCausalLM
+
     if name in tiny.RANDOM_CONFIGS:
-        model = tiny.tiny_llama(seed, name=name).to(torch_dtype(dtype))
+        with _built_on(device):
+            model = tiny.tiny_llama(seed, name=name).to(torch_dtype(dtype))
+    elif device == "meta":
+        model = _empty_from_folder(AutoModelForCausalLM, name, dtype)
     else:
-        from transformers import AutoModelForCausalLM
-
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=torch_dtype(dtype))
     disable_dropout(model)
-    return to_default_device(model)
+    return to_default_device(model, device)
 
 
 def load_reward_model(
-    name: str, *, dtype: str = "float32", seed: int = 0, pad_token_id: int | None = None
+    name: str, *, dtype: str = "float32", seed: int = 0, pad_token_id: int | None = None, device: str | None = None
 ) -> nn.Module:
     """A sequence model with a scalar head (``AutoModelForSequenceClassification``, 1 label), on
-    :func:`default_device`.
+    ``device`` as for :func:`load_causal_lm`.
 
     A new head is initialized from ``seed``; a folder saved by ``rlxf rm`` keeps its head.
     """
-    if name in tiny.RANDOM_CONFIGS:
-        model = tiny.tiny_llama(seed, reward_head=True, name=name).to(torch_dtype(dtype))
-    else:
-        from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
+    if name in tiny.RANDOM_CONFIGS:
+        with _built_on(device):
+            model = tiny.tiny_llama(seed, reward_head=True, name=name).to(torch_dtype(dtype))
+    elif device == "meta":
+        model = _empty_from_folder(AutoModelForSequenceClassification, name, dtype, num_labels=1)
+    else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = AutoModelForSequenceClassification.from_pretrained(
@@ -171,4 +205,4 @@ def load_reward_model(
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     disable_dropout(model)
-    return to_default_device(model)
+    return to_default_device(model, device)

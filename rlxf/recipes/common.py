@@ -126,18 +126,26 @@ def _maybe_lora(model: nn.Module, section: ModelSection, *, reward_head: bool) -
     )
 
 
-def build_policy(section: ModelSection, seed: int) -> tuple[nn.Module, Any]:
-    """Causal LM + tokenizer, packed attention on, LoRA applied if asked."""
+def build_policy(section: ModelSection, seed: int, *, strategy: str = "ddp") -> tuple[nn.Module, Any]:
+    """Causal LM + tokenizer, packed attention on, LoRA applied if asked; built where
+    ``strategy`` wants it to start (:func:`rlxf.train.distributed.start_device`)."""
     tokenizer = load_tokenizer(section.name)
-    model = load_causal_lm(section.name, dtype=section.dtype, seed=seed)
+    device = distributed.start_device(strategy)
+    model = load_causal_lm(section.name, dtype=section.dtype, seed=seed, device=device)
     use_packed_attention(model)
     return _maybe_lora(model, section, reward_head=False), tokenizer
 
 
-def build_reward_model(section: ModelSection, seed: int) -> tuple[nn.Module, Any]:
-    """Scalar-head model + tokenizer, LoRA applied if asked."""
+def build_reward_model(section: ModelSection, seed: int, *, strategy: str = "ddp") -> tuple[nn.Module, Any]:
+    """Scalar-head model + tokenizer, LoRA applied if asked; ``strategy`` as for :func:`build_policy`."""
     tokenizer = load_tokenizer(section.name)
-    model = load_reward_model(section.name, dtype=section.dtype, seed=seed, pad_token_id=tokenizer.pad_token_id)
+    model = load_reward_model(
+        section.name,
+        dtype=section.dtype,
+        seed=seed,
+        pad_token_id=tokenizer.pad_token_id,
+        device=distributed.start_device(strategy),
+    )
     return _maybe_lora(model, section, reward_head=True), tokenizer
 
 

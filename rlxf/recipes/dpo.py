@@ -166,7 +166,7 @@ def train_dpo(config: DPOConfig) -> dict:
     train_records, held_records, data_summary = load_preference_splits(config.data)
     train_records, held_records = without_ties(train_records, "train"), without_ties(held_records, "eval")
 
-    policy, tokenizer = build_policy(config.policy, config.train.seed)
+    policy, tokenizer = build_policy(config.policy, config.train.seed, strategy=config.distributed.strategy)
     encoder = encoder_for(tokenizer, config.data)
     train_pairs, held_pairs = encode_pairs(encoder, train_records), encode_pairs(encoder, held_records)
     weights = example_weights(train_records)

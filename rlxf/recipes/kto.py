@@ -106,7 +106,7 @@ def train_kto(config: KTOConfig) -> dict:
     write_config(output_dir, config)
     torch.manual_seed(config.train.seed)
     train_records, held_records, data_summary = load_splits(config.data, read_feedback, "examples")
-    policy, tokenizer = build_policy(config.policy, config.train.seed)
+    policy, tokenizer = build_policy(config.policy, config.train.seed, strategy=config.distributed.strategy)
     encoder = encoder_for(tokenizer, config.data)
 
     matched, held = encode_completions(encoder, train_records), encode_completions(encoder, held_records)

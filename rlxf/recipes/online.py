@@ -55,7 +55,7 @@ from rlxf.losses.policy import (
 )
 from rlxf.losses.reduce import aggregate
 from rlxf.losses.value import clipped_value_loss
-from rlxf.models import load_causal_lm, load_reward_model, resolve_model_path
+from rlxf.models import is_empty, load_causal_lm, load_reward_model, resolve_model_path
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
 from rlxf.models.lora import is_lora, merged_lora_weights
 from rlxf.models.packing import use_packed_attention
@@ -454,7 +454,7 @@ def train_online(config: OnlineConfig) -> dict:
     torch.manual_seed(config.train.seed)
     train_prompts, held_prompts = load_task(config.task, config.train.seed)
     say(f"task {config.task.name}: {len(train_prompts)} training prompts, {len(held_prompts)} held out")
-    policy, tokenizer = build_policy(config.policy, config.train.seed)
+    policy, tokenizer = build_policy(config.policy, config.train.seed, strategy=config.distributed.strategy)
     encoder = encoder_for(tokenizer, config_data_limits(config))
     ray_started = start_ray_for_workers(config)
     engine, workers = rollout_engine(config, policy, encoder), config.distributed.rollout_workers
@@ -784,8 +784,14 @@ def value_loss_term(config, values: TokenLogps, experience: Experience, micro, m
 
 
 def build_critic(config: OnlineConfig) -> nn.Module:
-    """A value model: the critic backbone with a scalar head, packed attention on."""
-    critic = load_reward_model(config.critic or config.policy.name, dtype=config.policy.dtype, seed=config.train.seed)
+    """A value model: the critic backbone with a scalar head, packed attention on (it starts where
+    the policy does: it is sharded with it)."""
+    critic = load_reward_model(
+        config.critic or config.policy.name,
+        dtype=config.policy.dtype,
+        seed=config.train.seed,
+        device=distributed.start_device(config.distributed.strategy),
+    )
     use_packed_attention(critic)
     return critic
 
@@ -885,7 +891,10 @@ def vllm_engine(config: OnlineConfig, encoder):
 def reference_model(config: OnlineConfig, policy: nn.Module):
     """The frozen reference for the KL term: in the trainer, or in a Ray actor when asked for."""
     if not config.distributed.reference_worker:
-        return Reference(policy, config.reference.name, config.policy.dtype, config.train.seed)
+        # a policy built empty (a sharded rank but the first) has no weights to copy yet: the
+        # initial policy is loaded instead
+        name = config.reference.name or (config.policy.name if is_empty(policy) and not is_lora(policy) else "")
+        return Reference(policy, name, config.policy.dtype, config.train.seed)
     from rlxf.models.ray_reference import RayReference
 
     return RayReference(

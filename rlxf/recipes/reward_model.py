@@ -108,7 +108,7 @@ def train_reward_model(config: RewardModelConfig) -> dict:
     write_config(output_dir, config)
     torch.manual_seed(config.train.seed)
     train_records, held_records, data_summary = load_preference_splits(config.data)
-    model, tokenizer = build_reward_model(config.model, config.train.seed)
+    model, tokenizer = build_reward_model(config.model, config.train.seed, strategy=config.distributed.strategy)
     encoder = encoder_for(tokenizer, config.data)
     train_pairs, held_pairs = encode_pairs(encoder, train_records), encode_pairs(encoder, held_records)
     say(f"tokenized: {encoder.stats.summary()}")

@@ -62,7 +62,7 @@ def train_sft(config: SFTConfig) -> dict:
     write_config(output_dir, config)
     torch.manual_seed(config.train.seed)
     train_records, held_records, data_summary = load_splits(config.data, read_demonstrations, "demonstrations")
-    policy, tokenizer = build_policy(config.policy, config.train.seed)
+    policy, tokenizer = build_policy(config.policy, config.train.seed, strategy=config.distributed.strategy)
     encoder = encoder_for(tokenizer, config.data)
 
     train_sequences = encode_completions(encoder, train_records)

@@ -129,6 +129,15 @@ def _sum_gradients(_state, bucket):
 STRATEGIES = ("ddp", "fsdp")
 
 
+def start_device(strategy: str) -> str | None:
+    """Where this rank builds the models it will train: on its device as usual (None), but for the
+    ranks other than 0 of a sharded run, which build shapes only ("meta") and are sent their
+    shards of rank 0's weights when the run shards the model. So only rank 0 reads the weights,
+    and start-up holds one whole copy of the model, not one per rank. (Rank 0's whole copy must
+    fit its device, as it must anyway to compute reference log-probs and to generate.)"""
+    return "meta" if strategy == "fsdp" and world_size() > 1 and not is_main() else None
+
+
 def _shard_units(model: nn.Module) -> list[nn.Module]:
     """The repeated blocks FSDP shards one by one: the classes transformers lists in a model's
     ``_no_split_modules`` (its decoder layers)."""
@@ -138,15 +147,22 @@ def _shard_units(model: nn.Module) -> list[nn.Module]:
 
 def _fully_shard(wrapper: nn.Module) -> list[nn.Module]:
     """FSDP2 over ``wrapper.model``: one unit per decoder layer, the rest (embeddings, final norm,
-    head) with the wrapper as root. Gradients are summed, not averaged, over ranks (see
-    ``_sum_gradients``); gloo has no pre-multiplied sum, so a plain sum is forced."""
+    head) with the wrapper as root, holding rank 0's weights on every rank. Gradients are summed,
+    not averaged, over ranks (see ``_sum_gradients``); gloo has no pre-multiplied sum, so a plain
+    sum is forced."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
-    mesh = init_device_mesh(next(wrapper.parameters()).device.type, (world_size(),))
+    from rlxf.models.loading import default_device, is_empty
+
+    whole = wrapper.model.state_dict() if is_main() else {}  # rank 0's weights, to send once sharded
+    mesh = init_device_mesh(default_device().type, (world_size(),))
     for unit in _shard_units(wrapper.model):
         fully_shard(unit, mesh=mesh)
     fully_shard(wrapper, mesh=mesh)
+    if is_empty(wrapper):
+        wrapper.to_empty(device=default_device())  # memory for this rank's shards only
+    _load_from_rank0(wrapper.model, whole)
     units = [m for m in wrapper.modules() if isinstance(m, FSDPModule)]
     for unit in units:
         unit.set_gradient_divide_factor(1.0)
@@ -159,10 +175,10 @@ def _fully_shard(wrapper: nn.Module) -> list[nn.Module]:
 class TrainingForward:
     """``forward(compute, *args)`` = ``compute(model, *args)``; across ranks it runs inside
     ``DistributedDataParallel`` (which first copies rank 0's weights to every rank) or FSDP2
-    (``strategy="fsdp"``: every rank must load the same weights), and the backward of a
-    ``sync=True`` call sums the accumulated gradients over ranks. Earlier micro-batches of an
-    update pass ``sync=False``: summing after each of them would count the gradients already
-    summed again."""
+    (``strategy="fsdp"``: sharded, then given rank 0's weights, so the other ranks' models may be
+    empty, built on the meta device), and the backward of a ``sync=True`` call sums the
+    accumulated gradients over ranks. Earlier micro-batches of an update pass ``sync=False``:
+    summing after each of them would count the gradients already summed again."""
 
     def __init__(self, model: nn.Module, strategy: str = "ddp"):
         if strategy not in STRATEGIES:
@@ -224,14 +240,36 @@ class TrainingForward:
 
         state = gathered(self.model.state_dict())
         self._skeleton.load_state_dict(state, assign=True)
+        for name, buffer in self.model.named_buffers():  # also those not saved, as received from rank 0
+            owner, _, leaf = name.rpartition(".")
+            setattr(self._skeleton.get_submodule(owner), leaf, buffer)
         if hasattr(self._skeleton, "tie_weights"):  # assigning tied weights one by one unties them
             self._skeleton.tie_weights()
         return self._skeleton
 
 
+def _load_from_rank0(model: nn.Module, whole: dict[str, torch.Tensor]) -> None:
+    """Every rank's shards of rank 0's whole weights ``whole`` (empty on the other ranks), sent
+    one weight at a time, so no rank holds more than its shards and one whole weight (torch's
+    ``broadcast_from_rank0`` option keeps every whole weight until the end). Buffers are sent too:
+    some, like rotary frequencies, are in no state dict."""
+    from torch.distributed.tensor import distribute_tensor
+
+    with torch.no_grad():
+        for name, sharded in model.named_parameters():
+            source = (
+                whole[name] if is_main() else torch.empty(sharded.shape, dtype=sharded.dtype, device=sharded.device)
+            )
+            dist.broadcast(source, src=0)
+            own = distribute_tensor(source, sharded.device_mesh, sharded.placements, src_data_rank=None)
+            sharded.to_local().copy_(own.to_local())
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def _meta_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose parameters are shape-only (meta) placeholders: no memory, no
-    sharding hooks; buffers are copied for real (some, like rotary frequencies, are not saved)."""
+    sharding hooks (``whole_model`` fills it)."""
     import copy
 
     memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in model.parameters()}

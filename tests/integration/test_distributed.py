@@ -112,14 +112,15 @@ def test_sharded_dpo_and_grpo_give_the_losses_of_one_rank_and_resume_across_rank
     tmp_path, small_hh, prompt_file
 ):
     """FSDP2 over two ranks, full fine-tunes (so the embeddings, norm and head are sharded too):
-    DPO and GRPO losses, gradient norms and GRPO samples equal one rank's; a sharded checkpoint
-    resumes on one rank and a one-rank checkpoint on two sharded ranks; the saved model is whole."""
+    DPO and GRPO (with a KL term) losses, gradient norms and GRPO samples equal one rank's; a
+    sharded checkpoint resumes on one rank and a one-rank checkpoint on two sharded ranks; the
+    saved model is whole. Rank 1 builds its models empty and is sent rank 0's weights."""
     from safetensors.torch import load_file
 
     full = ("train.save_every=2",)
     runs = {
         "dpo": lambda out, *extra: dpo(out, small_hh, "policy.lora.rank=0", *full, *extra),
-        "grpo": lambda out, *extra: grpo(out, prompt_file, *full, *extra),
+        "grpo": lambda out, *extra: grpo(out, prompt_file, *full, "kl_coef=0.1", *extra),
     }
     for command, overrides in runs.items():
         one, sharded = tmp_path / f"{command}-one", tmp_path / f"{command}-sharded"
@@ -385,3 +386,51 @@ def _tiny_engine(policy=None):
 
     model = policy if policy is not None else build_policy(ModelSection(name="tiny-llama"), seed=0)[0]
     return HFEngine(model, ChatEncoder(load_tokenizer("tiny-llama"), max_length=64, max_prompt_length=32))
+
+
+def _start_sharded(rank: int, port: int, out: str) -> None:
+    """One of two gloo ranks: rank 0 loads a tiny Llama (seed 3), rank 1 builds it empty; both
+    shard it and save what they then compute, and rank 1 its whole model after unsharding."""
+    import torch
+    import torch.distributed as dist
+
+    from rlxf.models import load_causal_lm
+    from rlxf.train.distributed import TrainingForward
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    model = load_causal_lm("tiny-llama", seed=3, device="meta" if rank > 0 else None)
+    assert all(p.is_meta for p in model.parameters()) == (rank > 0)
+    sharded = TrainingForward(model, "fsdp")
+    tokens = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.no_grad():
+        logits = sharded(lambda m: m(tokens).logits)
+        whole = sharded.whole_model()(tokens).logits
+    torch.save({"sharded": logits, "whole": whole}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_a_sharded_rank_built_empty_computes_with_rank_0s_weights(tmp_path):
+    """FSDP start-up without a second copy of the weights: rank 1's model is shapes only (meta
+    device) and receives rank 0's, rotary frequencies (a buffer no state dict holds) included; both
+    ranks compute rank 0's logits, sharded and after unsharding."""
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    from rlxf.models import load_causal_lm
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_start_sharded, args=(port, str(tmp_path)), nprocs=2)
+    tokens = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.no_grad():
+        expected = load_causal_lm("tiny-llama", seed=3)(tokens).logits
+        assert (load_causal_lm("tiny-llama", seed=0)(tokens).logits - expected).abs().max() > 1e-3
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        for what in ("sharded", "whole"):
+            torch.testing.assert_close(got[what], expected, rtol=1e-5, atol=1e-5, msg=f"rank {rank}, {what}")

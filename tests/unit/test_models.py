@@ -25,6 +25,24 @@ def test_rlxf_device_chooses_where_models_run(monkeypatch):
     assert default_device().type == expected and os.environ.get("RLXF_DEVICE") is None
 
 
+def test_a_model_folder_built_empty_has_the_loaded_models_shapes_and_settings_and_no_weights(tmp_path):
+    """What a sharded rank other than 0 builds: from the folder's config alone, on the meta device."""
+    from rlxf.models import is_empty, load_reward_model
+
+    saved = load_causal_lm("tiny-llama", seed=1)
+    saved.generation_config.max_new_tokens = 7  # only generation_config.json says so
+    saved.save_pretrained(tmp_path)
+    loaded, empty = load_causal_lm(str(tmp_path)), load_causal_lm(str(tmp_path), device="meta")
+    assert is_empty(empty) and not is_empty(loaded)
+    assert all(t.is_meta for t in empty.state_dict().values())
+    shapes = {name: (t.shape, t.dtype) for name, t in loaded.state_dict().items()}
+    assert {name: (t.shape, t.dtype) for name, t in empty.state_dict().items()} == shapes
+    assert empty.lm_head.weight is empty.model.embed_tokens.weight  # still tied
+    assert empty.generation_config.max_new_tokens == 7
+    scorer = load_reward_model(str(tmp_path), device="meta")
+    assert is_empty(scorer) and scorer.score.out_features == 1
+
+
 def test_with_lora_only_the_adapters_are_pushed_to_rollout_workers():
     from rlxf.config import LoraSection, ModelSection
     from rlxf.recipes.common import build_policy
