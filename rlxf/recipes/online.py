@@ -55,9 +55,9 @@ from rlxf.losses.policy import (
 )
 from rlxf.losses.reduce import aggregate
 from rlxf.losses.value import clipped_value_loss
-from rlxf.models import is_empty, load_causal_lm, load_reward_model, resolve_model_path
+from rlxf.models import is_empty, load_causal_lm, load_reward_model, load_tokenizer, resolve_model_path
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
-from rlxf.models.lora import is_lora, merged_lora_weights
+from rlxf.models.lora import is_lora
 from rlxf.models.packing import use_packed_attention
 from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows, save_results, say, write_config
 from rlxf.recipes.dpo import ReferenceSection
@@ -65,9 +65,8 @@ from rlxf.rewards import FormatReward, LengthPenalty, MathVerifier, RewardBatch,
 from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 from rlxf.rewards.learned import LearnedReward
 from rlxf.rollout import HFEngine, Rollout, SamplingParams
-from rlxf.rollout.vllm_engine import VLLMEngine
+from rlxf.rollout.vllm_engine import VLLMEngine, engine_weights
 from rlxf.train import Run, distributed
-from rlxf.train.checkpoint import trainable_state
 from rlxf.train.ray_actors import ActorPool
 from rlxf.train.run import MetricSums
 
@@ -501,7 +500,7 @@ def train_online(config: OnlineConfig) -> dict:
 
     def sync_weights() -> None:
         if isinstance(engine, VLLMEngine) and pushed_at[0] != run.step:
-            engine.load_weights(merged_lora_weights(policy) if is_lora(policy) else trainable_state(policy))
+            engine.load_weights(engine_weights(policy))
             pushed_at[0] = run.step
 
     before = held_out_eval() if run.step == 0 and held_prompts else None
@@ -857,14 +856,15 @@ def close_workers(pools, *, leave_ray: bool) -> None:
 
 
 def rollout_engine(config: OnlineConfig, policy: nn.Module, encoder):
-    """The trainer's own HF engine on the live policy, vLLM, or Ray rollout workers when asked for."""
-    if config.sampling.engine == "vllm":
-        return vllm_engine(config, encoder)
-    if not config.distributed.rollout_workers:
+    """The trainer's own HF engine on the live policy, vLLM, or Ray rollout workers (each with
+    an HF engine or vLLM) when asked for."""
+    section = config.distributed
+    if not section.rollout_workers:
+        if config.sampling.engine == "vllm":
+            return vllm_engine(config, encoder)
         return HFEngine(policy, encoder, batch_size=config.sampling.batch_size)
     from rlxf.rollout.ray_workers import RayRolloutPool
 
-    section = config.distributed
     return RayRolloutPool(
         policy,
         functools.partial(worker_engine, config),
@@ -873,12 +873,11 @@ def rollout_engine(config: OnlineConfig, policy: nn.Module, encoder):
         gpus_per_worker=section.gpus_per_worker,
         weight_sync=section.weight_sync,
         asynchronous=config.async_rollouts,
+        weights_of=engine_weights if config.sampling.engine == "vllm" else None,
     )
 
 
 def vllm_engine(config: OnlineConfig, encoder):
-    if config.distributed.rollout_workers:
-        raise ValueError("sampling.engine=vllm generates in the trainer process: set distributed.rollout_workers=0")
     return VLLMEngine(
         resolve_model_path(config.policy.name),
         encoder,
@@ -931,8 +930,11 @@ def reward_source(config: OnlineConfig):
     )
 
 
-def worker_engine(config: OnlineConfig) -> HFEngine:
-    """A rollout worker's engine: its own copy of the policy, built as the trainer builds it."""
+def worker_engine(config: OnlineConfig) -> HFEngine | VLLMEngine:
+    """A rollout worker's engine: vLLM, or an HF engine on its own copy of the policy, built as
+    the trainer builds it."""
+    if config.sampling.engine == "vllm":
+        return vllm_engine(config, encoder_for(load_tokenizer(config.policy.name), config_data_limits(config)))
     policy, tokenizer = build_policy(config.policy, config.train.seed)
     return HFEngine(policy, encoder_for(tokenizer, config_data_limits(config)), batch_size=config.sampling.batch_size)
 

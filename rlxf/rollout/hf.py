@@ -17,6 +17,7 @@ from rlxf.data.records import Message
 from rlxf.data.templating import ChatEncoder
 from rlxf.rollout.base import Rollout, SamplingParams
 from rlxf.rollout.cpu_decode import decode_linears, growing_cache
+from rlxf.rollout.weight_broadcast import receive
 
 
 class _SampleByInverseCdf:
@@ -140,6 +141,16 @@ class HFEngine(ChatEngine):
     def __init__(self, model: nn.Module, encoder: ChatEncoder, *, batch_size: int = 32):
         super().__init__(encoder)
         self.model, self.batch_size = model, batch_size
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """A copy of the policy (a rollout worker's) takes the trainer's trainable weights."""
+        from rlxf.train.checkpoint import load_trainable_state
+
+        load_trainable_state(self.model, state)
+
+    def receive_weights(self, group, sent) -> None:
+        """The trainer's broadcast of its trainable weights, straight into this model's parameters."""
+        receive(group, dict(self.model.named_parameters()), sent)
 
     def _sample(self, encoded, index, sampling: SamplingParams, seeds):
         was_training = self.model.training

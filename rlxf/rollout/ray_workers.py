@@ -1,10 +1,10 @@
 """Rollout workers as Ray actors: generation beside the trainer, with the trainer's weights.
 
-Each worker builds its own copy of the policy and an HF engine once; before every
-generation the trainer pushes its trainable weights (the LoRA adapters alone when LoRA is
-used) through Ray's object store, or with ``weight_sync="broadcast"`` by a torch.distributed
-broadcast (:mod:`rlxf.rollout.weight_broadcast`), so workers always sample from the current
-policy. A
+Each worker builds its own engine once: an HF engine on its own copy of the policy, or vLLM;
+before every generation the trainer pushes its trainable weights (for an HF engine with LoRA,
+the adapters alone; vLLM takes the adapted layers merged) through Ray's object store, or with
+``weight_sync="broadcast"`` by a torch.distributed broadcast
+(:mod:`rlxf.rollout.weight_broadcast`), so workers always sample from the current policy. A
 batch is split into one contiguous share of prompts per worker. A worker that dies is
 replaced by a fresh one, given the current weights, and its share is generated again with
 the same per-prompt seeds — the run goes on with the samples it would have had.
@@ -31,19 +31,15 @@ class RolloutWorker(PoolWorker):
         self.engine = engine_factory()
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        from rlxf.train.checkpoint import load_trainable_state
-
-        load_trainable_state(self.engine.model, state)
+        self.engine.load_weights(state)
 
     def join_weight_group(self, host: str, port: int, rank: int, size: int, backend: str) -> None:
         from rlxf.rollout.weight_broadcast import open_group
 
         self.weight_group = open_group(host, port, rank, size, backend)
 
-    def receive_weights(self, names: list[tuple[str, tuple[int, ...]]]) -> None:
-        from rlxf.rollout.weight_broadcast import receive
-
-        receive(self.weight_group, self.engine.model, names)
+    def receive_weights(self, sent) -> None:
+        self.engine.receive_weights(self.weight_group, sent)
 
     def generate(self, prompts, sampling: SamplingParams, seeds) -> Rollout:
         return self.engine.generate(prompts, sampling, seeds=seeds)
@@ -62,9 +58,12 @@ class RayRolloutPool(ActorPool):
         gpus_per_worker: float = 0.0,
         weight_sync: str = "object_store",
         asynchronous: bool = False,
+        weights_of: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
     ):
         """``asynchronous``: the trainer updates while a rollout is in flight, so a share sent again
-        after a worker died needs a snapshot of the weights it was started with."""
+        after a worker died needs a snapshot of the weights it was started with. ``weights_of``:
+        what the workers' engines take, made from ``trained`` (default: its trainable weights;
+        vLLM engines take LoRA layers merged, :func:`rlxf.rollout.vllm_engine.engine_weights`)."""
         super().__init__(
             RolloutWorker,
             (engine_factory,),
@@ -72,13 +71,14 @@ class RayRolloutPool(ActorPool):
             cpus_per_worker=cpus_per_worker,
             gpus_per_worker=gpus_per_worker,
         )
-        self.trained, self.asynchronous = trained, asynchronous
+        self.trained, self.asynchronous, self.weights_of = trained, asynchronous, weights_of
         self.broadcast = None
         if weight_sync == "broadcast":
+            from rlxf.models.loading import default_device
             from rlxf.rollout.weight_broadcast import WeightBroadcast
 
-            device = next(trained.parameters()).device
-            self.broadcast = WeightBroadcast(self, "nccl" if device.type == "cuda" else "gloo")
+            # (not the policy's device: a sharded rank's may still be "meta" here)
+            self.broadcast = WeightBroadcast(self, "nccl" if default_device().type == "cuda" else "gloo")
             self.broadcast.connect()
 
     def generate(
@@ -108,6 +108,9 @@ class RayRolloutPool(ActorPool):
         from rlxf.rollout.weight_broadcast import live_trainable
         from rlxf.train.checkpoint import gathered, trainable_state
 
+        if self.weights_of is not None:  # made for the engines: fresh tensors, safe to train on meanwhile
+            weights = gathered(self.weights_of(self.trained))
+            return weights if self.broadcast is not None else self.ray.put(weights)
         if self.broadcast is None:
             return self.ray.put(gathered(trainable_state(self.trained)))
         live = live_trainable(self.trained)

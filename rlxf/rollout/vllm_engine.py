@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from rlxf.data.templating import ChatEncoder
 from rlxf.rollout.base import SamplingParams
@@ -30,6 +31,15 @@ def _load_weights(worker, weights: list[tuple[str, torch.Tensor]]) -> int:
         # (on CPU a packed copy, which would otherwise keep the old embeddings)
         head.quant_method.process_weights_after_loading(head)
     return len(weights)
+
+
+def engine_weights(policy: nn.Module) -> dict[str, torch.Tensor]:
+    """What a vLLM engine is sent after an update: the trainable weights under their transformers
+    names, or for LoRA (vLLM holds the base model) the adapted layers merged, W + (α/r)·BA."""
+    from rlxf.models.lora import is_lora, merged_lora_weights
+    from rlxf.train.checkpoint import trainable_state
+
+    return merged_lora_weights(policy) if is_lora(policy) else trainable_state(policy)
 
 
 class VLLMEngine(ChatEngine):
@@ -66,10 +76,21 @@ class VLLMEngine(ChatEngine):
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         """The trainer's current weights, by transformers name: all of them for a full fine-tune,
-        the adapted layers merged for LoRA (:func:`rlxf.models.lora.merged_lora_weights`)."""
+        the adapted layers merged for LoRA (:func:`engine_weights`)."""
         weights = [(name, tensor.detach()) for name, tensor in state.items()]
         self.llm.collective_rpc(_load_weights, args=(weights,))
         self.llm.reset_prefix_cache()  # cached prompt states belong to the old weights
+
+    def receive_weights(self, group, sent) -> None:
+        """The trainer's broadcast (a rollout worker's engine), received into fresh tensors on this
+        engine's device, then loaded as :meth:`load_weights` loads them."""
+        from rlxf.models.loading import default_device
+        from rlxf.rollout.weight_broadcast import receive
+
+        device = default_device()
+        state = {name: torch.empty(shape, dtype=getattr(torch, dtype), device=device) for name, shape, dtype in sent}
+        receive(group, state, sent)
+        self.load_weights(state)
 
     def _sample(self, encoded, index, sampling: SamplingParams, seeds):
         from vllm import SamplingParams as VLLMSampling

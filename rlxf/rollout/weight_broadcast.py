@@ -40,22 +40,32 @@ def open_group(host: str, port: int, rank: int, size: int, backend: str) -> dist
     return dist.ProcessGroupGloo(store, rank, size, TIMEOUT)
 
 
-def receive(group: dist.ProcessGroup, model: torch.nn.Module, names: list[tuple[str, tuple[int, ...]]]) -> None:
-    """A worker's side of one push: ``names`` (with shapes) in the trainer's order, each received
-    into the worker's own parameter of that name."""
-    params = dict(model.named_parameters())
-    for name, shape in names:
-        if name not in params or tuple(params[name].shape) != tuple(shape):
-            found = tuple(params[name].shape) if name in params else "missing"
-            raise RuntimeError(f"weight broadcast: the worker's {name} is {found}, the trainer sends {shape}")
+Description = list[tuple[str, tuple[int, ...], str]]
+"""What a push sends, in order: each tensor's name, shape and dtype (``"float32"``)."""
+
+
+def describe(tensors: Mapping[str, torch.Tensor]) -> Description:
+    return [(name, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for name, t in tensors.items()]
+
+
+def receive(group: dist.ProcessGroup, targets: Mapping[str, torch.Tensor], sent: Description) -> None:
+    """A worker's side of one push: each tensor the trainer sends (``sent``, in its order)
+    received in place into ``targets[name]`` (the engine's own parameter, or a fresh tensor)."""
+    for name, shape, dtype in sent:
+        target = targets.get(name)
+        if target is None or tuple(target.shape) != tuple(shape) or str(target.dtype) != f"torch.{dtype}":
+            found = (
+                f"{tuple(target.shape)} {str(target.dtype).removeprefix('torch.')}" if target is not None else "missing"
+            )
+            raise RuntimeError(f"weight broadcast: the worker's {name} is {found}, the trainer sends {shape} {dtype}")
     with torch.no_grad():
-        for name, _ in names:
-            group.broadcast(params[name].data, 0).wait()
+        for name, _, _ in sent:
+            group.broadcast(targets[name].data, 0).wait()
 
 
 class WeightBroadcast:
     """The trainer's side, for a pool of Ray actors that have ``join_weight_group`` and
-    ``receive_weights`` (see :class:`rlxf.rollout.ray_workers.RolloutWorker`)."""
+    ``receive_weights(sent)`` (see :class:`rlxf.rollout.ray_workers.RolloutWorker`)."""
 
     def __init__(self, pool, backend: str):
         self.pool, self.backend, self.generation, self.group = pool, backend, -1, None
@@ -76,9 +86,9 @@ class WeightBroadcast:
     def push(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Every worker's parameters set to ``tensors``; a worker that died on the way is replaced,
         a new group formed and the push done again."""
-        names = [(name, tuple(t.shape)) for name, t in tensors.items()]
+        sent = describe(tensors)
         while True:
-            receives = [worker.receive_weights.remote(names) for worker in self.pool.workers]
+            receives = [worker.receive_weights.remote(sent) for worker in self.pool.workers]
             try:
                 for tensor in tensors.values():
                     self.group.broadcast(tensor.detach().contiguous(), 0).wait()

@@ -5,7 +5,7 @@ import threading
 import pytest
 import torch
 
-from rlxf.rollout.weight_broadcast import free_address, live_trainable, open_group, receive
+from rlxf.rollout.weight_broadcast import describe, free_address, live_trainable, open_group, receive
 
 
 def test_a_broadcast_sets_the_workers_trainable_parameters_in_place():
@@ -14,10 +14,10 @@ def test_a_broadcast_sets_the_workers_trainable_parameters_in_place():
     trainer.bias.requires_grad_(False)  # only trainable parameters travel
     bias_before = worker.bias.detach().clone()
     host, port = free_address()
-    names = [(name, tuple(t.shape)) for name, t in live_trainable(trainer).items()]
+    sent = describe(live_trainable(trainer))
 
     def worker_side():
-        receive(open_group(host, port, 1, 2, "gloo"), worker, names)
+        receive(open_group(host, port, 1, 2, "gloo"), dict(worker.named_parameters()), sent)
 
     thread = threading.Thread(target=worker_side)
     thread.start()
@@ -30,10 +30,15 @@ def test_a_broadcast_sets_the_workers_trainable_parameters_in_place():
 
 
 def test_a_worker_whose_parameters_differ_refuses_before_receiving():
-    worker = torch.nn.Linear(4, 3)
+    worker = dict(torch.nn.Linear(4, 3).named_parameters())
     with pytest.raises(
-        RuntimeError, match=r"weight broadcast: the worker's weight is \(3, 4\), the trainer sends \(5, 4\)"
+        RuntimeError,
+        match=r"weight broadcast: the worker's weight is \(3, 4\) float32, the trainer sends \(5, 4\) float32",
     ):
-        receive(None, worker, [("weight", (5, 4))])
+        receive(None, worker, [("weight", (5, 4), "float32")])
+    with pytest.raises(
+        RuntimeError, match=r"the worker's weight is \(3, 4\) float32, the trainer sends \(3, 4\) bfloat16"
+    ):
+        receive(None, worker, [("weight", (3, 4), "bfloat16")])
     with pytest.raises(RuntimeError, match="the worker's lm_head.weight is missing"):
-        receive(None, worker, [("lm_head.weight", (5, 4))])
+        receive(None, worker, [("lm_head.weight", (5, 4), "float32")])

@@ -65,8 +65,22 @@ def test_log_probs_match_the_trainer_and_follow_loaded_weights(engines):
     assert not torch.allclose(engine_sums, trainer_sums(original, updated, 0.7), atol=1e-3)  # the old weights differ
 
 
-@pytest.mark.parametrize("lora", [False, True])
-def test_grpo_generates_with_vllm_given_the_trainers_weights(tmp_path, prompt_file, lora):
+IN_A_WORKER = ("distributed.rollout_workers=1",)
+
+
+@pytest.mark.parametrize(
+    "lora, where",
+    [
+        (False, ()),
+        (True, ()),
+        (False, (*IN_A_WORKER, "distributed.weight_sync=broadcast")),  # received into fresh tensors
+        (True, IN_A_WORKER),  # merged layers through Ray's object store
+    ],
+    ids=["trainer", "trainer-lora", "worker-broadcast", "worker-lora"],
+)
+def test_grpo_generates_with_vllm_given_the_trainers_weights(tmp_path, prompt_file, lora, where):
+    """vLLM in the trainer process or in a Ray rollout worker: either way it samples with the
+    weights the trainer scores with (the sampler/trainer ratio stays 1)."""
     from rlxf.config import load_config
     from rlxf.recipes.online import OnlineConfig, train_online
     from rlxf.train.metrics import read_metrics
@@ -85,6 +99,7 @@ def test_grpo_generates_with_vllm_given_the_trainers_weights(tmp_path, prompt_fi
         "train.lr=1e-4",
         "tis_cap=2.0",  # reports the sampler/trainer log-prob ratio
         *(["policy.lora.rank=8", "train.lr=1e-2"] if lora else []),  # LoRA: merged adapters are pushed
+        *where,
     ]
     train_online(load_config(OnlineConfig, None, overrides))
     rows = read_metrics(tmp_path / "metrics.jsonl", "train")
