@@ -6,7 +6,7 @@ hits all alike; prints the median seconds of each. Also times one sampling draw 
 (``torch.multinomial`` against the engine's inverse-CDF sampler) and one decode step's KV-cache
 writes (concatenating against growing in place).
 
-    python bench/hf_generation.py --repeats 3
+    python bench/hf_generation.py --repeats 3 [--compile]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd decoding (minutes)")
     args = parser.parse_args()
 
     scores = torch.randn(16, 49152)
@@ -92,6 +93,20 @@ def main() -> None:
             rollout = engine.generate(prompts, sampling, seeds=[0, 1, 2, 3])
             seconds[name].append(time.perf_counter() - started)
             tokens[name] = int(rollout.mask.sum())
+    if args.compile:
+        # Inductor lowers oneDNN's packed linear only for weights frozen into the graph, which a
+        # policy whose weights change every step rules out: compiled decode runs plain F.linear.
+        engine._shared_prefill, hf.decode_linears, hf.growing_cache, cpu_decode._pack = settings["plain F.linear"]
+        model.forward = torch.compile(model.forward, dynamic=True)
+        started = time.perf_counter()
+        engine.generate(prompts, sampling, seeds=[0, 1, 2, 3])
+        print(f"torch.compile: first generation (compiling) {time.perf_counter() - started:.1f} s")
+        name = "compiled, plain F.linear"
+        seconds[name] = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            tokens[name] = int(engine.generate(prompts, sampling, seeds=[0, 1, 2, 3]).mask.sum())
+            seconds[name].append(time.perf_counter() - started)
     for name, values in seconds.items():
         print(
             f"{name:26} {statistics.median(values):6.2f} s  ({', '.join(f'{v:.2f}' for v in values)}), "
