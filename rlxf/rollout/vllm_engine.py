@@ -11,6 +11,7 @@ as the HF engine cuts them (first end-of-turn token or stop string).
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -33,17 +34,34 @@ def _load_weights(worker, weights: list[tuple[str, torch.Tensor]]) -> int:
     return len(weights)
 
 
-def engine_weights(policy: nn.Module) -> dict[str, torch.Tensor]:
+def engine_weights(policy: nn.Module, *, adapters: bool = False) -> dict[str, torch.Tensor]:
     """What a vLLM engine is sent after an update: the trainable weights under their transformers
-    names, or for LoRA (vLLM holds the base model) the adapted layers merged, W + (α/r)·BA."""
-    from rlxf.models.lora import is_lora, merged_lora_weights
+    names; for LoRA (vLLM holds the base model) the adapted layers merged, W + (α/r)·BA, or with
+    ``adapters`` the LoRA weights alone, for an engine that serves them as an adapter."""
+    from rlxf.models.lora import adapter_weights, is_lora, merged_lora_weights
     from rlxf.train.checkpoint import trainable_state
 
-    return merged_lora_weights(policy) if is_lora(policy) else trainable_state(policy)
+    if not is_lora(policy):
+        return trainable_state(policy)
+    return adapter_weights(policy) if adapters else merged_lora_weights(policy)
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The ranks vLLM sizes its adapter slots for; an adapter of rank r takes the smallest >= r."""
+
+
+def _adapter_slot(rank: int) -> int:
+    fitting = [slot for slot in VLLM_LORA_RANKS if slot >= rank]
+    if not fitting:
+        raise ValueError(f"vLLM serves LoRA adapters up to rank {VLLM_LORA_RANKS[-1]}, not {rank}")
+    return fitting[0]
 
 
 class VLLMEngine(ChatEngine):
-    """``model_path``: a transformers folder (the policy as saved, or its base model)."""
+    """``model_path``: a transformers folder (the policy as saved, or its base model).
+    ``adapter``: the policy's peft ``LoraConfig``, to serve its LoRA adapter with vLLM's own LoRA
+    support (Punica kernels) on the base model; :meth:`load_weights` then takes the adapter weights
+    alone (:func:`engine_weights` with ``adapters=True``)."""
 
     def __init__(
         self,
@@ -54,8 +72,14 @@ class VLLMEngine(ChatEngine):
         max_model_len: int = 2048,
         seed: int = 0,
         gpu_memory_utilization: float = 0.3,
+        adapter=None,
     ):
         super().__init__(encoder)
+        self.adapter, self._adapter_loaded, self._adapter_changed = adapter, False, False
+        serving = {}
+        if adapter is not None:
+            self._adapter_dir = tempfile.TemporaryDirectory(prefix="rlxf-vllm-adapter-")
+            serving = dict(enable_lora=True, max_loras=1, max_lora_rank=_adapter_slot(adapter.r))
         # one process: weight updates reach the model without crossing into an engine process
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         # vLLM on CPU otherwise reserves most of the machine's memory for its KV cache
@@ -72,14 +96,39 @@ class VLLMEngine(ChatEngine):
             enforce_eager=True,
             logprobs_mode="processed_logprobs",
             gpu_memory_utilization=gpu_memory_utilization,
+            **serving,
         )
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         """The trainer's current weights, by transformers name: all of them for a full fine-tune,
-        the adapted layers merged for LoRA (:func:`engine_weights`)."""
+        the adapted layers merged for LoRA, or the adapter weights alone when serving the adapter
+        (:func:`engine_weights`)."""
+        if self.adapter is not None:
+            return self._write_adapter(state)
         weights = [(name, tensor.detach()) for name, tensor in state.items()]
         self.llm.collective_rpc(_load_weights, args=(weights,))
         self.llm.reset_prefix_cache()  # cached prompt states belong to the old weights
+
+    def _write_adapter(self, state: dict[str, torch.Tensor]) -> None:
+        """The adapter as a peft folder, which vLLM reloads in place at the next generation."""
+        from safetensors.torch import save_file
+
+        folder = Path(self._adapter_dir.name)
+        save_file(
+            {name: t.detach().cpu().contiguous() for name, t in state.items()}, folder / "adapter_model.safetensors"
+        )
+        self.adapter.save_pretrained(folder)
+        self._adapter_loaded = self._adapter_changed = True
+
+    def _adapter_request(self):
+        """The adapter to generate with (None before the first load: the adapter starts at zero)."""
+        if not self._adapter_loaded:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        request = LoRARequest("policy", 1, self._adapter_dir.name, load_inplace=self._adapter_changed)
+        self._adapter_changed = False
+        return request
 
     def receive_weights(self, group, sent) -> None:
         """The trainer's broadcast (a rollout worker's engine), received into fresh tensors on this
@@ -110,7 +159,10 @@ class VLLMEngine(ChatEngine):
             )
 
         outputs = self.llm.generate(
-            [{"prompt_token_ids": ids} for ids in encoded], [params(i) for i in range(len(encoded))], use_tqdm=False
+            [{"prompt_token_ids": ids} for ids in encoded],
+            [params(i) for i in range(len(encoded))],
+            use_tqdm=False,
+            lora_request=self._adapter_request(),
         )
         completions, logprob_rows = [], []
         for output in outputs:

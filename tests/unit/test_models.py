@@ -79,3 +79,20 @@ def test_merged_lora_weights_are_w_plus_scaled_ba_and_give_the_adapted_models_ou
     with torch.no_grad():
         assert torch.allclose(plain(tokens).logits, policy(tokens).logits, atol=1e-5)
     assert not torch.equal(policy.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight, by_hand)
+
+
+def test_adapter_weights_are_what_a_peft_adapter_folder_holds(tmp_path):
+    """What a vLLM engine serving the adapter is sent: the file peft writes, names and values."""
+    from safetensors.torch import load_file
+
+    from rlxf.models.lora import adapter_weights, apply_lora
+
+    policy = apply_lora(load_causal_lm("tiny-llama"), rank=4, alpha=8)
+    with torch.no_grad():
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_()
+    policy.save_pretrained(tmp_path)
+    saved, sent = load_file(tmp_path / "adapter_model.safetensors"), adapter_weights(policy)
+    assert sorted(sent) == sorted(saved) and len(sent) == 2 * 7 * 2  # A and B of 7 layers x 2 blocks
+    assert all(torch.equal(sent[name], saved[name]) for name in saved)

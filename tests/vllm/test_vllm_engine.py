@@ -75,8 +75,10 @@ IN_A_WORKER = ("distributed.rollout_workers=1",)
         (True, ()),
         (False, (*IN_A_WORKER, "distributed.weight_sync=broadcast")),  # received into fresh tensors
         (True, IN_A_WORKER),  # merged layers through Ray's object store
+        (True, ("sampling.vllm_lora=adapters",)),  # vLLM serves the adapter
+        (True, (*IN_A_WORKER, "distributed.weight_sync=broadcast", "sampling.vllm_lora=adapters")),
     ],
-    ids=["trainer", "trainer-lora", "worker-broadcast", "worker-lora"],
+    ids=["trainer", "trainer-lora", "worker-broadcast", "worker-lora", "trainer-adapter", "worker-adapter-broadcast"],
 )
 def test_grpo_generates_with_vllm_given_the_trainers_weights(tmp_path, prompt_file, lora, where):
     """vLLM in the trainer process or in a Ray rollout worker: either way it samples with the
