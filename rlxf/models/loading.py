@@ -127,7 +127,7 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def to_default_device(model: nn.Module, device: str | None = None) -> nn.Module:
+def to_device(model: nn.Module, device: str | None = None) -> nn.Module:
     """``model`` on ``device`` (default :func:`default_device`; a model on the meta device stays
     there). On CUDA, SDPA's cuDNN backend is switched off: it builds a graph for every new
     sequence length, and rlxf's shapes change with every call (packed segments, growing KV
@@ -178,7 +178,7 @@ def load_causal_lm(name: str, *, dtype: str = "float32", seed: int = 0, device: 
     else:
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=torch_dtype(dtype))
     disable_dropout(model)
-    return to_default_device(model, device)
+    return to_device(model, device)
 
 
 def load_reward_model(
@@ -205,4 +205,4 @@ def load_reward_model(
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     disable_dropout(model)
-    return to_default_device(model, device)
+    return to_device(model, device)

@@ -388,44 +388,18 @@ def _tiny_engine(policy=None):
     return HFEngine(model, ChatEncoder(load_tokenizer("tiny-llama"), max_length=64, max_prompt_length=32))
 
 
-def _start_sharded(rank: int, port: int, out: str) -> None:
-    """One of two gloo ranks: rank 0 loads a tiny Llama (seed 3), rank 1 builds it empty; both
-    shard it and save what they then compute, and rank 1 its whole model after unsharding."""
-    import torch
-    import torch.distributed as dist
-
-    from rlxf.models import load_causal_lm
-    from rlxf.train.distributed import TrainingForward
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    torch.set_num_threads(1)
-    model = load_causal_lm("tiny-llama", seed=3, device="meta" if rank > 0 else None)
-    assert all(p.is_meta for p in model.parameters()) == (rank > 0)
-    sharded = TrainingForward(model, "fsdp")
-    tokens = torch.tensor([[5, 17, 42, 99, 7, 3]])
-    with torch.no_grad():
-        logits = sharded(lambda m: m(tokens).logits)
-        whole = sharded.whole_model()(tokens).logits
-    torch.save({"sharded": logits, "whole": whole}, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
-
-
 def test_a_sharded_rank_built_empty_computes_with_rank_0s_weights(tmp_path):
     """FSDP start-up without a second copy of the weights: rank 1's model is shapes only (meta
     device) and receives rank 0's, rotary frequencies (a buffer no state dict holds) included; both
-    ranks compute rank 0's logits, sharded and after unsharding."""
-    import socket
-
+    ranks compute rank 0's logits, sharded and after unsharding (tests/integration/sharded_start.py)."""
     import torch
-    import torch.multiprocessing as mp
 
     from rlxf.models import load_causal_lm
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp.spawn(_start_sharded, args=(port, str(tmp_path)), nprocs=2)
+    script = os.path.join(os.path.dirname(__file__), "sharded_start.py")
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script, str(tmp_path)]
+    done = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     tokens = torch.tensor([[5, 17, 42, 99, 7, 3]])
     with torch.no_grad():
         expected = load_causal_lm("tiny-llama", seed=3)(tokens).logits
