@@ -44,16 +44,21 @@ class ActorPool:
         return self.remote_class.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(*self.args, self.cpus)
 
     def replace_if_dead(self, index: int) -> bool:
-        """Start a new actor in place of worker ``index`` if it no longer answers."""
+        """Start a new actor in place of worker ``index`` if it no longer answers. One that failed
+        while starting stops the run with its error: a fresh one would fail the same way."""
         try:
             self.ray.get(self.workers[index].pid.remote(), timeout=30)
             return False
-        except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError):
-            log.warning("%s %d died; starting a new one", self.kind, index)
-            self.ray.kill(self.workers[index])
-            self.workers[index] = self._start()
-            self.restarts += 1
-            return True
+        except self.ray.exceptions.RayActorError as error:
+            if error.actor_init_failed:
+                raise RuntimeError(f"{self.kind} {index} could not start: {error}") from error
+        except self.ray.exceptions.GetTimeoutError:
+            pass
+        log.warning("%s %d died; starting a new one", self.kind, index)
+        self.ray.kill(self.workers[index])
+        self.workers[index] = self._start()
+        self.restarts += 1
+        return True
 
     def gather(self, calls: dict[int, Any], resend: Callable[[int], Any]) -> list[Any]:
         """Results of one call per worker, in worker order; a call whose worker died is sent

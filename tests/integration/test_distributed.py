@@ -377,6 +377,30 @@ def test_a_worker_killed_in_the_middle_of_a_weight_broadcast_is_replaced_and_all
         ray.shutdown()
 
 
+class _Unstartable:
+    """A pool actor whose engine cannot be built (as with sampling.engine=vllm and no vLLM)."""
+
+    def __init__(self, threads: int):
+        raise RuntimeError("engine=vllm needs vLLM")
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def test_a_worker_that_cannot_start_stops_the_run_with_its_error_instead_of_being_replaced_forever():
+    ray = pytest.importorskip("ray")
+    from rlxf.train.ray_actors import ActorPool
+
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        pool = ActorPool(_Unstartable, (), workers=1, cpus_per_worker=1)
+        with pytest.raises(RuntimeError, match="(?s)_Unstartable 0 could not start: .*engine=vllm needs vLLM"):
+            pool.gather({0: pool.workers[0].pid.remote()}, lambda index: pool.workers[index].pid.remote())
+        assert pool.restarts == 0
+    finally:
+        ray.shutdown()
+
+
 def _tiny_engine(policy=None):
     from rlxf.config import ModelSection
     from rlxf.models import load_tokenizer
