@@ -3,7 +3,8 @@
 vLLM (Kwon et al., "Efficient Memory Management for Large Language Model Serving with
 PagedAttention", SOSP 2023) keeps its own copy of the policy: ``load_weights`` hands it the
 trainer's weights (whole tensors under their transformers names; vLLM maps them onto its fused
-layers) before each generation. Log-probs are vLLM's processed ones, log softmax(z / T) of the
+layers) before each generation, or, serving a LoRA policy's adapter on the base model, the
+adapter weights alone. Log-probs are vLLM's processed ones, log softmax(z / T) of the
 sampled tokens, the quantity the trainer recomputes. Completions are cut at their end exactly
 as the HF engine cuts them (first end-of-turn token or stop string).
 """
@@ -119,6 +120,7 @@ class VLLMEngine(ChatEngine):
         )
         self.adapter.save_pretrained(folder)
         self._adapter_loaded = self._adapter_changed = True
+        self.llm.reset_prefix_cache()  # cached prompt states belong to the old adapter (same id)
 
     def _adapter_request(self):
         """The adapter to generate with (None before the first load: the adapter starts at zero)."""
