@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -116,14 +117,7 @@ def _maybe_lora(model: nn.Module, section: ModelSection, *, reward_head: bool) -
     lora = section.lora
     if not lora.rank:
         return model
-    return apply_lora(
-        model,
-        rank=lora.rank,
-        alpha=lora.alpha,
-        dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        reward_head=reward_head,
-    )
+    return apply_lora(model, **dataclasses.asdict(lora), reward_head=reward_head)  # rank, alpha, dropout, targets
 
 
 def build_policy(section: ModelSection, seed: int, *, strategy: str = "ddp") -> tuple[nn.Module, Any]:

@@ -21,7 +21,7 @@ import functools
 import os
 import random
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -154,7 +154,7 @@ class SamplingSection:
     vllm_lora: str = "merged"
     """With LoRA and engine=vllm, what vLLM is given after each update: merged (the adapted layers,
     W + (α/r)·BA; vLLM generates with plain layers) or adapters (the LoRA weights alone, served by
-    vLLM's LoRA support: far less to send, some generation overhead)."""
+    vLLM's LoRA support: far less to send; vLLM then runs its LoRA kernels while decoding)."""
 
     def __post_init__(self):
         if self.engine not in ("hf", "vllm"):
@@ -888,15 +888,13 @@ def serves_adapters(config: OnlineConfig) -> bool:
 
 
 def vllm_engine(config: OnlineConfig, encoder):
-    lora = config.policy.lora
-    settings = dict(rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
     return VLLMEngine(
         resolve_model_path(config.policy.name),
         encoder,
         dtype=config.policy.dtype,
         max_model_len=encoder.max_prompt_length + config.sampling.max_new_tokens + 8,
         seed=config.train.seed,
-        adapter=lora_config(**settings) if serves_adapters(config) else None,
+        adapter=lora_config(**asdict(config.policy.lora)) if serves_adapters(config) else None,
     )
 
 
