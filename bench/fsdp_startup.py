@@ -36,15 +36,16 @@ def rank_worker(model: str, dtype: str, build_for: str, out: Path) -> None:
     import torch
 
     from rlxf.config import ModelSection
+    from rlxf.parallel import distributed
     from rlxf.recipes.common import build_policy
-    from rlxf.train import distributed
+    from rlxf.train.data_parallel import TrainingForward
 
     distributed.init_from_environment()
     torch.set_num_threads(1)
     process = psutil.Process()
     before = process.memory_info().rss
     policy, _ = build_policy(ModelSection(name=model, dtype=dtype), seed=0, strategy=build_for)
-    sharded = distributed.TrainingForward(policy, "fsdp")
+    sharded = TrainingForward(policy, "fsdp")
     distributed.barrier()
     result = {
         "rank": distributed.rank(),

@@ -58,7 +58,8 @@ def main() -> None:
 
     import torch
 
-    from rlxf.models.loading import default_device, load_causal_lm
+    from rlxf.models.loading import load_causal_lm
+    from rlxf.parallel.distributed import default_device
 
     device = default_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -61,7 +61,7 @@ COMMANDS = {
         "labeling setup and export: add-user, create-project, import, add-member, export",
     ),
     "demo": (
-        "rlxf.recipes.demo",
+        "rlxf.demo",
         "DemoConfig",
         "run_demo",
         "reward model -> DPO -> evaluation -> report, on shipped data",
@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlxf {args.command}: {error}", file=sys.stderr)
         return 2
     from rlxf.data import DataError
-    from rlxf.train import distributed
+    from rlxf.parallel import distributed
 
     section = getattr(config, "distributed", None)
     if section is not None and section.backend == "ray" and not distributed.init_from_environment():
-        from rlxf.train.ray_ranks import run_on_ray
+        from rlxf.parallel.ray_ranks import run_on_ray
 
         run_on_ray(module_name, function_name, config, section)
         return 0

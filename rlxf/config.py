@@ -228,6 +228,12 @@ class ModelSection:
 
 
 @dataclasses.dataclass
+class ReferenceSection:
+    name: str = ""
+    """Reference model of the KL anchor or log-ratio; empty = the initial policy."""
+
+
+@dataclasses.dataclass
 class DataSection:
     path: str = ""
     """Training file (jsonl, json, csv or parquet)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from rlxf.models import tiny
+from rlxf.parallel.distributed import default_device
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +119,6 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
-def default_device() -> torch.device:
-    """Where models run: ``RLXF_DEVICE`` when set (cpu, cuda, cuda:N); else this rank's GPU
-    (``LOCAL_RANK``) when CUDA is available; else the CPU."""
-    if os.environ.get("RLXF_DEVICE"):
-        return torch.device(os.environ["RLXF_DEVICE"])
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
 def to_device(model: nn.Module, device: str | None = None) -> nn.Module:
     """``model`` on ``device`` (default :func:`default_device`; a model on the meta device stays
     there). On CUDA, SDPA's cuDNN backend is switched off: it builds a graph for every new
@@ -206,3 +198,13 @@ def load_reward_model(
         model.config.pad_token_id = pad_token_id
     disable_dropout(model)
     return to_device(model, device)
+
+
+SETTINGS_FILE = "rlxf.json"
+"""Beside a saved model's weights: the settings a later reader needs (e.g. a reward model's input length)."""
+
+
+def saved_settings(directory: str | Path) -> dict:
+    """The settings rlxf saved with the model in ``directory`` (empty when there are none)."""
+    path = Path(directory) / SETTINGS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}

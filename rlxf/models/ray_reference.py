@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from rlxf.models.logprobs import token_logps
-from rlxf.train.ray_actors import ActorPool, PoolWorker
+from rlxf.parallel.actors import ActorPool, PoolWorker
 
 
 class ReferenceWorker(PoolWorker):
@@ -54,7 +54,7 @@ class RayReference(ActorPool):
     def refresh(self) -> None:
         """T1: the current policy becomes the reference."""
         if self.refreshable:
-            from rlxf.train.checkpoint import gathered  # a sharded policy is made whole (a collective)
+            from rlxf.parallel.distributed import gathered  # a sharded policy is made whole (a collective)
 
             state = gathered({name: t.detach() for name, t in self.policy.state_dict().items()})
             self.state = self.ray.put({name: t.cpu() for name, t in state.items()})

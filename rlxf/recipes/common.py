@@ -28,7 +28,8 @@ from rlxf.models import (
 )
 from rlxf.models.packing import use_packed_attention
 from rlxf.models.tiny import RANDOM_CONFIGS
-from rlxf.train import distributed
+from rlxf.parallel import distributed
+from rlxf.train.data_parallel import start_device
 from rlxf.train.model_card import model_card, save_model
 
 log = logging.getLogger("rlxf")
@@ -122,9 +123,9 @@ def _maybe_lora(model: nn.Module, section: ModelSection, *, reward_head: bool) -
 
 def build_policy(section: ModelSection, seed: int, *, strategy: str = "ddp") -> tuple[nn.Module, Any]:
     """Causal LM + tokenizer, packed attention on, LoRA applied if asked; built where
-    ``strategy`` wants it to start (:func:`rlxf.train.distributed.start_device`)."""
+    ``strategy`` wants it to start (:func:`rlxf.train.data_parallel.start_device`)."""
     tokenizer = load_tokenizer(section.name)
-    device = distributed.start_device(strategy)
+    device = start_device(strategy)
     model = load_causal_lm(section.name, dtype=section.dtype, seed=seed, device=device)
     use_packed_attention(model)
     return _maybe_lora(model, section, reward_head=False), tokenizer
@@ -138,7 +139,7 @@ def build_reward_model(section: ModelSection, seed: int, *, strategy: str = "ddp
         dtype=section.dtype,
         seed=seed,
         pad_token_id=tokenizer.pad_token_id,
-        device=distributed.start_device(strategy),
+        device=start_device(strategy),
     )
     return _maybe_lora(model, section, reward_head=True), tokenizer
 

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from rlxf.config import DataSection, DistributedSection, ModelSection, TrainSection
+from rlxf.config import DataSection, DistributedSection, ModelSection, ReferenceSection, TrainSection
 from rlxf.data import Preference
 from rlxf.data.batching import pack_groups
 from rlxf.data.templating import ChatEncoder
@@ -27,10 +27,10 @@ from rlxf.eval.stats import proportion
 from rlxf.losses import PREFERENCE_LOSSES, sequence_mean
 from rlxf.models import completion_logps
 from rlxf.recipes.common import (
-    example_weights,
     Group,
     build_policy,
     encoder_for,
+    example_weights,
     group_logps,
     load_preference_splits,
     reference_logps,
@@ -40,12 +40,6 @@ from rlxf.recipes.common import (
 )
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
-
-
-@dataclass
-class ReferenceSection:
-    name: str = ""
-    """Reference model for the log-ratio; empty = the initial policy."""
 
 
 @dataclass

@@ -16,11 +16,11 @@ from rlxf.config import DataSection
 from rlxf.data.records import Message
 from rlxf.eval.generate import Sample, generate
 from rlxf.eval.kl import sequence_kl
+from rlxf.eval.reward_accuracy import encode_scored_pairs, pairwise_accuracy
 from rlxf.eval.stats import mean_interval, proportion
 from rlxf.models import load_causal_lm, load_tokenizer
 from rlxf.models.packing import use_packed_attention
 from rlxf.recipes.common import encoder_for, load_preference_splits, say, write_json
-from rlxf.recipes.reward_model import encode_pairs, pairwise_accuracy
 from rlxf.rewards.learned import LearnedReward
 
 
@@ -82,7 +82,7 @@ def evaluate(config: EvalConfig) -> dict:
     judge = LearnedReward(config.reward_model, max_length=config.rm_max_length) if config.reward_model else None
     if judge is not None and config.rm_accuracy:
         model, encoder = judge.load()
-        pairs = encode_pairs(encoder, held)
+        pairs = encode_scored_pairs(encoder, held)
         results["reward_model"] = pairwise_accuracy(model, pairs, [r.tie for r in held], encoder.tokenizer.pad_token_id)
         accuracy = results["reward_model"]
         say(f"reward model accuracy: {accuracy['accuracy']:.3f} on {accuracy['pairs']} pairs")

@@ -19,18 +19,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rlxf.config import DataSection, DistributedSection, ModelSection, TrainSection
+from rlxf.config import DataSection, DistributedSection, ModelSection, ReferenceSection, TrainSection
 from rlxf.data import pack, read_feedback
 from rlxf.eval.stats import proportion
 from rlxf.losses import kto, sequence_mean
 from rlxf.losses.preference import kto_kl_estimate
 from rlxf.models import completion_logps
 from rlxf.recipes.common import (
-    example_weights,
     as_groups,
     build_policy,
     encode_completions,
     encoder_for,
+    example_weights,
     group_logps,
     load_splits,
     reference_logps,
@@ -38,7 +38,6 @@ from rlxf.recipes.common import (
     say,
     write_config,
 )
-from rlxf.recipes.dpo import ReferenceSection
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
 

@@ -38,7 +38,7 @@ from rlxf.advantages import (
     reinforce_pp,
     whiten,
 )
-from rlxf.config import DistributedSection, ModelSection, TrainSection
+from rlxf.config import DistributedSection, ModelSection, ReferenceSection, TrainSection
 from rlxf.data import tasks as task_sets
 from rlxf.data.batching import pack_groups
 from rlxf.data.formats import read_prompts
@@ -59,15 +59,16 @@ from rlxf.models import is_empty, load_causal_lm, load_reward_model, load_tokeni
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
 from rlxf.models.lora import is_lora, lora_config
 from rlxf.models.packing import use_packed_attention
+from rlxf.parallel import distributed
+from rlxf.parallel.actors import ActorPool
 from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows, save_results, say, write_config
-from rlxf.recipes.dpo import ReferenceSection
 from rlxf.rewards import FormatReward, LengthPenalty, MathVerifier, RewardBatch, UnitTestReward, WeightedSum
 from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 from rlxf.rewards.learned import LearnedReward
 from rlxf.rollout import HFEngine, Rollout, SamplingParams
 from rlxf.rollout.vllm_engine import VLLMEngine, engine_weights
-from rlxf.train import Run, distributed
-from rlxf.train.ray_actors import ActorPool
+from rlxf.train import Run
+from rlxf.train.data_parallel import start_device
 from rlxf.train.run import MetricSums
 
 
@@ -795,7 +796,7 @@ def build_critic(config: OnlineConfig) -> nn.Module:
         config.critic or config.policy.name,
         dtype=config.policy.dtype,
         seed=config.train.seed,
-        device=distributed.start_device(config.distributed.strategy),
+        device=start_device(config.distributed.strategy),
     )
     use_packed_attention(critic)
     return critic
@@ -818,7 +819,7 @@ def start_ray_for_workers(config: OnlineConfig) -> bool | None:
     workers = section.workers_per_rank - (section.reference_worker and config.kl_coef <= 0)
     if not workers:
         return None
-    from rlxf.train.ray_ranks import start_ray
+    from rlxf.parallel.ray_ranks import start_ray
 
     if section.backend == "ray":
         import ray

@@ -27,7 +27,7 @@ class LearnedReward:
         """(model, encoder), loaded once."""
         if not self._loaded:
             from rlxf.models import load_reward_model, load_tokenizer
-            from rlxf.train.model_card import saved_settings
+            from rlxf.models.loading import saved_settings
 
             tokenizer = load_tokenizer(self.model_path)
             model = load_reward_model(self.model_path, pad_token_id=tokenizer.pad_token_id).eval()

@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 import torch
 
 from rlxf.data.records import Message
+from rlxf.parallel.actors import ActorPool, PoolWorker, split
 from rlxf.rewards.base import RewardBatch
-from rlxf.train.ray_actors import ActorPool, PoolWorker, split
 
 
 class RewardWorker(PoolWorker):

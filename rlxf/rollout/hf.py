@@ -15,9 +15,9 @@ from torch import nn
 
 from rlxf.data.records import Message
 from rlxf.data.templating import ChatEncoder
+from rlxf.parallel.weight_broadcast import receive
 from rlxf.rollout.base import Rollout, SamplingParams
 from rlxf.rollout.cpu_decode import decode_linears, growing_cache
-from rlxf.rollout.weight_broadcast import receive
 
 
 class _SampleByInverseCdf:
@@ -144,7 +144,7 @@ class HFEngine(ChatEngine):
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         """A copy of the policy (a rollout worker's) takes the trainer's trainable weights."""
-        from rlxf.train.checkpoint import load_trainable_state
+        from rlxf.models.state import load_trainable_state
 
         load_trainable_state(self.model, state)
 

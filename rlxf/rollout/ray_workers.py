@@ -4,7 +4,7 @@ Each worker builds its own engine once: an HF engine on its own copy of the poli
 before every generation the trainer pushes its trainable weights (for an HF engine with LoRA,
 the adapters alone; vLLM takes the adapted layers merged) through Ray's object store, or with
 ``weight_sync="broadcast"`` by a torch.distributed broadcast
-(:mod:`rlxf.rollout.weight_broadcast`), so workers always sample from the current policy. A
+(:mod:`rlxf.parallel.weight_broadcast`), so workers always sample from the current policy. A
 batch is split into one contiguous share of prompts per worker. A worker that dies is
 replaced by a fresh one, given the current weights, and its share is generated again with
 the same per-prompt seeds — the run goes on with the samples it would have had.
@@ -19,8 +19,8 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from rlxf.data.records import Message
+from rlxf.parallel.actors import ActorPool, PoolWorker, split
 from rlxf.rollout.base import Rollout, SamplingParams
-from rlxf.train.ray_actors import ActorPool, PoolWorker, split
 
 
 class RolloutWorker(PoolWorker):
@@ -34,7 +34,7 @@ class RolloutWorker(PoolWorker):
         self.engine.load_weights(state)
 
     def join_weight_group(self, host: str, port: int, rank: int, size: int, backend: str) -> None:
-        from rlxf.rollout.weight_broadcast import open_group
+        from rlxf.parallel.weight_broadcast import open_group
 
         self.weight_group = open_group(host, port, rank, size, backend)
 
@@ -74,8 +74,8 @@ class RayRolloutPool(ActorPool):
         self.trained, self.asynchronous, self.weights_of = trained, asynchronous, weights_of
         self.broadcast = None
         if weight_sync == "broadcast":
-            from rlxf.models.loading import default_device
-            from rlxf.rollout.weight_broadcast import WeightBroadcast
+            from rlxf.parallel.distributed import default_device
+            from rlxf.parallel.weight_broadcast import WeightBroadcast
 
             # (not the policy's device: a sharded rank's may still be "meta" here)
             self.broadcast = WeightBroadcast(self, "nccl" if default_device().type == "cuda" else "gloo")
@@ -105,8 +105,9 @@ class RayRolloutPool(ActorPool):
         """The trainer's weights now, as a push sends them: an object-store reference, or for a
         broadcast the live parameters (a copy when training goes on during the rollout). A sharded
         trainer's are gathered whole first: a collective, so every rank submits at the same step."""
-        from rlxf.rollout.weight_broadcast import live_trainable
-        from rlxf.train.checkpoint import gathered, trainable_state
+        from rlxf.models.state import trainable_state
+        from rlxf.parallel.distributed import gathered
+        from rlxf.parallel.weight_broadcast import live_trainable
 
         if self.weights_of is not None:  # made for the engines: fresh tensors, safe to train on meanwhile
             weights = gathered(self.weights_of(self.trained))

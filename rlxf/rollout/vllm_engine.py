@@ -40,7 +40,7 @@ def engine_weights(policy: nn.Module, *, adapters: bool = False) -> dict[str, to
     names; for LoRA (vLLM holds the base model) the adapted layers merged, W + (α/r)·BA, or with
     ``adapters`` the LoRA weights alone, for an engine that serves them as an adapter."""
     from rlxf.models.lora import adapter_weights, is_lora, merged_lora_weights
-    from rlxf.train.checkpoint import trainable_state
+    from rlxf.models.state import trainable_state
 
     if not is_lora(policy):
         return trainable_state(policy)
@@ -135,8 +135,8 @@ class VLLMEngine(ChatEngine):
     def receive_weights(self, group, sent) -> None:
         """The trainer's broadcast (a rollout worker's engine), received into fresh tensors on this
         engine's device, then loaded as :meth:`load_weights` loads them."""
-        from rlxf.models.loading import default_device
-        from rlxf.rollout.weight_broadcast import receive
+        from rlxf.parallel.distributed import default_device
+        from rlxf.parallel.weight_broadcast import receive
 
         device = default_device()
         state = {name: torch.empty(shape, dtype=getattr(torch, dtype), device=device) for name, shape, dtype in sent}

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.distributed.tensor import DTensor, distribute_tensor
+
+from rlxf.models.state import load_trainable_state
+from rlxf.parallel.distributed import laid_out_like
 
 _PREFIX = "step-"
 _SIDE = "side-"  # side files: tensors a loop resumes from (see Run.save_with_checkpoint)
@@ -38,40 +40,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    # copies: a gathered (sharded) model frees these tensors' memory once it reshards
-    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
-
-
-def _like(param: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
-    """``full`` laid out as ``param``: this rank's shard when ``param`` is sharded (a DTensor)."""
-    if isinstance(param, DTensor):
-        return distribute_tensor(full.to(param.dtype), param.device_mesh, param.placements)
-    return full
-
-
-def gathered(value: Any) -> Any:
-    """Sharded tensors (DTensors) made whole, through nested dicts and lists; a collective."""
-    if isinstance(value, DTensor):
-        return value.full_tensor()
-    if isinstance(value, dict):
-        return {k: gathered(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [gathered(v) for v in value]
-    return value
-
-
-def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    missing = [name for name, p in params.items() if p.requires_grad and name not in state]
-    unknown = [name for name in state if name not in params]
-    if missing or unknown:
-        raise RuntimeError(f"checkpoint does not match the model: missing {missing[:3]}, unknown {unknown[:3]}")
-    with torch.no_grad():
-        for name, tensor in state.items():
-            params[name].copy_(_like(params[name], tensor))
-
-
 def save_checkpoint(
     root: Path,
     step: int,
@@ -82,8 +50,8 @@ def save_checkpoint(
     keep: int,
     side_files: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """``trainable`` and ``optimizer_state`` whole (see :func:`gathered`), so a checkpoint resumes
-    on any number of ranks, sharded or not. ``side_files``: more tensors a loop resumes from,
+    """``trainable`` and ``optimizer_state`` whole (see :func:`rlxf.parallel.distributed.gathered`),
+    so a checkpoint resumes on any number of ranks, sharded or not. ``side_files``: more tensors a loop resumes from,
     one safetensors file per name."""
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
@@ -135,7 +103,9 @@ def _optimizer_state_like_params(saved: dict[str, Any], optimizer) -> dict[str, 
     params = [p for group in optimizer.param_groups for p in group["params"]]
     state = {
         index: {
-            key: _like(params[index], value) if torch.is_tensor(value) and value.shape == params[index].shape else value
+            key: laid_out_like(params[index], value)
+            if torch.is_tensor(value) and value.shape == params[index].shape
+            else value
             for key, value in entry.items()
         }
         for index, entry in saved["state"].items()

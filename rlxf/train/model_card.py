@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -10,16 +9,8 @@ from typing import Any
 import yaml
 from torch import nn
 
+from rlxf.models.loading import SETTINGS_FILE
 from rlxf.models.lora import is_lora, merged_copy_for_saving
-
-
-def file_digest(path: str | Path) -> str:
-    """First 16 hex digits of a file's sha256 (as in data provenance tables)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def model_card(
@@ -45,15 +36,10 @@ def save_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if settings:
-        (directory / "rlxf.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+        (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     if is_lora(model):
         model.save_pretrained(directory / "adapter")
     merged_copy_for_saving(model).save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     (directory / "README.md").write_text(card, encoding="utf-8")
     return directory
-
-
-def saved_settings(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / "rlxf.json"
-    return json.loads(path.read_text()) if path.exists() else {}

@@ -28,8 +28,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rlxf.config import TrainSection
-from rlxf.train import checkpoint, distributed
+from rlxf.models.state import trainable_state
+from rlxf.parallel import distributed
+from rlxf.train import checkpoint
 from rlxf.train.batches import batch_for_step, micro_batches, total_steps
+from rlxf.train.data_parallel import TrainingForward
 from rlxf.train.metrics import MetricsLog
 from rlxf.train.profiling import StepProfiler
 
@@ -108,7 +111,7 @@ class Run:
         self.dir = Path(output_dir)
         self.model, self.train, self.num_examples, self.lengths = model, train, num_examples, lengths
         self.micro_batch_size = train.micro_batch_size or train.batch_size
-        self._forward = distributed.TrainingForward(model, strategy)  # first: sharding replaces the parameters
+        self._forward = TrainingForward(model, strategy)  # first: sharding replaces the parameters
         self.params = [p for p in model.parameters() if p.requires_grad]
         self._last_micro_batch = True
         self.optimizer = adamw(self.params, lr=train.lr, weight_decay=train.weight_decay)
@@ -252,7 +255,7 @@ class Run:
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLoss(f"{where}: loss is {loss}; the weights were not updated")
         max_norm = self.train.max_grad_norm if self.train.max_grad_norm > 0 else float("inf")
-        grad_norm = float(checkpoint.gathered(torch.nn.utils.clip_grad_norm_(self.params, max_norm)))
+        grad_norm = float(distributed.gathered(torch.nn.utils.clip_grad_norm_(self.params, max_norm)))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLoss(f"{where}: gradient norm is {grad_norm}; the weights were not updated")
@@ -288,8 +291,8 @@ class Run:
     def save_checkpoint(self) -> Path | None:
         """Called on every rank: a sharded model's weights and optimizer state are gathered first."""
         with self.full_weights():
-            trainable = checkpoint.trainable_state(self.model)
-        optimizer_state = checkpoint.gathered(self.optimizer.state_dict())
+            trainable = trainable_state(self.model)
+        optimizer_state = distributed.gathered(self.optimizer.state_dict())
         side_files, self._side_files = self._side_files, {}
         if not distributed.is_main():
             return None

@@ -7,7 +7,8 @@ import sys
 import torch
 
 from rlxf.models import load_causal_lm
-from rlxf.train import distributed
+from rlxf.parallel import distributed
+from rlxf.train.data_parallel import TrainingForward
 
 TOKENS = torch.tensor([[5, 17, 42, 99, 7, 3]])
 
@@ -18,7 +19,7 @@ def main(out: str) -> None:
     rank = distributed.rank()
     model = load_causal_lm("tiny-llama", seed=3, device="meta" if rank > 0 else None)
     assert all(p.is_meta for p in model.parameters()) == (rank > 0)
-    sharded = distributed.TrainingForward(model, "fsdp")
+    sharded = TrainingForward(model, "fsdp")
     with torch.no_grad():
         logits = sharded(lambda m: m(TOKENS).logits)
         whole = sharded.whole_model()(TOKENS).logits

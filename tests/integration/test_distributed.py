@@ -350,10 +350,10 @@ def test_a_worker_killed_in_the_middle_of_a_weight_broadcast_is_replaced_and_all
     import torch
 
     from rlxf.config import ModelSection
+    from rlxf.parallel.weight_broadcast import live_trainable
     from rlxf.recipes.common import build_policy
-    from rlxf.rollout.ray_workers import RayRolloutPool
-    from rlxf.rollout.weight_broadcast import live_trainable
     from rlxf.rollout import SamplingParams
+    from rlxf.rollout.ray_workers import RayRolloutPool
 
     ray.init(num_cpus=2, include_dashboard=False)
     try:
@@ -389,7 +389,7 @@ class _Unstartable:
 
 def test_a_worker_that_cannot_start_stops_the_run_with_its_error_instead_of_being_replaced_forever():
     ray = pytest.importorskip("ray")
-    from rlxf.train.ray_actors import ActorPool
+    from rlxf.parallel.actors import ActorPool
 
     ray.init(num_cpus=1, include_dashboard=False)
     try:
@@ -403,8 +403,8 @@ def test_a_worker_that_cannot_start_stops_the_run_with_its_error_instead_of_bein
 
 def _tiny_engine(policy=None):
     from rlxf.config import ModelSection
-    from rlxf.models import load_tokenizer
     from rlxf.data.templating import ChatEncoder
+    from rlxf.models import load_tokenizer
     from rlxf.recipes.common import build_policy
     from rlxf.rollout import HFEngine
 

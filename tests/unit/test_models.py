@@ -4,7 +4,8 @@ import os
 
 import torch
 
-from rlxf.models.loading import default_device, load_causal_lm, load_tokenizer
+from rlxf.models.loading import load_causal_lm, load_tokenizer
+from rlxf.parallel.distributed import default_device
 
 
 def test_random_smollm2_has_smollm2_135m_parameter_count():
@@ -45,8 +46,8 @@ def test_a_model_folder_built_empty_has_the_loaded_models_shapes_and_settings_an
 
 def test_with_lora_only_the_adapters_are_pushed_to_rollout_workers():
     from rlxf.config import LoraSection, ModelSection
+    from rlxf.models.state import trainable_state
     from rlxf.recipes.common import build_policy
-    from rlxf.train.checkpoint import trainable_state
 
     policy, _ = build_policy(ModelSection(name="tiny-llama", lora=LoraSection(rank=4)), seed=0)
     pushed = trainable_state(policy)  # what RayRolloutPool sends before each generation

@@ -11,7 +11,7 @@ from rlxf.models import completion_logps, logprobs, reward_scores
 from rlxf.models.logprobs import token_logps_from_hidden
 from rlxf.models.packing import use_packed_attention
 from rlxf.models.tiny import tiny_llama
-from rlxf.train import distributed
+from rlxf.parallel import distributed
 
 
 def test_batch_split_across_two_ranks_sums_to_whole_batch_loss(monkeypatch):

@@ -2,9 +2,9 @@
 
 import torch
 
+from rlxf.parallel.actors import split
 from rlxf.rollout import Rollout
 from rlxf.rollout.ray_workers import concat_rollouts
-from rlxf.train.ray_actors import split
 
 
 def rollout(prompt_index, lengths, seconds):

@@ -5,7 +5,7 @@ import threading
 import pytest
 import torch
 
-from rlxf.rollout.weight_broadcast import describe, free_address, live_trainable, open_group, receive
+from rlxf.parallel.weight_broadcast import describe, free_address, live_trainable, open_group, receive
 
 
 def test_a_broadcast_sets_the_workers_trainable_parameters_in_place():

@@ -13,9 +13,9 @@ from rlxf.data.templating import ChatEncoder  # noqa: E402
 from rlxf.models import SMOLLM2, load_causal_lm, load_tokenizer, resolve_model_path  # noqa: E402
 from rlxf.models.logprobs import token_logps  # noqa: E402
 from rlxf.models.packing import use_packed_attention  # noqa: E402
+from rlxf.models.state import trainable_state  # noqa: E402
 from rlxf.rollout import SamplingParams  # noqa: E402
 from rlxf.rollout.vllm_engine import VLLMEngine  # noqa: E402
-from rlxf.train.checkpoint import trainable_state  # noqa: E402
 
 PROMPTS = [[{"role": "user", "content": "What is 12 + 30?"}], [{"role": "user", "content": "Name a colour."}]]
 

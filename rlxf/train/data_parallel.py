@@ -1,109 +1,21 @@
-"""Data parallelism through torch.distributed: who am I, my share, and summed gradients.
-
-With no process group (a single process) every answer is trivial. Under ``torchrun``
-(or any launcher that sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``) each rank joins one
-group (NCCL between GPUs, gloo on CPU), takes its share of every global batch, and its
-gradients are summed with the other ranks' by ``DistributedDataParallel`` (every rank holds the
-whole model) or by FSDP2's ``fully_shard`` (each rank holds a shard of every weight, gradient
-and optimizer state; weights are gathered layer by layer as the forward pass needs them: Zhao et
-al., "PyTorch FSDP: Experiences on Scaling Fully Sharded Data Parallel", VLDB 2023, after
-Rajbhandari et al.'s ZeRO, SC 2020).
+"""The trained model across ranks: DDP (every rank holds the whole model) or FSDP2's
+``fully_shard`` (each rank holds a shard of every weight, gradient and optimizer state; weights are
+gathered layer by layer as the forward pass needs them: Zhao et al., "PyTorch FSDP: Experiences on
+Scaling Fully Sharded Data Parallel", VLDB 2023, after Rajbhandari et al.'s ZeRO, SC 2020).
+Gradients are summed over ranks, since rlxf's losses are already divided by global-batch counts.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-
-def is_initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def rank() -> int:
-    return dist.get_rank() if is_initialized() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_initialized() else 1
-
-
-def is_main() -> bool:
-    return rank() == 0
-
-
-def init_from_environment() -> bool:
-    """Join the process group a launcher described in the environment; True when there is one."""
-    if is_initialized():
-        return True
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    rank_, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    store = dist.TCPStore(
-        os.environ["MASTER_ADDR"],
-        int(os.environ["MASTER_PORT"]),
-        size,
-        # under torchrun the launcher hosts the store; a bare launch has rank 0 host it
-        is_master=os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and rank_ == 0,
-        timeout=timedelta(minutes=30),
-    )
-    # Keys of each restart attempt apart: ranks restarted after a failure would otherwise
-    # find the dead ranks' gloo addresses in the store and fail to connect.
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    from rlxf.models.loading import default_device
-
-    backend = "nccl" if default_device().type == "cuda" else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(default_device())
-    dist.init_process_group(
-        backend, store=dist.PrefixStore(f"rlxf/attempt-{attempt}", store), rank=rank_, world_size=size
-    )
-    return True
-
-
-def shutdown() -> None:
-    if is_initialized():
-        dist.destroy_process_group()
-
-
-def barrier() -> None:
-    if is_initialized():
-        dist.barrier()
-
-
-def shard(global_batch: list[int]) -> list[int]:
-    """This rank's examples of a global batch (strided, so every rank gets a fair share)."""
-    return global_batch[rank() :: world_size()]
-
-
-def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    """``value`` summed over ranks, on its own device (NCCL sums on this rank's GPU)."""
-    if not is_initialized():
-        return value
-    wire = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else value.device
-    summed = value.to(wire, copy=True)
-    dist.all_reduce(summed, op=dist.ReduceOp.SUM)
-    return summed.to(value.device)
-
-
-def global_sum(value: float) -> float:
-    """A Python number summed over ranks (the number itself in one process)."""
-    return float(all_reduce_sum(torch.tensor(float(value), dtype=torch.float64))) if is_initialized() else value
-
-
-def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
-    """Each metric averaged over ranks (equal shards make this the global-batch mean)."""
-    if not is_initialized() or not values:
-        return values
-    names = sorted(values)
-    summed = all_reduce_sum(torch.tensor([float(values[name]) for name in names], dtype=torch.float64))
-    return {name: float(total) / world_size() for name, total in zip(names, summed)}
+from rlxf.models.loading import is_empty
+from rlxf.parallel.distributed import default_device, gathered, is_main, world_size
 
 
 class _TrainingForward(nn.Module):
@@ -152,8 +64,6 @@ def _fully_shard(wrapper: nn.Module) -> list[nn.Module]:
     sum is forced."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import FSDPModule, fully_shard
-
-    from rlxf.models.loading import default_device, is_empty
 
     whole = wrapper.model.state_dict() if is_main() else {}  # rank 0's weights, to send once sharded
     mesh = init_device_mesh(default_device().type, (world_size(),))
@@ -236,8 +146,6 @@ class TrainingForward:
         later use), on every rank, which must all call it; the model itself when not sharded."""
         if not self.sharded_units:
             return self.model
-        from rlxf.train.checkpoint import gathered
-
         state = gathered(self.model.state_dict())
         self._skeleton.load_state_dict(state, assign=True)
         for name, buffer in self.model.named_buffers():  # also those not saved, as received from rank 0

@@ -41,7 +41,7 @@ class RankActor:
     def run(self, module_name: str, function_name: str, config: Any, env: dict[str, str], threads: int) -> None:
         import torch
 
-        from rlxf.train import distributed
+        from rlxf.parallel import distributed
 
         os.environ.update(env)
         torch.set_num_threads(threads)
