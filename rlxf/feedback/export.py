@@ -29,18 +29,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rlxf import __version__
+from rlxf.feedback.answers import gold_accuracy, gold_scores, project_answers
 from rlxf.feedback.questions import REACTIONS
-from rlxf.feedback.store import Answer, Candidate, Item, Project, Store, User
-
-
-def latest_answers(session: Session, project: Project) -> list[Answer]:
-    """Answers of ``project`` that no later answer supersedes, oldest first."""
-    superseded = select(Answer.supersedes).where(Answer.supersedes.is_not(None))
-    return list(
-        session.scalars(
-            select(Answer).where(Answer.project_id == project.id, Answer.id.not_in(superseded)).order_by(Answer.id)
-        )
-    )
+from rlxf.feedback.store import Answer, Candidate, Item, Project, Store
 
 
 def records_of(answer: Answer, prompt: list, shown: list[str], annotator: str) -> dict[str, list[dict]]:
@@ -82,24 +73,22 @@ def next_version(folder: Path) -> Path:
 def export_project(
     session: Session, project: Project, out: Path, min_gold_accuracy: float = 0.0, weight_by_reliability: bool = False
 ) -> Path:
-    from rlxf.feedback.quality import quality_report
-
-    answers = latest_answers(session, project)
-    items = {i.id: i for i in session.scalars(select(Item).where(Item.project_id == project.id))}
+    """A new snapshot folder of ``project`` under ``out``, as the module describes; returns it."""
+    loaded = project_answers(session, project)
+    items, users = loaded.items, loaded.users
     texts = dict(
         session.execute(select(Candidate.id, Candidate.text).join(Item).where(Item.project_id == project.id)).all()
     )
-    users = {u.id: u for u in session.scalars(select(User))}
-    measured = quality_report(session, project)["labelers"]
-    reliability = {name: (row["gold_correct"] + 1) / (row["gold"] + 2) for name, row in measured.items()}
+    measured = gold_scores(loaded)
+    reliability = {name: (score["gold_correct"] + 1) / (score["gold"] + 2) for name, score in measured.items()}
     excluded = sorted(
         name
-        for name, row in measured.items()
-        if row["gold_accuracy"] is not None and row["gold_accuracy"] < min_gold_accuracy
+        for name, score in measured.items()
+        if gold_accuracy(score) is not None and gold_accuracy(score) < min_gold_accuracy
     )
     files: dict[str, list[dict]] = defaultdict(list)
     exported = []
-    for answer in answers:
+    for answer in loaded.answers:
         user = users[answer.user_id]
         if items[answer.item_id].kind != "task" or user.name in excluded:
             continue

@@ -2,8 +2,7 @@
 repeats, agreement between people (Krippendorff's alpha over all, Cohen's kappa per pair), and
 how often an AI judge and a reward model side with the people's majority.
 
-Labels are compared in the file's order of responses ("canonical"), not the order shown:
-a pairwise answer "A" on an item shown as (response 1, response 0) prefers response 1.
+Labels are compared by response, not by screen position (see `rlxf.feedback.answers`).
 """
 
 from __future__ import annotations
@@ -13,37 +12,10 @@ from collections import Counter, defaultdict
 from itertools import combinations
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rlxf.feedback.export import latest_answers
-from rlxf.feedback.questions import REACTIONS
-from rlxf.feedback.store import Answer, Candidate, Item, Project, User
-
-
-def canonical_label(answer: Answer, position_of: dict[int, int]):
-    """The answer in terms of the responses' file positions, or None where no single label
-    exists (ratings, spans, written feedback)."""
-    payload = answer.payload
-    if answer.question == "pairwise":
-        choice = payload["choice"]
-        if choice in ("tie", "both_bad"):
-            return choice
-        return position_of[answer.shown_order[0 if choice == "A" else 1]]
-    if answer.question == "reaction":
-        return "desirable" if REACTIONS[payload["reaction"]] > 0 else "undesirable"
-    if answer.question == "ranking":
-        return tuple(position_of[answer.shown_order[p]] for p in payload["order"])
-    return None
-
-
-def gold_label(item: Item):
-    gold = item.gold or {}
-    if "better" in gold:
-        return gold["better"]
-    if "reaction" in gold:
-        return "desirable" if REACTIONS[gold["reaction"]] > 0 else "undesirable"
-    return None
+from rlxf.feedback.answers import gold_accuracy, gold_scores, project_answers
+from rlxf.feedback.store import Project
 
 
 def cohens_kappa(first: list, second: list) -> float:
@@ -86,14 +58,11 @@ def majority(labels: list):
 
 
 def quality_report(session: Session, project: Project) -> dict:
-    items = {i.id: i for i in session.scalars(select(Item).where(Item.project_id == project.id))}
-    position_of = dict(
-        session.execute(select(Candidate.id, Candidate.position).join(Item).where(Item.project_id == project.id)).all()
-    )
-    users = {u.id: u for u in session.scalars(select(User))}
-    answers = latest_answers(session, project)
-    human = [a for a in answers if users[a.user_id].role != "judge"]
-    labels = {a.id: canonical_label(a, position_of) for a in answers}
+    """The project's quality measures: per labeler, agreement overall and per pair, per item,
+    per AI judge and for the reward model (the page ``/admin/projects/N/quality`` shows it)."""
+    loaded = project_answers(session, project)
+    items, users, answers, labels = loaded.items, loaded.users, loaded.answers, loaded.labels
+    human = loaded.human()
 
     per_labeler: dict[str, dict] = defaultdict(
         lambda: {"answers": 0, "gold": 0, "gold_correct": 0, "repeats": 0, "repeats_consistent": 0}
@@ -102,13 +71,10 @@ def quality_report(session: Session, project: Project) -> dict:
     task_labels: dict[int, dict[str, object]] = defaultdict(dict)
     ratings: dict[str, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
     for answer in human:
-        item, name, row = items[answer.item_id], users[answer.user_id].name, None
+        item, name = items[answer.item_id], users[answer.user_id].name
         row = per_labeler[name]
         row["answers"] += 1
-        if item.kind == "gold" and gold_label(item) is not None:
-            row["gold"] += 1
-            row["gold_correct"] += labels[answer.id] == gold_label(item)
-        elif item.kind == "repeat" and (answer.user_id, item.repeat_of) in first_label:
+        if item.kind == "repeat" and (answer.user_id, item.repeat_of) in first_label:
             row["repeats"] += 1
             row["repeats_consistent"] += labels[answer.id] == first_label[(answer.user_id, item.repeat_of)]
         elif item.kind == "task" and labels[answer.id] is not None:
@@ -122,8 +88,10 @@ def quality_report(session: Session, project: Project) -> dict:
         shared = [i for i, given in task_labels.items() if a in given and b in given]
         if len(shared) >= 2:
             kappas[(a, b)] = cohens_kappa([task_labels[i][a] for i in shared], [task_labels[i][b] for i in shared])
+    gold = gold_scores(loaded)
     for name, row in per_labeler.items():
-        row["gold_accuracy"] = row["gold_correct"] / row["gold"] if row["gold"] else None
+        row.update(gold[name])
+        row["gold_accuracy"] = gold_accuracy(row)
         row["consistency"] = row["repeats_consistent"] / row["repeats"] if row["repeats"] else None
         theirs = [k for pair, k in kappas.items() if name in pair and not math.isnan(k)]
         row["mean_kappa"] = sum(theirs) / len(theirs) if theirs else None

@@ -1,11 +1,13 @@
-"""The app's guards: security headers, request size limits, CSRF tokens, safe URL imports and
-escaped rendering of model text."""
+"""The app's guards: security headers, request size limits, CSRF tokens, login throttling, safe
+URL imports and escaped rendering of model text."""
 
 from __future__ import annotations
 
 import ipaddress
 import secrets
 import socket
+import time
+from collections import defaultdict, deque
 from urllib.parse import urlsplit
 
 from markdown_it import MarkdownIt
@@ -74,6 +76,33 @@ def new_csrf_token() -> str:
 
 def same_token(expected: str | None, given: str | None) -> bool:
     return bool(expected) and bool(given) and secrets.compare_digest(expected, given)
+
+
+LOGIN_ATTEMPTS, LOGIN_WINDOW_SECONDS = 5, 300
+"""Failed logins allowed per account and client address in a window, before refusing (429)."""
+
+
+class LoginThrottle:
+    """Failed logins per key (account and client address) in a sliding window. Counted in the
+    app's process, which is enough because one app process serves a store."""
+
+    def __init__(self, attempts: int = LOGIN_ATTEMPTS, window_seconds: float = LOGIN_WINDOW_SECONDS):
+        self.attempts, self.window_seconds = attempts, window_seconds
+        self.failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def refuses(self, key: str) -> bool:
+        """Whether ``key`` has used up its attempts in the current window."""
+        failures = self.failures[key]
+        while failures and failures[0] < time.monotonic() - self.window_seconds:
+            failures.popleft()
+        return len(failures) >= self.attempts
+
+    def count_failure(self, key: str) -> None:
+        self.failures[key].append(time.monotonic())
+
+    def forget(self, key: str) -> None:
+        """A successful login starts the count afresh."""
+        self.failures[key].clear()
 
 
 class UnsafeURL(ValueError):
