@@ -1,11 +1,14 @@
-"""Advantage estimators for online RL: GAE, group-normalized, leave-one-out, greedy baseline.
+"""Advantage estimators for online RL: GAE, group-normalized, leave-one-out, greedy baseline, ...
 
 All are pure functions over tensors. Sequence-level rewards are (B,) tensors; token-level
-quantities are (B, T) with a 0/1 ``mask`` marking response tokens.
+quantities are (B, T) with a 0/1 ``mask`` marking response tokens. ``ADVANTAGE_ESTIMATORS`` at
+the end names each for the online loop: an estimator reads :class:`AdvantageInputs` and returns
+the named per-sample targets its policy loss reads (:mod:`rlxf.losses.policy`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -117,27 +120,36 @@ def whiten(
 
 
 def reinforce_pp(
-    rewards: Tensor,
-    kl: Tensor,
+    token_rewards: Tensor,
     mask: Tensor,
     *,
-    kl_coef: float,
     gamma: float = 1.0,
     global_sum: Callable[[Tensor], Tensor] = _same,
 ) -> Tensor:
-    """REINFORCE++ advantages: token-level KL penalty in the reward, returns, global whitening.
+    """REINFORCE++ advantages: returns of token-level rewards, whitened over the whole batch.
 
     Hu, "REINFORCE++: A Simple and Efficient Approach for Aligning Large Language Models"
-    (2025), Sec. 3: ``r_t = 1[t = last]·r(x, y) - β·KL_t``, ``A_t = Σ_{s≥t} γ^{s-t} r_s``,
-    then normalized over the whole batch.
+    (2025), Sec. 3: ``r_t = 1[t = last]·r(x, y) - β·KL_t`` (see :func:`kl_shaped_rewards`),
+    ``A_t = Σ_{s≥t} γ^{s-t} r_s``, then normalized over the global batch (as OpenRLHF does).
 
-    rewards: (B,) sequence rewards; kl: (B, T) per-token KL estimates; mask: (B, T).
+    token_rewards, mask: (B, T). Returns (B, T).
     """
-    mask = mask.to(kl.dtype)
-    last = mask.cumsum(dim=1) == mask.sum(dim=1, keepdim=True)
-    last = last & (mask > 0)
-    token_rewards = -kl_coef * kl * mask + last.to(kl.dtype) * rewards[:, None]
     return whiten(discounted_returns(token_rewards, mask, gamma=gamma), mask, global_sum=global_sum)
+
+
+def kl_shaped_rewards(rewards: Tensor, mask: Tensor, kl: Tensor | None = None, *, kl_coef: float = 0.0) -> Tensor:
+    """Per-token rewards: the sequence reward on each response's last token, minus ``β·KL_t`` on
+    every token when ``kl`` is given (the KL penalty in the reward of Ziegler et al. 2019 and
+    Ouyang et al. 2022, Eq. 2, spread over tokens as InstructGPT's and REINFORCE++'s code do).
+
+    rewards: (B,); mask, kl: (B, T). Returns (B, T), zero off the mask.
+    """
+    mask = mask.to(rewards.dtype)
+    last = (mask.cumsum(dim=1) == mask.sum(dim=1, keepdim=True)) & (mask > 0)
+    shaped = last.to(rewards.dtype) * rewards[:, None]
+    if kl is not None:
+        shaped = shaped - kl_coef * kl * mask
+    return shaped
 
 
 def best_of_n(rewards: Tensor, group_size: int, *, top_k: int = 1, threshold: float | None = None) -> Tensor:
@@ -168,3 +180,108 @@ def group_success_rate(success: Tensor, group_size: int) -> Tensor:
     """
     grouped = success.view(-1, group_size).to(torch.float32)
     return grouped.mean(dim=1, keepdim=True).expand_as(grouped).reshape(-1)
+
+
+def success_rates(rewards: Tensor, group_size: int, *, threshold: float) -> dict[str, Tensor]:
+    """NFT's labels: each sample's success (reward ≥ threshold), its prompt's success rate ``r̂``,
+    and ``keep``: only prompts with some right and some wrong samples are trained on
+    (Chen et al. 2025, Algorithm 1, which keeps ``0 < r̂ < 1``).
+
+    rewards: (G * group_size,). Returns three (G * group_size,) tensors.
+    """
+    success = (rewards >= threshold).float()
+    rate = group_success_rate(success, group_size)
+    return {"success": success, "success_rate": rate, "keep": ((rate > 0) & (rate < 1)).float()}
+
+
+# ---- the registry the online loop picks from --------------------------------------------------
+
+
+@dataclass
+class AdvantageInputs:
+    """What an estimator may read; each reads some."""
+
+    rewards: Tensor  # (B,) sequence rewards, with the KL penalty when the algorithm puts it in the reward
+    token_rewards: Tensor  # (B, T) the same on tokens: the reward on the last one, -β·KL_t on each (kl_shaped_rewards)
+    mask: Tensor  # (B, T) response tokens
+    group_size: int  # samples per prompt, adjacent
+    greedy_rewards: Tensor | None = None  # (G,) rewards of each prompt's greedy completion (ReMax)
+    values: Tensor | None = None  # (B, T) critic values V(s_t) (PPO)
+    gamma: float = 1.0
+    lam: float = 0.95
+    top_k: int = 1  # best-of-n: samples kept per prompt
+    threshold: float = 0.5  # best-of-n: lowest kept reward; NFT: lowest correct reward
+    global_sum: Callable[[Tensor], Tensor] = _same  # this rank's sums -> the global batch's (whitening)
+
+
+def _estimator(*produces: str, needs: tuple[str, ...] = (), groups: bool = False) -> Callable:
+    """Marks an estimator with the targets it ``produces``, the optional inputs it ``needs``
+    ("values": a critic, "greedy_rewards": a greedy rollout) and whether it compares the samples of
+    a prompt (``groups``: n >= 2)."""
+
+    def mark(fn: Callable) -> Callable:
+        fn.produces, fn.needs, fn.groups = produces, needs, groups
+        return fn
+
+    return mark
+
+
+def _per_token(advantages: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    return {"advantages": advantages[:, None] * mask}
+
+
+@_estimator("advantages", groups=True)
+def _grpo(x: AdvantageInputs) -> dict[str, Tensor]:
+    return _per_token(group_normalized(x.rewards, x.group_size), x.mask)
+
+
+@_estimator("advantages", groups=True)
+def _dr_grpo(x: AdvantageInputs) -> dict[str, Tensor]:
+    return _per_token(group_normalized(x.rewards, x.group_size, scale=False), x.mask)
+
+
+@_estimator("advantages", groups=True)
+def _rloo(x: AdvantageInputs) -> dict[str, Tensor]:
+    return _per_token(leave_one_out(x.rewards, x.group_size), x.mask)
+
+
+@_estimator("advantages", needs=("greedy_rewards",))
+def _remax(x: AdvantageInputs) -> dict[str, Tensor]:
+    return _per_token(greedy_baseline(x.rewards, x.greedy_rewards, x.group_size), x.mask)
+
+
+@_estimator("advantages")
+def _reinforce_pp(x: AdvantageInputs) -> dict[str, Tensor]:
+    return {"advantages": reinforce_pp(x.token_rewards, x.mask, gamma=x.gamma, global_sum=x.global_sum)}
+
+
+@_estimator("advantages", "returns", needs=("values",))
+def _gae(x: AdvantageInputs) -> dict[str, Tensor]:
+    """GAE advantages whitened over the global batch (as OpenRLHF and TRL's PPO do), and returns
+    (the critic's targets)."""
+    advantages, returns = gae(x.token_rewards, x.values, x.mask, gamma=x.gamma, lam=x.lam)
+    return {"advantages": whiten(advantages, x.mask, global_sum=x.global_sum), "returns": returns}
+
+
+@_estimator("keep")
+def _best_of_n(x: AdvantageInputs) -> dict[str, Tensor]:
+    return {"keep": best_of_n(x.rewards, x.group_size, top_k=x.top_k, threshold=x.threshold)}
+
+
+@_estimator("success", "success_rate", "keep", groups=True)
+def _success_rate(x: AdvantageInputs) -> dict[str, Tensor]:
+    return success_rates(x.rewards, x.group_size, threshold=x.threshold)
+
+
+ADVANTAGE_ESTIMATORS: dict[str, Callable[[AdvantageInputs], dict[str, Tensor]]] = {
+    "group_normalized": _grpo,
+    "group_centered": _dr_grpo,
+    "leave_one_out": _rloo,
+    "greedy_baseline": _remax,
+    "reinforce_pp": _reinforce_pp,
+    "gae": _gae,
+    "best_of_n": _best_of_n,
+    "success_rate": _success_rate,
+}
+"""Per-sample training targets by name (``advantages``, ``returns``, ``keep``, ...): one function
+and one line here add an estimator. A ``keep`` target (B,) limits the loss to the kept samples."""

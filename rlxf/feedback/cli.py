@@ -137,15 +137,15 @@ def run_feedback(config: FeedbackConfig) -> None:
             )
             print(f"generated {added} items ({config.n} responses each) into {config.project} with {config.model}")
         elif config.action == "judge":
-            from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
+            from rlxf.rewards.registry import build_reward_source
 
-            judge = LLMJudge(model=config.judge_model, mode="pairwise", rubric=config.rubric or DEFAULT_RUBRIC)
+            judge = build_reward_source("judge", model=config.judge_model, mode="pairwise", rubric=config.rubric)
             counts = judge_pairs(session, named(Project, config.project, "project"), judge, config.name or "judge")
             print(f"judge answered {counts['items']} items: {counts['answers']} answers, {counts['unparsed']} unparsed")
         elif config.action == "prioritize":
-            from rlxf.rewards.learned import LearnedReward
+            from rlxf.rewards.registry import build_reward_source
 
-            models = [LearnedReward(path) for path in config.reward_models]
+            models = [build_reward_source("reward_model", model=path) for path in config.reward_models]
             if not models:
                 raise ValueError("prioritize needs reward_models=[path, ...]")
             scored = prioritize(session, named(Project, config.project, "project"), models)

@@ -6,7 +6,7 @@ Each function takes tensors and explicit keyword hyperparameters and returns
 """
 
 from rlxf.losses.preference import PREFERENCE_LOSSES, kto
-from rlxf.losses.reduce import masked_sum, sequence_mean, token_mean
+from rlxf.losses.reduce import sequence_mean, token_mean
 from rlxf.losses.reward import bradley_terry
 
-__all__ = ["PREFERENCE_LOSSES", "bradley_terry", "kto", "masked_sum", "sequence_mean", "token_mean"]
+__all__ = ["PREFERENCE_LOSSES", "bradley_terry", "kto", "sequence_mean", "token_mean"]

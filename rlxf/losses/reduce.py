@@ -7,7 +7,6 @@ parallelism give the same gradient as one big batch.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
@@ -19,6 +18,24 @@ def sequence_mean(per_example: Tensor, global_count: int | float | Tensor) -> Te
 def token_mean(per_sequence_token_sums: Tensor, global_token_count: int | float | Tensor) -> Tensor:
     """Sum over sequences of per-token sums, divided by the token count of the global batch."""
     return per_sequence_token_sums.sum() / global_token_count
+
+
+def _token_mean(per_token: Tensor, mask: Tensor, *, tokens, sequences, max_tokens) -> Tensor:
+    return (per_token * mask).sum() / tokens
+
+
+def _sequence_mean(per_token: Tensor, mask: Tensor, *, tokens, sequences, max_tokens) -> Tensor:
+    return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum() / sequences
+
+
+def _constant(per_token: Tensor, mask: Tensor, *, tokens, sequences, max_tokens) -> Tensor:
+    if max_tokens is None:
+        raise ValueError("the constant normalizer needs max_tokens (e.g. the generation limit)")
+    return (per_token * mask).sum() / (sequences * max_tokens)
+
+
+AGGREGATIONS = {"token_mean": _token_mean, "sequence_mean": _sequence_mean, "constant": _constant}
+"""How per-token losses become one number (see :func:`aggregate`)."""
 
 
 def aggregate(
@@ -33,37 +50,13 @@ def aggregate(
     """Per-token losses (B, T) -> the scalar to back-propagate, for this rank's share.
 
     ``token_mean``: Σ loss / tokens of the global batch (DAPO's token-level loss, Yu et al. 2025).
-    ``sequence_mean``: mean over sequences of each sequence's token mean (original GRPO).
+    ``sequence_mean``: mean over sequences of each sequence's token mean (GRPO, Shao et al. 2024, Eq. 3).
     ``constant``: Σ loss / (sequences × max_tokens), Dr. GRPO's length-unbiased form
     (Liu et al. 2025). Global counts default to this batch's own.
     """
+    if mode not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {mode!r}; use one of {sorted(AGGREGATIONS)}")
     mask = mask.to(per_token.dtype)
+    tokens = global_tokens if global_tokens is not None else mask.sum().clamp(min=1)
     sequences = global_sequences or per_token.shape[0]
-    if mode == "token_mean":
-        return (per_token * mask).sum() / (global_tokens if global_tokens is not None else mask.sum().clamp(min=1))
-    if mode == "sequence_mean":
-        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum() / sequences
-    if mode == "constant":
-        if max_tokens is None:
-            raise ValueError("the constant normalizer needs max_tokens (e.g. the generation limit)")
-        return (per_token * mask).sum() / (sequences * max_tokens)
-    raise ValueError(f"unknown aggregation {mode!r}; use token_mean, sequence_mean or constant")
-
-
-def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
-    """Sum of ``values`` over the last dimension where ``mask`` is true.
-
-    values: (B, T); mask: (B, T) of 0/1 -> (B,)
-    """
-    return (values * mask).sum(dim=-1)
-
-
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Per-row mean of ``values`` where ``mask`` is true; rows with no true entry give 0."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
-
-
-def mean_metrics(metrics: dict[str, Tensor]) -> dict[str, float]:
-    """Average each per-example metric tensor into a plain float for logging."""
-    return {name: float(torch.as_tensor(value, dtype=torch.float32).mean()) for name, value in metrics.items()}
+    return AGGREGATIONS[mode](per_token, mask, tokens=tokens, sequences=sequences, max_tokens=max_tokens)

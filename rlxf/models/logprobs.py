@@ -24,7 +24,7 @@ KEEP_PROBS_BYTES = 256 * 2**20
 
 
 class _ChunkedTokenLogps(torch.autograd.Function):
-    """log softmax(h W^T + b)[target] per row, chunk by chunk.
+    """log softmax((h W^T + b) / T)[target] per row, chunk by chunk.
 
     Each chunk's softmax is computed in place in its logits buffer (fresh large buffers cost
     more to fault in than to compute on); backward reuses it while the kept chunks fit in
@@ -32,7 +32,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk: int):
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk: int, temperature):
         dtype = torch.promote_types(hidden.dtype, torch.float32)  # bf16/fp16 models: softmax in fp32
         token_logps = hidden.new_empty(hidden.shape[0], dtype=dtype)
         logsumexp = hidden.new_empty(hidden.shape[0], dtype=dtype)
@@ -40,7 +40,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         ctx.kept = []
         for start in range(0, hidden.shape[0], chunk):
             rows = slice(start, start + chunk)
-            logits = _logits(hidden[rows], weight, bias)
+            logits = _logits(hidden[rows], weight, bias, temperature)
             target_logits = logits.gather(1, targets[rows, None]).squeeze(1)
             peak = logits.amax(-1, keepdim=True)
             exps = logits.sub_(peak).exp_()  # in place: the buffer now holds exp(z - max)
@@ -52,7 +52,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
                 budget -= size
                 ctx.kept.append(exps.div_(total))  # softmax
         ctx.save_for_backward(hidden, weight, bias, targets, logsumexp)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.temperature = chunk, temperature
         return token_logps
 
     @staticmethod
@@ -69,10 +69,11 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             if index < len(kept):
                 probs = kept[index]
             else:
-                probs = _logits(hidden[rows], weight, bias).sub_(logsumexp[rows, None]).exp_()
-            # d logp[target] / d logits = onehot(target) - softmax(logits)
-            grad_logits = probs.mul_(-grad_out[rows, None])
-            grad_logits.scatter_add_(1, targets[rows, None], grad_out[rows, None])
+                probs = _logits(hidden[rows], weight, bias, ctx.temperature).sub_(logsumexp[rows, None]).exp_()
+            # d logp[target] / d logits = (onehot(target) - softmax(logits / T)) / T
+            scaled_grad = grad_out[rows, None] / ctx.temperature
+            grad_logits = probs.mul_(-scaled_grad)
+            grad_logits.scatter_add_(1, targets[rows, None], scaled_grad)
             grad_logits = grad_logits.to(hidden.dtype)
             if need_h:
                 grad_h[rows] = grad_logits @ weight
@@ -86,19 +87,23 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             grad_w = (grad_w if grad_w is not None else torch.zeros_like(weight)).to(weight.dtype)
         if need_b:
             grad_b = (grad_b if grad_b is not None else torch.zeros_like(bias)).to(bias.dtype)
-        return grad_h, grad_w, grad_b, None, None
+        return grad_h, grad_w, grad_b, None, None, None
 
 
-def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float = 1.0) -> Tensor:
+    """(h W^T + b) / T in float32 or wider: the temperature divides the logits, bias included."""
     logits = hidden @ weight.T
     if bias is not None:
         logits = logits + bias
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return logits.div_(temperature) if temperature != 1.0 else logits
 
 
-def token_logps_from_hidden(hidden: Tensor, head: nn.Linear, targets: Tensor, *, chunk: int = 512) -> Tensor:
-    """log p(target_i | hidden_i) for each row i of hidden (N, H) -> (N,)."""
-    return _ChunkedTokenLogps.apply(hidden, head.weight, head.bias, targets, chunk)
+def token_logps_from_hidden(
+    hidden: Tensor, head: nn.Linear, targets: Tensor, *, chunk: int = 512, temperature: float = 1.0
+) -> Tensor:
+    """log softmax(head(hidden_i) / T)[target_i] for each row i of hidden (N, H) -> (N,)."""
+    return _ChunkedTokenLogps.apply(hidden, head.weight, head.bias, targets, chunk, temperature)
 
 
 def has_plain_head(model: nn.Module) -> bool:
@@ -164,9 +169,8 @@ def token_logps(
     home, on_model = batch.score_owner.device, batch.to(base.device)
     if has_plain_head(base) and not with_entropy:
         hidden = hidden_states(model, on_model).flatten(0, 1)[on_model.score_index]
-        if temperature != 1.0:
-            hidden = hidden / temperature  # (h/T) W^T = (h W^T)/T for a bias-free head
-        values = token_logps_from_hidden(hidden, base.get_output_embeddings(), on_model.score_targets, chunk=chunk)
+        head = base.get_output_embeddings()
+        values = token_logps_from_hidden(hidden, head, on_model.score_targets, chunk=chunk, temperature=temperature)
         return TokenLogps(values.to(home), batch.score_owner, batch.num_sequences)
     logits = _full_logits(model, on_model) / temperature
     logp = logits.log_softmax(-1)

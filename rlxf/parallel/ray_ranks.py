@@ -1,8 +1,9 @@
-"""Training ranks as Ray actors (``distributed.backend: ray``).
+"""Ray for training: ranks as Ray actors (``distributed.backend: ray``), and Ray started or
+joined for each rank's own workers (rollout, reward, reference).
 
-The command's process becomes a driver: it starts (or joins) Ray, places one actor per rank,
-points them at each other (rank 0 hosts the torch.distributed store) and runs the same recipe
-in every actor, exactly as ``torchrun`` would. A rank that dies ends the attempt; with
+With ``backend: ray`` the command's process becomes a driver: it starts (or joins) Ray, places
+one actor per rank, points them at each other (rank 0 hosts the torch.distributed store) and runs
+the same recipe in every actor, exactly as ``torchrun`` would. A rank that dies ends the attempt; with
 ``distributed.max_restarts`` the driver starts fresh actors, which resume from the run's last
 checkpoint, so no step is lost or run twice.
 """
@@ -12,8 +13,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import secrets
 import socket
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +131,58 @@ def _rank_env(rank: int, world_size: int, host: str, port: int, attempt: int) ->
         "TORCHELASTIC_RESTART_COUNT": str(attempt),
         "TORCHELASTIC_USE_AGENT_STORE": "False",
     }
+
+
+def start_ray_for_workers(section: DistributedSection, output_dir: Path, workers: int) -> bool | None:
+    """Ray for one training rank's ``workers`` (rollout, reward, reference): None when there are
+    none, else whether this process joined Ray (and so leaves it at the end, :func:`close_pools`).
+    With several training ranks each rank has workers of its own: rank 0 starts Ray and the others
+    join it with its address and a token made for this run (Ray's local clusters require one), or
+    every rank joins ``section.address``. Ranks that are Ray actors themselves (``backend=ray``)
+    start their workers in the driver's cluster."""
+    import torch
+
+    from rlxf.parallel import distributed
+
+    if not workers:
+        return None
+    if section.backend == "ray":
+        import ray
+
+        if ray.is_initialized():  # a rank actor: the driver owns Ray
+            return False
+    if distributed.world_size() == 1 or section.address:
+        return start_ray(section, output_dir, workers * section.cpus_per_rank)
+    joining = [None, None, None]
+    if distributed.is_main():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        start_ray(section, output_dir, distributed.world_size() * workers * section.cpus_per_rank)
+        import ray
+
+        joining = [ray.get_runtime_context().gcs_address, os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN"]]
+    torch.distributed.broadcast_object_list(joining, src=0)
+    if not distributed.is_main():
+        os.environ.update(RAY_AUTH_MODE=joining[1], RAY_AUTH_TOKEN=joining[2])
+        start_ray(replace(section, address=joining[0]), output_dir, 0)
+    return True
+
+
+def close_pools(pools, *, leave_ray: bool) -> None:
+    """Close this rank's actor pools (anything else in ``pools`` is left alone), and leave Ray when
+    this run joined it: rank 0, which may have started it for every rank, last."""
+    from rlxf.parallel import distributed
+    from rlxf.parallel.actors import ActorPool
+
+    for pool in pools:
+        if isinstance(pool, ActorPool):
+            pool.close()
+    if not leave_ray:
+        return
+    import ray
+
+    if not distributed.is_main():
+        ray.shutdown()
+    distributed.barrier()
+    if distributed.is_main():
+        ray.shutdown()

