@@ -22,7 +22,8 @@ from rlxf.eval.stats import Estimate, binomial_two_sided_p, proportion
 from rlxf.recipes.common import say, write_json
 from rlxf.recipes.dpo import DPOConfig, train_dpo
 from rlxf.recipes.evaluate import EvalConfig, GenerationSection, evaluate
-from rlxf.recipes.online import OnlineConfig, SamplingSection, TaskSection, train_online
+from rlxf.recipes.online import train_online
+from rlxf.recipes.online_config import OnlineConfig, SamplingSection, TaskSection
 from rlxf.recipes.reward_model import RewardModelConfig, train_reward_model
 from rlxf.train.metrics import read_metrics
 

@@ -11,7 +11,8 @@ with per-example log-probabilities of shape (B,), and returns
 
 Two attributes on each function tell a recipe what to feed it:
 ``needs_reference`` (reference log-probs are used) and ``length_normalized``
-(log-probs are the mean per completion token rather than the sum).
+(by default the log-probs are the mean per completion token rather than the sum; the DPO
+recipe's ``logps`` setting can choose either for any loss).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def robust(
     )
 
 
-@_loss_spec()
+@_loss_spec(length_normalized=True)
 def ipo(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
@@ -136,7 +137,9 @@ def ipo(
 
     Azar et al., "A General Theoretical Paradigm to Understand Learning from Human
     Preferences" (AISTATS 2024), Eq. 17 with τ = β: ``loss = (h - 1/(2β))²``.
-    Log-probabilities are summed over the completion, as in the paper.
+    By default the log-probabilities are averaged over each completion's tokens, as TRL computes
+    IPO (its DPOTrainer notes that the IPO authors confirmed the paper's results use this form);
+    the paper's equation as written sums them (``logps=sum`` in the DPO recipe).
     """
     h = _log_ratio_gap(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     loss = (h - 1 / (2 * beta)) ** 2

@@ -62,6 +62,9 @@ class DPOConfig:
     """Inverse temperature of the implicit reward."""
     loss_options: dict[str, float] = field(default_factory=dict)
     """Extra loss hyperparameters, e.g. {label_smoothing: 0.1} for cdpo/robust or {gamma: 0.5} for simpo."""
+    logps: str = "auto"
+    """How a completion's log-probs enter the loss: sum, mean (per completion token), or auto (the loss's
+    own: mean for ipo, as TRL and the IPO authors use, and for simpo; sum for the others)."""
     max_tokens_per_forward: int = 4096
     """Token budget of one packed no-grad forward pass (reference and evaluation)."""
 
@@ -75,9 +78,16 @@ class DPOConfig:
             for name, p in inspect.signature(PREFERENCE_LOSSES[self.loss]).parameters.items()
             if p.kind is p.KEYWORD_ONLY and name != "beta"
         }
+        if self.logps not in ("auto", "sum", "mean"):
+            raise ValueError(f"logps must be auto, sum or mean, got {self.logps!r}")
         unknown = set(self.loss_options) - accepted
         if unknown:
             raise ValueError(f"loss_options {sorted(unknown)} do not apply to {self.loss}; it takes {sorted(accepted)}")
+
+    @property
+    def length_normalized(self) -> bool:
+        """Whether log-probs are per-token means (see ``logps``)."""
+        return PREFERENCE_LOSSES[self.loss].length_normalized if self.logps == "auto" else self.logps == "mean"
 
 
 def encode_pairs(encoder: ChatEncoder, records: Sequence[Preference]) -> list[Group]:
@@ -177,7 +187,7 @@ def train_dpo(config: DPOConfig) -> dict:
             seed=config.train.seed,
         )
         ref_logps = ref["train/logps"]
-        if loss_fn.length_normalized:
+        if config.length_normalized:
             ref_logps = ref_logps / ref["train/counts"].clamp(min=1)
         ref_chosen, ref_rejected = split_pairs(ref_logps)
     else:
@@ -192,7 +202,7 @@ def train_dpo(config: DPOConfig) -> dict:
             ref,
             "eval",
             beta=config.beta,
-            length_normalized=loss_fn.length_normalized,
+            length_normalized=config.length_normalized,
             max_tokens=config.max_tokens_per_forward,
         )
 
@@ -209,7 +219,7 @@ def train_dpo(config: DPOConfig) -> dict:
         sums, total, tokens = MetricSums(), 0.0, 0
         for micro in run.micro_batches(batch):
             pairs = [train_pairs[i] for i in micro]
-            chosen, rejected = run.forward(pair_logps, pairs, length_normalized=loss_fn.length_normalized)
+            chosen, rejected = run.forward(pair_logps, pairs, length_normalized=config.length_normalized)
             per_pair, metrics = loss_fn(chosen, rejected, ref_chosen[micro], ref_rejected[micro], **loss_kwargs)
             loss = sequence_mean(per_pair * weights[micro], run.global_batch_size)
             loss.backward()

@@ -57,6 +57,24 @@ def test_preference_losses_fall_and_accuracy_rises(tmp_path, small_hh, loss):
     assert "rlxf dpo" in card and str(small_hh) in card and "preference_accuracy" in card
 
 
+def test_ipo_uses_per_token_mean_log_probs_unless_told_to_sum(tmp_path, small_hh):
+    """TRL's IPO (confirmed by the IPO authors): h from log-probs averaged over each completion's
+    tokens. At the first step the policy is the reference, so the loss is (0 - 1/(2β))² = 1/(4β²)
+    either way, but the logged policy log-probs are per token (about -log 259 = -5.56 for a random
+    byte-level model) or summed over completions of dozens of tokens."""
+    logged = {}
+    for form in ("auto", "sum"):
+        out = tmp_path / form
+        overrides = [f"output_dir={out}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA, *FEW_PAIRS]
+        config = load_config(DPOConfig, None, [*overrides, "loss=ipo", "beta=0.5", "train.max_steps=1", f"logps={form}"])
+        assert config.length_normalized == (form == "auto")
+        train_dpo(config)
+        logged[form] = train_rows(out)[0]
+        assert logged[form]["loss"] == pytest.approx(1.0, rel=1e-4)
+    assert -7.0 < logged["auto"]["logps/chosen"] < -4.5
+    assert logged["sum"]["logps/chosen"] < 5 * logged["auto"]["logps/chosen"]
+
+
 def test_reference_logps_are_computed_once_and_reused(tmp_path, small_hh, monkeypatch):
     args = [
         f"output_dir={tmp_path}",

@@ -130,3 +130,29 @@ def test_decode_shaped_products_are_the_plain_ones(monkeypatch):
                 assert torch.allclose(model(input_ids=ids).logits, plain, atol=1e-5)
             assert len(laid_out) == linears  # each weight laid out once, and only when asked
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_trainer_reference_and_sampler_agree_at_a_temperature_with_a_biased_head():
+    """softmax((h W^T + b) / T): the temperature divides the logits, bias included. Dividing the
+    hidden state instead gives softmax((h W^T) / T + b), which differs from the sampler's."""
+    from rlxf.models.logprobs import token_logps
+    from rlxf.models.reference import Reference
+
+    policy = engine(seed=4)
+    model = policy.model
+    vocab, width = model.config.vocab_size, model.config.hidden_size
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        head = torch.nn.Linear(width, vocab, bias=True)
+        torch.nn.init.normal_(head.bias, std=2.0)
+    model.lm_head = head
+    model.config.tie_word_embeddings = False
+    rollout = policy.generate(PROMPTS, SamplingParams(max_new_tokens=8, n=2, temperature=0.7))
+    batch = pack(list(zip(rollout.prompt_ids, rollout.completion_ids)))
+    sampled = rollout.logprobs[rollout.mask > 0]
+    with torch.no_grad():
+        trainer = token_logps(model, batch, temperature=0.7).values  # the chunked head
+        with_entropy = token_logps(model, batch, temperature=0.7, with_entropy=True).values  # full logits
+        reference = Reference(model, "", "float32", 0).token_logps(batch, 0.7)
+    for computed in (trainer, with_entropy, reference):
+        assert torch.allclose(computed, sampled, atol=1e-4), (computed - sampled).abs().max()

@@ -7,6 +7,7 @@ import torch
 
 from rlxf.advantages import (
     discounted_returns,
+    kl_shaped_rewards,
     gae,
     greedy_baseline,
     group_normalized,
@@ -65,10 +66,24 @@ def test_returns_whitening_and_reinforce_pp():
     assert white.flatten().tolist() == pytest.approx([-1.0, 1.0, 0.0], abs=1e-6)
     # two sequences, reward 1 and 0 at the last token, KL 0.1 per token, β = 1:
     # token rewards [[-0.1, 0.9], [-0.1, -0.1]] -> returns [[0.8, 0.9], [-0.2, -0.1]] -> whitened
-    advantages = reinforce_pp(t(1.0, 0.0), t([0.1, 0.1], [0.1, 0.1]), t([1, 1], [1, 1]), kl_coef=1.0)
+    mask = t([1, 1], [1, 1])
+    shaped = kl_shaped_rewards(t(1.0, 0.0), mask, t([0.1, 0.1], [0.1, 0.1]), kl_coef=1.0)
+    assert shaped.flatten().tolist() == pytest.approx([-0.1, 0.9, -0.1, -0.1])
+    advantages = reinforce_pp(shaped, mask)
     returns = torch.tensor([0.8, 0.9, -0.2, -0.1], dtype=torch.float64)
     expected = (returns - returns.mean()) / returns.std(unbiased=False)
     assert advantages.flatten().tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+    # γ = 0.5 discounts the reward back: returns [[-0.1 + 0.5*0.9, 0.9], [-0.15, -0.1]] = [[0.35, 0.9], [-0.15, -0.1]]
+    discounted = torch.tensor([0.35, 0.9, -0.15, -0.1], dtype=torch.float64)
+    expected = (discounted - discounted.mean()) / discounted.std(unbiased=False)
+    assert reinforce_pp(shaped, mask, gamma=0.5).flatten().tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_kl_shaped_rewards_put_the_reward_on_the_last_real_token():
+    # a response of 2 tokens padded to 3: reward 2 on token 2, −β·KL on both real tokens, 0 on padding
+    shaped = kl_shaped_rewards(t(2.0), t([1, 1, 0]), t([0.5, -0.25, 9.0]), kl_coef=0.1)
+    assert shaped.flatten().tolist() == pytest.approx([-0.05, 2.025, 0.0])
+    assert kl_shaped_rewards(t(2.0), t([1, 1, 0])).tolist() == [[0.0, 2.0, 0.0]]
 
 
 def test_ppo_clip_by_hand_with_clip_higher():
@@ -76,7 +91,7 @@ def test_ppo_clip_by_hand_with_clip_higher():
     # ratio = 2: A = +1 -> -min(2, 1.2) = -1.2 ; A = -1 -> -min(-2, -1.2) = 2
     loss, metrics = ppo_clip(t([0.0, 0.0]), t([old, old]), t([1.0, -1.0]), clip_low=0.2)
     assert loss.flatten().tolist() == pytest.approx([-1.2, 2.0])
-    assert metrics["clipped"].flatten().tolist() == [1.0, 0.0]
+    assert metrics["clip_fraction"].flatten().tolist() == [1.0, 0.0]
     # clip-higher: ε_high = 0.28 -> -min(2, 1.28) = -1.28
     loss, _ = ppo_clip(t([0.0]), t([old]), t([1.0]), clip_low=0.2, clip_high=0.28)
     assert loss.item() == pytest.approx(-1.28)
@@ -84,6 +99,18 @@ def test_ppo_clip_by_hand_with_clip_higher():
     logp = torch.zeros(1, 1, dtype=torch.float64, requires_grad=True)
     ppo_clip(logp, logp.detach(), t([3.0]))[0].sum().backward()
     assert logp.grad.item() == pytest.approx(-3.0)
+
+
+def test_ppo_clip_lower_bound_by_hand():
+    """ratio 0.5 with ε_low = 0.3, ε_high = 0.1 (the bounds differ, so using ε_high below 1 shows):
+    A = -1: -min(0.5·(-1), clip(0.5, 0.7, 1.1)·(-1)) = -min(-0.5, -0.7) = 0.7, and no gradient;
+    A = +1: -min(0.5, 0.7) = -0.5, the unclipped term, whose gradient is -ratio·A = -0.5."""
+    logp = torch.full((1, 2), math.log(0.5), dtype=torch.float64, requires_grad=True)
+    loss, metrics = ppo_clip(logp, torch.zeros(1, 2, dtype=torch.float64), t([-1.0, 1.0]), clip_low=0.3, clip_high=0.1)
+    assert loss.flatten().tolist() == pytest.approx([0.7, -0.5])
+    assert metrics["clip_fraction"].flatten().tolist() == [1.0, 0.0]
+    loss.sum().backward()
+    assert logp.grad.flatten().tolist() == pytest.approx([0.0, -0.5])
 
 
 def test_kl_estimators_by_hand():
@@ -128,6 +155,15 @@ def test_adaptive_kl_controller_moves_toward_target():
     assert controller.update(3.0, batch_size=10) == pytest.approx(0.09996)
 
 
+def test_adaptive_kl_controller_error_is_proportional_and_the_update_multiplicative():
+    """Updates inside the clip: target 5, KL 5.5 -> e = 5.5/5 - 1 = 0.1 (an additive error KL - target
+    would be 0.5, clipped to 0.2); β = 0.2 · (1 + 0.1 · 10/100) = 0.202 (an additive update
+    β + K·e would give 0.21). Then KL 4.5 -> e = -0.1 -> 0.202 · (1 - 0.01) = 0.19998."""
+    controller = AdaptiveKLController(coef=0.2, target=5.0, horizon=100)
+    assert controller.update(5.5, batch_size=10) == pytest.approx(0.202, abs=1e-12)
+    assert controller.update(4.5, batch_size=10) == pytest.approx(0.19998, abs=1e-12)
+
+
 def test_best_of_n_keeps_the_top_of_each_group_above_the_threshold():
     from rlxf.advantages import best_of_n, group_success_rate
 
@@ -141,37 +177,62 @@ def test_best_of_n_keeps_the_top_of_each_group_above_the_threshold():
 def test_filtered_sft_is_the_nll_of_kept_samples():
     from rlxf.losses.policy import filtered_sft
 
-    loss, metrics = filtered_sft(t([-1.0, -2.0], [-3.0, -4.0]), torch.tensor([1.0, 0.0]))
+    logp = t([-1.0, -2.0], [-3.0, -4.0])
+    loss, _ = filtered_sft(logp, logp, torch.tensor([1.0, 0.0]))
     assert loss.tolist() == [[1.0, 2.0], [0.0, 0.0]]
-    assert metrics["kept"].tolist() == [1.0, 0.0]
 
 
-def test_nft_by_hand():
+def test_nft_by_hand_as_the_authors_code_computes_it():
+    """ω = 1 - r̂, a straight-through floor ε = 1 on the implicit negative ratio x = (1 - r̂R)/(1 - r̂).
+
+    R = 1.2 on every token (log R = 0.18232):
+    correct, r̂ = 0.25: -ω log R = -0.75 · 0.18232 = -0.13674; gradient -ω = -0.75 (at any R)
+    wrong,   r̂ = 0.25: x = (1 - 0.3)/0.75 = 0.93333 < 1 -> floored to 1: loss -0.75 · log 1 = 0;
+             gradient -ω · (1/max(x, 1)) · dx/dlog π = -0.75 · (-r̂R/(1 - r̂)) = r̂R = 0.3
+    wrong,   r̂ = 0.9:  x = (1 - 1.08)/0.1 = -0.8 -> floored: loss 0; gradient r̂R = 1.08
+    R = 0.8, wrong, r̂ = 0.5: x = (1 - 0.4)/0.5 = 1.2 (no floor): loss -0.5 · log 1.2 = -0.091161;
+             gradient -0.5 · (1/1.2) · (-0.5 · 0.8/0.5) = 0.33333
+    """
     from rlxf.losses.policy import nft
 
-    # R = 1.2 on every token. Correct sample: -log 1.2 = -0.18232.
-    # Wrong sample, r̂ = 0.25: -log((1 - 0.25*1.2) / 0.75) = -log(0.93333) = 0.068993.
-    # Wrong sample, r̂ = 0.9: (1 - 1.08) / 0.1 = -0.8 -> floored at 1e-3: -log(1e-3) = 6.9078.
-    logp = torch.full((3, 2), math.log(1.2), dtype=torch.float64, requires_grad=True)
-    loss, metrics = nft(
-        logp, torch.zeros(3, 2, dtype=torch.float64), torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.25, 0.25, 0.9])
-    )
-    assert loss[:, 0].tolist() == pytest.approx([-0.18232, 0.068993, 6.9078], abs=1e-4)
-    assert metrics["floored"][:, 0].tolist() == [0.0, 0.0, 1.0]
-    # the floor keeps the gradient: d/dlogp of -log(1 - r̂R)/(1 - r̂) is r̂R / (1 - r̂R) / ... at the floor
-    # it is r̂R / ((1 - r̂) · ε) = 0.9 * 1.2 / (0.1 * 1e-3) = 10800
-    loss[2, 0].backward()
-    assert float(logp.grad[2, 0]) == pytest.approx(10800, rel=1e-6)
+    logp = torch.log(t([1.2, 1.2], [1.2, 1.2], [1.2, 1.2], [0.8, 0.8])).requires_grad_(True)
+    loss, metrics = nft(logp, torch.zeros(4, 2, dtype=torch.float64), t(1.0, 0.0, 0.0, 0.0), t(0.25, 0.25, 0.9, 0.5))
+    assert loss[:, 0].tolist() == pytest.approx([-0.13674, 0.0, 0.0, -0.091161], abs=1e-5)
+    assert metrics["negative_floored"][:, 0].tolist() == [0.0, 1.0, 1.0, 0.0]
+    loss.sum().backward()
+    assert logp.grad[:, 0].tolist() == pytest.approx([-0.75, 0.3, 1.08, 1 / 3], rel=1e-6)
 
 
-def test_nft_on_policy_gradient_is_a_policy_gradient():
-    """At R = 1: advantage 1 for correct samples, -r̂/(1 - r̂) for wrong ones."""
+def test_nft_on_policy_gradient_is_dr_grpos():
+    """At R = 1 the gradient is a policy gradient with advantage s - r̂: -(1 - r̂) for a correct
+    sample, +r̂ for a wrong one."""
     from rlxf.losses.policy import nft
 
     logp = torch.zeros(2, 1, dtype=torch.float64, requires_grad=True)
     loss, _ = nft(logp, logp.detach(), torch.tensor([1.0, 0.0]), torch.tensor([0.25, 0.25]))
     loss.sum().backward()
-    assert logp.grad.flatten().tolist() == pytest.approx([-1.0, 0.25 / 0.75])
+    assert logp.grad.flatten().tolist() == pytest.approx([-0.75, 0.25])
+
+
+def test_nft_ratio_is_clamped_above_and_rates_clipped():
+    """log R is cut at 10 before the exponential (no gradient beyond); r̂ = 0 is clipped to 0.02."""
+    from rlxf.losses.policy import nft
+
+    logp = torch.full((1, 1), 12.0, dtype=torch.float64, requires_grad=True)
+    loss, _ = nft(logp, torch.zeros(1, 1, dtype=torch.float64), t(1.0), t(0.0))
+    assert loss.item() == pytest.approx(-(1 - 0.02) * 10.0)
+    loss.sum().backward()
+    assert logp.grad.item() == 0.0
+
+
+def test_nft_trains_only_on_prompts_with_right_and_wrong_samples():
+    from rlxf.advantages import success_rates
+
+    # groups of 2: both right, one of each, both wrong
+    labels = success_rates(t(1.0, 0.7, 1.0, 0.0, 0.2, 0.1), 2, threshold=0.5)
+    assert labels["success"].tolist() == [1, 1, 1, 0, 0, 0]
+    assert labels["success_rate"].tolist() == [1, 1, 0.5, 0.5, 0, 0]
+    assert labels["keep"].tolist() == [0, 0, 1, 1, 0, 0]
 
 
 def test_truncated_importance_weights_by_hand():

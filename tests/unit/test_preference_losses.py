@@ -115,6 +115,17 @@ def test_bradley_terry_with_margin_and_ties():
     assert metrics["rewards/accuracy"].tolist() == [1.0, 1.0]  # the tied pair has no right answer
 
 
+def test_a_tied_pair_ignores_its_margin():
+    """A tie has no preferred side, so a margin (which shifts toward one side) must not enter its
+    loss: d = 2 - 1 = 1 with margin 0.7 still gives ½(-log σ(1) - log σ(-1)) = 0.81326169, and the
+    gradient is ½(σ(1) - σ(-1)) = 0.23105858 toward equal rewards, not ½(σ(0.3) - σ(-0.3))."""
+    chosen = t(2.0).requires_grad_(True)
+    loss, _ = bradley_terry(chosen, t(1.0), margin=t(0.7), tie=torch.tensor([True]))
+    assert loss.item() == pytest.approx(0.81326169, abs=1e-8)
+    loss.sum().backward()
+    assert chosen.grad.item() == pytest.approx(0.23105858, abs=1e-8)
+
+
 def test_tie_loss_is_smallest_at_equal_rewards():
     tie = torch.tensor([True, True, True])
     loss, _ = bradley_terry(t(0.0, 1.0, -1.0), t(0.0, 0.0, 0.0), tie=tie)

@@ -32,16 +32,18 @@ def test_batch_split_across_two_ranks_sums_to_whole_batch_loss(monkeypatch):
     assert torch.allclose(token_mean(tokens, 10), token_mean(tokens[:1], 10) + token_mean(tokens[1:], 10))
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
 @pytest.mark.parametrize("kept_bytes", [0, 300, 10**6])  # chunks of 3 x 11 float64 logits: 264 bytes each
-def test_chunked_token_logps_match_log_softmax_in_value_and_gradient(monkeypatch, kept_bytes):
-    """Logits recomputed in backward, kept from forward for the first chunk only, or for all."""
+def test_chunked_token_logps_match_log_softmax_in_value_and_gradient(monkeypatch, kept_bytes, temperature):
+    """Logits recomputed in backward, kept from forward for the first chunk only, or for all; at a
+    temperature, log softmax(head(h) / T) with its bias."""
     monkeypatch.setattr(logprobs, "KEEP_PROBS_BYTES", kept_bytes)
     torch.manual_seed(0)
     hidden = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
     head = torch.nn.Linear(5, 11, bias=True).double()
     targets = torch.randint(0, 11, (7,))
-    ours = token_logps_from_hidden(hidden, head, targets, chunk=3)
-    plain = torch.log_softmax(head(hidden), -1).gather(1, targets[:, None]).squeeze(1)
+    ours = token_logps_from_hidden(hidden, head, targets, chunk=3, temperature=temperature)
+    plain = torch.log_softmax(head(hidden) / temperature, -1).gather(1, targets[:, None]).squeeze(1)
     assert torch.allclose(ours, plain)
     weights = torch.randn(7, dtype=torch.float64)
     grads_plain = torch.autograd.grad((plain * weights).sum(), [hidden, head.weight, head.bias])

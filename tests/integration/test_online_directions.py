@@ -1,0 +1,124 @@
+"""Each online algorithm's loss, through the loop's own loss stage, has the gradient its equation says.
+
+Two prompts, two samples each, fixed tokens and hand-picked rewards; on-policy (ratio 1) every
+algorithm's gradient is that of ``-Σ_t c_t · log π(y_t)`` for per-token weights ``c_t`` written out
+below from each paper. The loop's gradient must equal it (so a sign, a baseline, a normalization or
+an aggregation that departs from the equation fails), and one optimizer step must raise
+``Σ_t c_t · log π(y_t)``.
+"""
+
+import math
+
+import pytest
+import torch
+
+from rlxf.advantages import AdvantageInputs, gae, kl_shaped_rewards, whiten
+from rlxf.config import TrainSection, load_config
+from rlxf.models.logprobs import token_logps
+from rlxf.models.packing import use_packed_attention
+from rlxf.models.tiny import tiny_llama
+from rlxf.recipes.online_config import OnlineConfig
+from rlxf.recipes.online_loss import Experience, loss_pass
+from rlxf.recipes.online_rollout import pack_samples
+from rlxf.train import Run
+from rlxf.train.run import MetricSums
+
+PROMPTS = [[1, 5, 9], [1, 7, 7, 3]]
+COMPLETIONS = [[40, 41, 2], [50, 2], [60, 61, 62, 2], [70]]  # 3, 2, 4 and 1 tokens
+REWARDS = torch.tensor([1.0, 0.0, 0.2, 0.8])
+LENGTHS = torch.tensor([3.0, 2.0, 4.0, 1.0])
+TOKENS = float(LENGTHS.sum())  # 10
+MAX_NEW_TOKENS = 8
+SEQUENCES = [(PROMPTS[i // 2], c) for i, c in enumerate(COMPLETIONS)]
+MASK = (torch.arange(4)[None, :] < LENGTHS[:, None]).float()
+
+s = 1 / math.sqrt(2)  # GRPO: (r - mean) / sample std of a group of two is ±1/√2 whatever the gap
+PER_SAMPLE_WEIGHTS = {
+    # DeepSeekMath Eq. 3: (1/G) Σ_i (1/|o_i|) Σ_t Â_i
+    "grpo": torch.tensor([s, -s, -s, s]) / LENGTHS / 4,
+    # Dr. GRPO: Â = r - mean(r) = ±0.5, ∓0.3; Σ_t / (sequences × generation budget)
+    "dr_grpo": torch.tensor([0.5, -0.5, -0.3, 0.3]) / (4 * MAX_NEW_TOKENS),
+    # RLOO: r_i - r_other; token mean
+    "rloo": torch.tensor([1.0, -1.0, -0.6, 0.6]) / TOKENS,
+    # ReMax: r - r(greedy) with greedy rewards 0.5 and 0.5; token mean
+    "remax": torch.tensor([0.5, -0.5, -0.3, 0.3]) / TOKENS,
+    # RFT: the best of each group if rewarded >= 0.5 (samples 0 and 3), NLL averaged over their 4 tokens
+    "rft": torch.tensor([1.0, 0.0, 0.0, 1.0]) / 4,
+    # NFT at R = 1: weight 1 - r̂ = 0.5 on correct samples, -r̂ = -0.5 on wrong ones; token mean
+    "nft": torch.tensor([0.5, -0.5, -0.5, 0.5]) / TOKENS,
+}
+
+
+def reinforce_pp_weights():
+    """Returns of the last-token reward are the reward on every token: [1]*3, [0]*2, [0.2]*4, [0.8];
+    whitened over the batch's 10 tokens: mean (3 + 0 + 0.8 + 0.8) / 10 = 0.46, variance
+    (3·0.54² + 2·0.46² + 4·0.26² + 0.34²) / 10 = 1.684 / 10 = 0.1684."""
+    returns = REWARDS[:, None].expand(4, 4) * MASK
+    mean = (returns * MASK).sum() / TOKENS
+    variance = (((returns - mean) * MASK) ** 2).sum() / TOKENS
+    assert float(mean) == pytest.approx(0.46) and float(variance) == pytest.approx(0.1684)
+    return (returns - mean) / torch.sqrt(variance + 1e-8) * MASK / TOKENS
+
+
+def policy_and_run(tmp_path, with_critic: bool):
+    torch.manual_seed(0)
+    policy = tiny_llama(seed=3)
+    use_packed_attention(policy)
+    trained = policy
+    if with_critic:
+        critic = tiny_llama(seed=4, reward_head=True)
+        use_packed_attention(critic)
+        trained = torch.nn.ModuleDict({"policy": policy, "critic": critic})
+    train = TrainSection(batch_size=2, lr=1e-3, max_steps=1, max_grad_norm=0.0, scheduler="constant")
+    return policy, Run(tmp_path, trained, train, num_examples=2, show_progress=False)
+
+
+def policy_logps(policy):
+    values, _ = token_logps(policy, pack_samples(SEQUENCES, 2)).as_matrix()
+    return values  # (4, 4), zero beyond each completion
+
+
+@pytest.mark.parametrize("algo", ["grpo", "dr_grpo", "rloo", "remax", "reinforce_pp", "ppo", "rft", "nft"])
+def test_each_algorithms_gradient_is_its_equations(tmp_path, algo):
+    config = load_config(
+        OnlineConfig,
+        None,
+        ["policy.name=tiny-llama", f"algo={algo}", "sampling.n=2", f"sampling.max_new_tokens={MAX_NEW_TOKENS}"],
+    )
+    policy, run = policy_and_run(tmp_path, with_critic=algo == "ppo")
+    with torch.no_grad():
+        logps = policy_logps(policy)
+        values = None
+        if algo == "ppo":
+            from rlxf.models.logprobs import token_values
+
+            values, _ = token_values(run.model["critic"], pack_samples(SEQUENCES, 2)).as_matrix()
+    shaped = kl_shaped_rewards(REWARDS, MASK)
+    inputs = AdvantageInputs(
+        rewards=shaped.sum(-1),
+        token_rewards=shaped,
+        mask=MASK,
+        group_size=2,
+        greedy_rewards=torch.tensor([0.5, 0.5]),
+        values=values,
+        threshold=0.5,
+    )
+    experience = Experience(SEQUENCES, MASK, config.estimator(inputs), logps, old_values=values)
+    for _ in run.steps():
+        loss_pass(config, run, experience, None, 0.0, MetricSums())
+        got = [p.grad.clone() for p in policy.parameters()]
+        if algo == "reinforce_pp":
+            weights = reinforce_pp_weights()
+        elif algo == "ppo":  # GAE (hand-checked in tests/unit/test_online_math.py), whitened, token mean
+            advantages, _ = gae(shaped, values, MASK, gamma=1.0, lam=0.95)
+            weights = whiten(advantages, MASK) / TOKENS
+        else:
+            weights = PER_SAMPLE_WEIGHTS[algo][:, None] * MASK
+        expected_objective = (weights * policy_logps(policy)).sum()
+        expected = torch.autograd.grad(-expected_objective, list(policy.parameters()))
+        for mine, theirs in zip(got, expected):
+            assert torch.allclose(mine, theirs, atol=1e-6, rtol=1e-4), (algo, (mine - theirs).abs().max())
+        before = float(expected_objective.detach())
+        run.end_step(0.0, {})
+    with torch.no_grad():
+        assert float((weights * policy_logps(policy)).sum()) > before, algo
