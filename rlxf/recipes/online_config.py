@@ -272,7 +272,8 @@ class OnlineConfig:
     sampler's own log-probs (the policy that drew the samples)."""
     tis_cap: float = 0.0
     """Truncated importance sampling: weight each token's loss by min(π_old / π_sampler, tis_cap),
-    correcting for samples drawn by a different engine or policy; 0 = off."""
+    correcting for samples drawn by a different engine (vLLM's numerics); 0 = off. Not with
+    async_rollouts, whose ratio is already taken against the sampler."""
     updates_per_rollout: int = 1
     """Optimizer steps on each rollout (PPO epochs, GRPO's μ); after the first, the ratio to the
     sampling policy moves off 1 and clipping takes effect."""
@@ -384,6 +385,7 @@ _NEEDS: dict[str, tuple[Callable[[OnlineConfig], bool], str]] = {
     "clip_low": (lambda c: "clip_low" in c.loss_options(), "a clipped policy loss"),
     "clip_high": (lambda c: "clip_high" in c.loss_options(), "a clipped policy loss"),
     "max_sampling_rounds": (lambda c: c.dynamic_sampling, "dynamic_sampling=true"),
+    "tis_cap": (lambda c: not c.async_rollouts, "samples not already weighed against their sampler (async_rollouts)"),
     "sampling.vllm_lora": (lambda c: c.sampling.engine == "vllm" and c.policy.lora.rank > 0, "LoRA on vLLM"),
 }
 

@@ -79,7 +79,7 @@ def token_loss(config, experience: Experience, micro, logp: Tensor, old: Tensor,
     loss_fn = config.loss_fn
     targets = [_rows(experience.targets[name], micro, width) for name in loss_fn.inputs]
     per_token, metrics = loss_fn(logp, old, *targets, **config.loss_options())
-    diagnostics = {name: value for name, value in metrics.items() if name != "ratio"}
+    diagnostics = dict(metrics)  # ratio (π_θ / π_old), clip_fraction, ...
     if config.tis_cap > 0:
         weights = truncated_importance_weights(old, experience.sampler_logps[micro, :width], cap=config.tis_cap)
         per_token, diagnostics["tis_weight"] = per_token * weights, weights

@@ -298,23 +298,24 @@ def test_ray_ranks_each_get_their_own_workers_and_the_losses_of_one_rank(tmp_pat
     assert got[4]["rollout_worker_restarts"] == 0 and got[4]["reward_worker_restarts"] == 0
 
 
-def test_one_step_off_async_rollouts_learn_with_truncated_importance_weights(tmp_path, prompt_file):
+def test_one_step_off_async_rollouts_learn_with_the_ratio_to_their_sampler(tmp_path, prompt_file):
     pytest.importorskip("ray")
-    extra = ("train.max_steps=12", "distributed.rollout_workers=2", "async_rollouts=true", "tis_cap=2.0")
+    extra = ("train.max_steps=12", "distributed.rollout_workers=2", "async_rollouts=true")
     launch(1, "grpo", *grpo(tmp_path, prompt_file, *extra))
     rows = [train_rows(tmp_path)[step] for step in range(1, 13)]
     first, last = sum(r["reward"] for r in rows[:3]) / 3, sum(r["reward"] for r in rows[-3:]) / 3
     assert first < 0.75 and last > 0.9, [r["reward"] for r in rows]
-    # step 1's samples come from the trainer's weights; later ones from the weights one update back
-    assert rows[0]["tis_weight"] == pytest.approx(1.0, abs=1e-4)
-    assert any(abs(r["tis_weight"] - 1.0) > 1e-3 for r in rows[1:])
+    # step 1's samples come from the trainer's weights; later ones from the weights one update back,
+    # so the PPO ratio against their sampler is off 1 from the first pass on
+    assert rows[0]["ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert all(abs(r["ratio"] - 1.0) > 1e-4 for r in rows[1:])
 
 
 def test_one_step_off_async_rollouts_resume_exactly(tmp_path, prompt_file):
     """The checkpoint after step 4 keeps the weights step 5's rollout was started with (one update
     back), so a run resumed there draws step 5's samples again and ends as the uninterrupted one."""
     pytest.importorskip("ray")
-    extra = ("train.max_steps=6", "distributed.rollout_workers=2", "async_rollouts=true", "tis_cap=2.0")
+    extra = ("train.max_steps=6", "distributed.rollout_workers=2", "async_rollouts=true")
     straight = tmp_path / "straight"
     launch(1, "grpo", *grpo(straight, prompt_file, *extra))
     assert (straight / "checkpoints" / "step-0000004" / "side-sampler.safetensors").exists()
@@ -324,8 +325,8 @@ def test_one_step_off_async_rollouts_resume_exactly(tmp_path, prompt_file):
     assert_same_losses(expected, got, range(1, 7))
     for step in (5, 6):
         assert got[step]["reward"] == pytest.approx(expected[step]["reward"], abs=1e-9), step
-        assert got[step]["tis_weight"] == pytest.approx(expected[step]["tis_weight"], rel=1e-5), step
-    assert abs(expected[5]["tis_weight"] - 1.0) > 1e-4  # step 5 was drawn one update back
+        assert got[step]["ratio"] == pytest.approx(expected[step]["ratio"], rel=1e-5), step
+    assert abs(expected[5]["ratio"] - 1.0) > 1e-4  # step 5 was drawn one update back
 
 
 class KillDuringPush(dict):

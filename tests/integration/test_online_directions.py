@@ -122,3 +122,113 @@ def test_each_algorithms_gradient_is_its_equations(tmp_path, algo):
         run.end_step(0.0, {})
     with torch.no_grad():
         assert float((weights * policy_logps(policy)).sum()) > before, algo
+
+
+class TwoRanksInOneProcess:
+    """An all-reduce between two simulated ranks: each rank's sum adds what the other contributed at
+    the same call. Contributions are recorded pass by pass; repeating the passes settles collectives
+    that depend on earlier ones (whitening's variance uses the global mean)."""
+
+    def __init__(self):
+        self.contributed = {0: [], 1: []}
+        self.rank, self.calls, self.heard = 0, 0, {0: [], 1: []}
+
+    def start(self, rank: int):
+        self.rank, self.calls = rank, 0
+        self.heard[rank] = []
+
+    def global_sum(self, value):
+        peer = self.contributed[1 - self.rank]
+        other = peer[self.calls] if self.calls < len(peer) else value * 0
+        self.heard[self.rank].append(value)
+        self.calls += 1
+        return value + other
+
+    def settle(self):
+        self.contributed = {rank: list(values) for rank, values in self.heard.items()}
+
+
+@pytest.mark.parametrize(
+    "algo, aggregation",
+    [
+        ("grpo", "sequence_mean"),
+        ("grpo", "token_mean"),
+        ("dr_grpo", "constant"),
+        ("reinforce_pp", "token_mean"),
+        ("rft", "token_mean"),
+    ],
+)
+def test_a_batch_split_over_two_ranks_gives_the_whole_batchs_gradient(tmp_path, monkeypatch, algo, aggregation):
+    """The loop divides by the global batch's counts (tokens, sequences; reinforce_pp whitens over
+    the global batch), so two ranks' gradients add up to the one-rank gradient; dividing by a rank's
+    own counts would not."""
+    from rlxf.parallel import distributed
+
+    config = load_config(
+        OnlineConfig,
+        None,
+        [
+            "policy.name=tiny-llama",
+            f"algo={algo}",
+            f"aggregation={aggregation}",
+            "sampling.n=2",
+            f"sampling.max_new_tokens={MAX_NEW_TOKENS}",
+        ],
+    )
+
+    def gradient(rows, global_sum):
+        policy, run = policy_and_run(tmp_path / f"run{len(rows)}", with_critic=False)
+        sequences = [SEQUENCES[i] for i in rows]
+        mask = MASK[rows]
+        shaped = kl_shaped_rewards(REWARDS[rows], mask)
+        inputs = AdvantageInputs(shaped.sum(-1), shaped, mask, 2, threshold=0.5, global_sum=global_sum)
+        with torch.no_grad():
+            logps = policy_logps(policy)[rows]
+        for _ in run.steps():
+            loss_pass(
+                config, run, Experience(sequences, mask, config.estimator(inputs), logps), None, 0.0, MetricSums()
+            )
+            return torch.cat([p.grad.flatten() for p in policy.parameters()])
+
+    whole = gradient([0, 1, 2, 3], lambda value: value)
+    ranks = TwoRanksInOneProcess()
+    monkeypatch.setattr(distributed, "global_sum", ranks.global_sum)
+    for _ in range(4):
+        shares = []
+        for rank, rows in enumerate(([0, 1], [2, 3])):
+            ranks.start(rank)
+            shares.append(gradient(rows, ranks.global_sum))
+        ranks.settle()
+    assert torch.allclose(shares[0] + shares[1], whole, atol=1e-7, rtol=1e-5)
+
+
+def test_a_stale_batch_is_weighed_against_the_policy_that_drew_it(tmp_path):
+    """With async rollouts the samples come from the policy one update back: the PPO ratio of the
+    first pass is π_θ / π_sampler (≠ 1), not π_θ / π_θ. In the synchronous loop it is exactly 1."""
+    from rlxf.recipes.online import update_policy
+
+    stale_policy = tiny_llama(seed=5)  # stands in for the weights before the last update
+    use_packed_attention(stale_policy)
+    with torch.no_grad():
+        sampler_logps = policy_logps(stale_policy)
+    ratios = {}
+    for mode in ("false", "true"):
+        overrides = [
+            "policy.name=tiny-llama",
+            "sampling.n=2",
+            f"async_rollouts={mode}",
+            "distributed.rollout_workers=1",
+        ]
+        config = load_config(OnlineConfig, None, overrides)
+        policy, run = policy_and_run(tmp_path / mode, with_critic=False)
+        shaped = kl_shaped_rewards(REWARDS, MASK)
+        targets = config.estimator(AdvantageInputs(shaped.sum(-1), shaped, MASK, 2))
+        sums = MetricSums()
+        for _ in run.steps():
+            update_policy(config, run, Experience(SEQUENCES, MASK, targets, sampler_logps), 0.0, sums)
+            with torch.no_grad():
+                expected = torch.exp(policy_logps(policy) - sampler_logps)[MASK > 0].mean()
+            run.end_step(0.0, {})
+        ratios[mode] = sums.means()["ratio"]
+    assert ratios["false"] == pytest.approx(1.0, abs=1e-6)
+    assert abs(ratios["true"] - 1.0) > 1e-3 and ratios["true"] == pytest.approx(float(expected), rel=1e-5)
