@@ -14,11 +14,11 @@ from rlxf.train.metrics import read_metrics
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-def launch(ranks: int, command: str, *overrides: str) -> None:
+def launch(ranks: int, command: str, *overrides: str, timeout: int = 600) -> None:
     """`torchrun --nproc_per_node ranks -m rlxf.cli command ...` (a plain process for one rank)."""
     prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m"]
     argv = [*(prefix if ranks > 1 else [sys.executable, "-m"]), "rlxf.cli", command, *overrides]
-    done = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -106,6 +106,25 @@ def test_grpo_on_two_ranks_gives_the_samples_and_losses_of_one_and_resumes_on_tw
     resumed = resume_copy(one, tmp_path / "resumed", last_step=4)
     launch(2, "grpo", *grpo(resumed, prompt_file))
     assert_same_losses(single, train_rows(resumed), range(1, 5))
+
+
+def test_dynamic_sampling_on_two_sharded_ranks_draws_the_same_rollouts_on_each(tmp_path, prompt_file):
+    """Each rank holds two prompts; a rank whose groups all score alike wants another rollout. Every
+    rank must then draw as well: a sharded policy gathers its weights for each generation (a
+    collective), so ranks that decided alone would wait on each other's collectives. Per-rank
+    metrics are averaged over ranks, so a round count that differed between ranks would log as a
+    fraction. (With this reward, a random tiny model's groups of 4 all miss or all hit about a
+    third of the time.)"""
+    extra = ("rewards=[{kind: format, pattern: '[0-2]'}]", "dynamic_sampling=true", "distributed.strategy=fsdp")
+    launch(2, "grpo", *grpo(tmp_path, prompt_file, *extra), timeout=240)  # ranks out of step hang
+    rows = train_rows(tmp_path)
+    assert sorted(rows) == [1, 2, 3, 4]
+    rounds = [rows[step]["rollouts"] for step in rows]
+    assert all(float(r).is_integer() for r in rounds) and max(rounds) >= 2, rounds
+    sampled = [rows[step]["zero_variance_groups_sampled"] for step in rows]
+    assert any(s > 0 for s in sampled), sampled  # some groups had no signal before the extra rounds
+    for step in rows:  # the batch kept its size: 4 prompts x 4 samples trained on, filled or not
+        assert rows[step]["zero_variance_groups"] == pytest.approx(rows[step]["dynamic_sampling_unfilled"])
 
 
 def test_sharded_dpo_and_grpo_give_the_losses_of_one_rank_and_resume_across_rank_counts(
