@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.help:
         print(f"rlxf {args.command}: {summary}\n\nusage: rlxf {args.command} [config.yaml] [key=value ...]\n\nfields:")
         print("\n".join(describe(config_class())))
+        if registries := getattr(module, "REGISTRIES", {}):
+            print("\nchoices:")
+            print("\n".join(f"  {field}: {', '.join(registry)}" for field, registry in registries.items()))
         return 0
     path = args.args[0] if args.args and "=" not in args.args[0] else None
     overrides = args.args[1:] if path else args.args

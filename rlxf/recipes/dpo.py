@@ -41,6 +41,9 @@ from rlxf.recipes.common import (
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
 
+REGISTRIES = {"loss": PREFERENCE_LOSSES}
+"""What `rlxf dpo --help` lists as the choices of these fields."""
+
 
 @dataclass
 class DPOConfig:

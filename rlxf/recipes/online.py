@@ -26,7 +26,7 @@ from rlxf.parallel import distributed
 from rlxf.parallel.ray_ranks import close_pools, start_ray_for_workers
 from rlxf.recipes import online_setup as setup
 from rlxf.recipes.common import build_policy, encoder_for, save_results, say, write_config
-from rlxf.recipes.online_config import OnlineConfig
+from rlxf.recipes.online_config import REGISTRIES, OnlineConfig
 from rlxf.recipes.online_loss import Experience, loss_pass
 from rlxf.recipes.online_rollout import (
     PolicySampler,
@@ -43,7 +43,7 @@ from rlxf.rollout import SamplingParams
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
 
-__all__ = ["OnlineConfig", "train_online"]
+__all__ = ["REGISTRIES", "OnlineConfig", "train_online"]
 
 
 @dataclass

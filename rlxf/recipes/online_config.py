@@ -99,6 +99,15 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 """One line per algorithm: a new one is a row here (with an estimator and a loss from the registries)."""
 
+REGISTRIES = {
+    "algo": ALGORITHMS,
+    "advantage": ADVANTAGE_ESTIMATORS,
+    "policy_loss": POLICY_LOSSES,
+    "aggregation": AGGREGATIONS,
+    "rewards[].kind": REWARD_SOURCES,
+}
+"""What `rlxf online --help` lists as the choices of these fields."""
+
 
 @dataclass
 class TaskSection:
