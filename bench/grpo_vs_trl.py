@@ -48,6 +48,7 @@ def run_rlxf(data: Path, steps: int, tokens: int, workdir: Path, threads: int) -
         [
             f"output_dir={workdir}",
             "algo=grpo",
+            "aggregation=token_mean",  # TRL's loss_type="dapo" below: Σ over tokens / the global batch's tokens
             "task.name=file",
             f"task.path={data}",
             "task.eval_count=0",

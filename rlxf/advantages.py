@@ -184,14 +184,14 @@ def group_success_rate(success: Tensor, group_size: int) -> Tensor:
 
 def success_rates(rewards: Tensor, group_size: int, *, threshold: float) -> dict[str, Tensor]:
     """NFT's labels: each sample's success (reward ≥ threshold), its prompt's success rate ``r̂``,
-    and ``keep``: only prompts with some right and some wrong samples are trained on
+    and ``trained``: only prompts with some right and some wrong samples are trained on
     (Chen et al. 2025, Algorithm 1, which keeps ``0 < r̂ < 1``).
 
     rewards: (G * group_size,). Returns three (G * group_size,) tensors.
     """
     success = (rewards >= threshold).float()
     rate = group_success_rate(success, group_size)
-    return {"success": success, "success_rate": rate, "keep": ((rate > 0) & (rate < 1)).float()}
+    return {"success": success, "success_rate": rate, "trained": ((rate > 0) & (rate < 1)).float()}
 
 
 # ---- the registry the online loop picks from --------------------------------------------------
@@ -214,13 +214,16 @@ class AdvantageInputs:
     global_sum: Callable[[Tensor], Tensor] = _same  # this rank's sums -> the global batch's (whitening)
 
 
-def _estimator(*produces: str, needs: tuple[str, ...] = (), groups: bool = False) -> Callable:
+def _estimator(
+    *produces: str, needs: tuple[str, ...] = (), reads: tuple[str, ...] = (), groups: bool = False
+) -> Callable:
     """Marks an estimator with the targets it ``produces``, the optional inputs it ``needs``
-    ("values": a critic, "greedy_rewards": a greedy rollout) and whether it compares the samples of
-    a prompt (``groups``: n >= 2)."""
+    ("values": a critic, "greedy_rewards": a greedy rollout), the settings of AdvantageInputs it
+    ``reads`` (gamma, lam, top_k, threshold) and whether it compares the samples of a prompt
+    (``groups``: n >= 2)."""
 
     def mark(fn: Callable) -> Callable:
-        fn.produces, fn.needs, fn.groups = produces, needs, groups
+        fn.produces, fn.needs, fn.reads, fn.groups = produces, needs, reads, groups
         return fn
 
     return mark
@@ -250,12 +253,12 @@ def _remax(x: AdvantageInputs) -> dict[str, Tensor]:
     return _per_token(greedy_baseline(x.rewards, x.greedy_rewards, x.group_size), x.mask)
 
 
-@_estimator("advantages")
+@_estimator("advantages", reads=("gamma",))
 def _reinforce_pp(x: AdvantageInputs) -> dict[str, Tensor]:
     return {"advantages": reinforce_pp(x.token_rewards, x.mask, gamma=x.gamma, global_sum=x.global_sum)}
 
 
-@_estimator("advantages", "returns", needs=("values",))
+@_estimator("advantages", "returns", needs=("values",), reads=("gamma", "lam"))
 def _gae(x: AdvantageInputs) -> dict[str, Tensor]:
     """GAE advantages whitened over the global batch (as OpenRLHF and TRL's PPO do), and returns
     (the critic's targets)."""
@@ -263,12 +266,13 @@ def _gae(x: AdvantageInputs) -> dict[str, Tensor]:
     return {"advantages": whiten(advantages, x.mask, global_sum=x.global_sum), "returns": returns}
 
 
-@_estimator("keep")
+@_estimator("keep", "trained", reads=("top_k", "threshold"))
 def _best_of_n(x: AdvantageInputs) -> dict[str, Tensor]:
-    return {"keep": best_of_n(x.rewards, x.group_size, top_k=x.top_k, threshold=x.threshold)}
+    keep = best_of_n(x.rewards, x.group_size, top_k=x.top_k, threshold=x.threshold)
+    return {"keep": keep, "trained": keep}
 
 
-@_estimator("success", "success_rate", "keep", groups=True)
+@_estimator("success", "success_rate", "trained", reads=("threshold",), groups=True)
 def _success_rate(x: AdvantageInputs) -> dict[str, Tensor]:
     return success_rates(x.rewards, x.group_size, threshold=x.threshold)
 
@@ -284,4 +288,4 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[[AdvantageInputs], dict[str, Tensor]]] 
     "success_rate": _success_rate,
 }
 """Per-sample training targets by name (``advantages``, ``returns``, ``keep``, ...): one function
-and one line here add an estimator. A ``keep`` target (B,) limits the loss to the kept samples."""
+and one line here add an estimator. A ``trained`` target (B,) of 0/1 limits the loss to those samples."""

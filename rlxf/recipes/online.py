@@ -229,9 +229,10 @@ def make_experience(config: OnlineConfig, roles: Roles, prompts, rollout, reward
             experience.old_values, _ = token_values(critic, pack_samples(sequences, n)).as_matrix()
     kl_in_reward = experience.kl if config.kl_in_reward else None
     shaped = kl_shaped_rewards(rewards, mask, kl_in_reward, kl_coef=roles.kl.coef)
+    sequence_rewards = rewards if kl_in_reward is None else rewards - roles.kl.coef * kl_in_reward.sum(-1)
     experience.targets = config.estimator(
         AdvantageInputs(
-            rewards=shaped.sum(-1),
+            rewards=sequence_rewards,
             token_rewards=shaped,
             mask=mask,
             group_size=n,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,7 +19,7 @@ from rlxf.advantages import ADVANTAGE_ESTIMATORS
 from rlxf.config import DistributedSection, ModelSection, ReferenceSection, TrainSection
 from rlxf.losses.policy import POLICY_LOSSES
 from rlxf.losses.reduce import AGGREGATIONS
-from rlxf.rewards.registry import REWARD_SOURCES, build_reward_source, reward_source_options
+from rlxf.rewards.registry import REWARD_SOURCES, build_reward_source
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         kl_penalty="reward",
         kl_estimator="k1",
         aggregation="token_mean",
-        source="Li et al., ReMax, 2024, the authors' code: β·(log π_ref − log π) in the reward, token mean",
+        source="Li et al., ReMax, 2024, the authors' code: β·(log π_ref − log π) in the reward, a token mean",
     ),
     "reinforce_pp": Algorithm(
         advantage="reinforce_pp",
@@ -159,21 +160,14 @@ class RewardSection:
     def __post_init__(self):
         if self.kind not in REWARD_SOURCES:
             raise ValueError(f"reward kind must be one of {sorted(REWARD_SOURCES)}, got {self.kind!r}")
-        self.options()  # an option this kind does not use is an error now, not a surprise later
+        self.build()  # a missing, unused or malformed option is an error now, not a surprise later
 
     def options(self) -> dict[str, Any]:
-        """The options given for this kind: the fields it takes, plus any other field set away from
-        its default (which the builder then refuses, naming what the kind takes)."""
+        """The options set away from their defaults: the builder refuses one its kind does not take
+        and asks for one it needs, naming what the kind takes."""
         defaults = RewardSection.__dataclass_fields__
-        takes = set(reward_source_options(self.kind))
-        given = {}
-        for name in ("pattern", "model", "mode", "rubric", "free_chars"):
-            value = getattr(self, name)
-            if name in takes or value != defaults[name].default:
-                given[name] = value
-        if unknown := sorted(set(given) - takes):
-            raise ValueError(f"reward kind {self.kind} does not use {unknown}; it takes {sorted(takes) or 'nothing'}")
-        return given
+        options = ("pattern", "model", "mode", "rubric", "free_chars")
+        return {name: getattr(self, name) for name in options if getattr(self, name) != defaults[name].default}
 
     def build(self):
         return build_reward_source(self.kind, **self.options())
@@ -206,8 +200,14 @@ class SamplingSection:
             raise ValueError(f"sampling.engine must be hf or vllm, got {self.engine!r}")
         if self.vllm_lora not in ("merged", "adapters"):
             raise ValueError(f"sampling.vllm_lora must be merged or adapters, got {self.vllm_lora!r}")
-        if self.temperature < 0:
-            raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(
+                f"sampling.temperature must be > 0 to train on samples (0 is greedy), got {self.temperature}"
+            )
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+        if min(self.n, self.max_new_tokens, self.batch_size) < 1:
+            raise ValueError("sampling.n, sampling.max_new_tokens and sampling.batch_size must be >= 1")
 
 
 @dataclass
@@ -345,28 +345,38 @@ def _check_choice(name: str, value: str, choices) -> None:
 
 
 def _check_ranges(config: OnlineConfig) -> None:
-    if config.updates_per_rollout < 1:
-        raise ValueError("updates_per_rollout must be >= 1")
-    if config.tis_cap < 0:
-        raise ValueError("tis_cap must be >= 0 (0 = off)")
-    if config.kl_horizon < 1:
-        raise ValueError(f"kl_horizon must be >= 1, got {config.kl_horizon}")
-    if config.kl_coef < 0 or config.kl_target < 0:
-        raise ValueError("kl_coef and kl_target must be >= 0")
-    if config.max_sampling_rounds < 1:
-        raise ValueError("max_sampling_rounds must be >= 1")
+    checks = [
+        (config.updates_per_rollout >= 1, "updates_per_rollout must be >= 1"),
+        (config.tis_cap >= 0, "tis_cap must be >= 0 (0 = off)"),
+        (config.kl_horizon >= 1, "kl_horizon must be >= 1"),
+        (0 <= config.kl_coef < math.inf and 0 <= config.kl_target < math.inf, "kl_coef and kl_target must be >= 0"),
+        (config.max_sampling_rounds >= 1, "max_sampling_rounds must be >= 1"),
+        (0 <= config.clip_low < 1 and config.clip_high >= 0, "need 0 <= clip_low < 1 and clip_high >= 0"),
+        (0 <= config.gamma <= 1 and 0 <= config.lam <= 1, "gamma and lam must be in [0, 1]"),
+        (config.value_clip >= 0 and config.value_coef >= 0, "value_clip and value_coef must be >= 0"),
+        (config.rft_top_k >= 1, "rft_top_k must be >= 1"),
+        (math.isfinite(config.success_threshold), "success_threshold must be a number"),
+        (math.isfinite(config.entropy_coef), "entropy_coef must be a number"),
+    ]
+    for holds, message in checks:
+        if not holds:
+            raise ValueError(message)
 
 
 def _check_combinations(config: OnlineConfig) -> None:
+    if not config.rewards:
+        raise ValueError("rewards is empty: give at least one reward source, e.g. rewards=[{kind: math}]")
     if config.async_rollouts and not config.distributed.rollout_workers:
         raise ValueError("async_rollouts overlap generation with training: set distributed.rollout_workers")
     if config.async_rollouts and config.dynamic_sampling:
         raise ValueError("async_rollouts and dynamic_sampling cannot be combined")
     estimator, loss = config.estimator, config.loss_fn
-    if estimator.groups and config.sampling.n < 2:
-        raise ValueError(f"{config.algo} compares the samples of a prompt: sampling.n must be >= 2")
+    if (estimator.groups or config.dynamic_sampling) and config.sampling.n < 2:
+        raise ValueError("comparing the samples of a prompt (group estimators, dynamic sampling) needs sampling.n >= 2")
     if missing := [name for name in loss.inputs if name not in estimator.produces]:
-        raise ValueError(f"policy loss {loss.__name__} reads {missing}, which the advantage estimator does not give")
+        raise ValueError(
+            f"policy loss {loss.__name__} reads {missing}, which advantage={config.advantage_name} does not give"
+        )
     if config.kl_coef > 0 and config.kl_in_reward and loss.inputs != ("advantages",):
         raise ValueError(f"{loss.__name__} learns from labels, not rewards: its KL is a loss term (kl_penalty=loss)")
 
@@ -375,36 +385,64 @@ def _has_kl(config: OnlineConfig) -> bool:
     return config.kl_coef > 0
 
 
-# A setting that differs from its default where it changes nothing is a mistake to report, not to run.
+def _estimator_reads(name: str) -> Callable[[OnlineConfig], bool]:
+    return lambda c: name in c.estimator.reads
+
+
+def _critic(config: OnlineConfig) -> bool:
+    return "values" in config.estimator.needs
+
+
+def _ratio_moves(config: OnlineConfig) -> bool:
+    """π_θ/π_old leaves 1 only on later passes over a rollout or on samples from another policy."""
+    return "clip_low" in config.loss_options() and (config.updates_per_rollout > 1 or config.async_rollouts)
+
+
+def _workers(config: OnlineConfig) -> bool:
+    return config.distributed.workers_per_rank > 0
+
+
+KL = "a KL term (kl_coef > 0)"
+ESTIMATOR = "an advantage estimator that reads it (this run's is {advantage})"
+# A setting moved from its default where it changes nothing is a mistake to report, not to run.
 _NEEDS: dict[str, tuple[Callable[[OnlineConfig], bool], str]] = {
-    "kl_penalty": (_has_kl, "a KL term (kl_coef > 0)"),
-    "kl_estimator": (_has_kl, "a KL term (kl_coef > 0)"),
-    "kl_target": (_has_kl, "a KL term (kl_coef > 0)"),
+    "kl_penalty": (_has_kl, KL),
+    "kl_estimator": (_has_kl, KL),
+    "kl_target": (_has_kl, KL),
     "kl_horizon": (lambda c: c.kl_target > 0, "the adaptive controller (kl_target > 0)"),
-    "reference.name": (_has_kl, "a KL term (kl_coef > 0)"),
-    "reference_refresh_every": (_has_kl, "a KL term (kl_coef > 0)"),
-    "distributed.reference_worker": (_has_kl, "a KL term (kl_coef > 0)"),
-    "critic": (lambda c: "values" in c.estimator.needs, "a critic (algo=ppo)"),
-    "lam": (lambda c: "values" in c.estimator.needs, "a critic (algo=ppo)"),
-    "value_clip": (lambda c: "values" in c.estimator.needs, "a critic (algo=ppo)"),
-    "value_coef": (lambda c: "values" in c.estimator.needs, "a critic (algo=ppo)"),
-    "gamma": (lambda c: c.advantage_name in ("gae", "reinforce_pp"), "returns (algo=ppo or reinforce_pp)"),
-    "rft_top_k": (lambda c: c.advantage_name == "best_of_n", "best-of-n selection (algo=rft)"),
-    "success_threshold": (lambda c: c.advantage_name in ("best_of_n", "success_rate"), "algo=rft or nft"),
-    "clip_low": (lambda c: "clip_low" in c.loss_options(), "a clipped policy loss"),
-    "clip_high": (lambda c: "clip_high" in c.loss_options(), "a clipped policy loss"),
+    "reference.name": (_has_kl, KL),
+    "reference_refresh_every": (_has_kl, KL),
+    "distributed.reference_worker": (_has_kl, KL),
+    "critic": (_critic, "an estimator with a critic (advantage=gae, as algo=ppo)"),
+    "lam": (_estimator_reads("lam"), ESTIMATOR),
+    "value_clip": (_critic, "an estimator with a critic (advantage=gae, as algo=ppo)"),
+    "value_coef": (_critic, "an estimator with a critic (advantage=gae, as algo=ppo)"),
+    "gamma": (_estimator_reads("gamma"), ESTIMATOR),
+    "rft_top_k": (_estimator_reads("top_k"), ESTIMATOR),
+    "success_threshold": (_estimator_reads("threshold"), ESTIMATOR),
+    "clip_low": (_ratio_moves, "a clipped loss whose ratio leaves 1 (updates_per_rollout > 1 or async_rollouts)"),
+    "clip_high": (_ratio_moves, "a clipped loss whose ratio leaves 1 (updates_per_rollout > 1 or async_rollouts)"),
     "max_sampling_rounds": (lambda c: c.dynamic_sampling, "dynamic_sampling=true"),
-    "tis_cap": (lambda c: not c.async_rollouts, "samples not already weighed against their sampler (async_rollouts)"),
+    "tis_cap": (
+        lambda c: not c.async_rollouts,
+        "samples not weighed against their sampler already (async_rollouts=false)",
+    ),
     "sampling.vllm_lora": (lambda c: c.sampling.engine == "vllm" and c.policy.lora.rank > 0, "LoRA on vLLM"),
+    "distributed.weight_sync": (lambda c: c.distributed.rollout_workers > 0, "rollout workers"),
+    "distributed.gpus_per_worker": (_workers, "Ray workers (rollout, reward or reference)"),
+    "eval_greedy_every": (lambda c: c.task.eval_count > 0, "held-out prompts (task.eval_count > 0)"),
 }
 
 
 def unused_settings(config: OnlineConfig) -> list[str]:
-    """Each setting moved from its default that has no effect in this run, with what it needs."""
+    """Each setting moved from its default that has no effect in this run, with what it needs. A
+    value that names what ``auto`` takes anyway (as configs saved with resolved values do) is not moved."""
+    algorithm = ALGORITHMS[config.algo]
+    resolved = {"kl_penalty": algorithm.kl_penalty, "kl_estimator": algorithm.kl_estimator}
     return [
-        f"{path}={_value(config, path)!r} needs {what}"
+        f"{path}={_value(config, path)!r} needs " + what.format(advantage=config.advantage_name)
         for path, (applies, what) in _NEEDS.items()
-        if _value(config, path) != _default(path) and not applies(config)
+        if _value(config, path) not in (_default(path), resolved.get(path)) and not applies(config)
     ]
 
 

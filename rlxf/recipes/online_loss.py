@@ -24,16 +24,18 @@ class Experience:
 
     sequences: list[tuple[list[int], list[int]]]
     mask: Tensor  # (B, T) response tokens
-    targets: dict[str, Tensor]  # what the advantage estimator gave: advantages (B, T), returns (B, T), keep (B,), ...
+    targets: dict[
+        str, Tensor
+    ]  # what the advantage estimator gave: advantages (B, T), returns (B, T), trained (B,), ...
     sampler_logps: Tensor  # (B, T) log-probs of the sampled tokens under the policy that drew them
     ref_logps: Tensor | None = None  # (B, T) under the reference
     kl: Tensor | None = None  # (B, T) per-token KL estimates, sampler against reference
     old_values: Tensor | None = None  # (B, T) the critic's values before the update (ppo)
 
     def loss_mask(self) -> Tensor:
-        """Tokens the loss averages over: only kept samples when the estimator keeps some (rft, nft)."""
-        keep = self.targets.get("keep")
-        return self.mask if keep is None else self.mask * keep[:, None]
+        """Tokens the loss averages over: only the samples the estimator marks ``trained`` (rft, nft)."""
+        trained = self.targets.get("trained")
+        return self.mask if trained is None else self.mask * trained[:, None]
 
 
 def loss_pass(config, run: Run, experience: Experience, old_logps: Tensor | None, kl_coef: float, sums: MetricSums):

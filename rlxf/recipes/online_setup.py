@@ -175,9 +175,3 @@ def build_critic(config: OnlineConfig) -> nn.Module:
     )
     use_packed_attention(critic)
     return critic
-
-
-def workers_per_rank(config: OnlineConfig) -> int:
-    """Ray workers this rank starts (a reference worker only when there is a KL term)."""
-    section = config.distributed
-    return section.workers_per_rank - (section.reference_worker and config.kl_coef <= 0)

@@ -19,7 +19,10 @@ class FormatReward:
     name: str = "format"
 
     def __post_init__(self):
-        self._regex = re.compile(self.pattern, re.DOTALL)
+        try:
+            self._regex = re.compile(self.pattern, re.DOTALL)
+        except re.error as error:
+            raise ValueError(f"format reward: pattern {self.pattern!r} is not a regular expression: {error}") from None
 
     def score(self, prompts, completions: Sequence[str], **context) -> RewardBatch:
         hits = [bool(self._regex.search(c)) for c in completions]

@@ -1,5 +1,7 @@
 """Online RL on a tiny model: the reward rises, and every algorithm and knob runs end to end."""
 
+import math
+
 import pytest
 import torch
 
@@ -63,7 +65,7 @@ def test_the_reward_of_an_easy_verifiable_task_rises(tmp_path, prompt_file, algo
         ["algo=remax", "sampling.n=2"],
         ["algo=reinforce_pp", "kl_coef=0.05", "kl_penalty=reward", "kl_target=1.0"],
         ["algo=dr_grpo", "aggregation=constant", "kl_coef=0.1", "kl_penalty=loss", "entropy_coef=0.01"],
-        ["algo=grpo", "dynamic_sampling=true", "clip_high=0.28", "reference_refresh_every=1", "kl_coef=0.01"],
+        ["algo=grpo", "dynamic_sampling=true", "reference_refresh_every=1", "kl_coef=0.01"],
         ["algo=grpo", "policy.lora.rank=4", "kl_coef=0.05", "train.micro_batch_size=2"],
         ["algo=ppo", "kl_coef=0.05", "kl_penalty=reward", "train.micro_batch_size=2"],
         ["algo=grpo", "updates_per_rollout=3", "clip_high=0.28"],
@@ -76,7 +78,7 @@ def test_every_algorithm_and_knob_runs(tmp_path, prompt_file, overrides):
     results, rows = online(tmp_path, prompt_file, "train.max_steps=2", *overrides)
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     if any(o.startswith("kl_coef") for o in overrides):
-        assert "kl" in rows[-1] and rows[-1]["kl"] >= -1e-6
+        assert "kl" in rows[-1] and math.isfinite(rows[-1]["kl"]) and rows[-1]["kl_coef"] > 0
     if "entropy_coef=0.01" in overrides:
         assert rows[-1]["entropy"] > 0
     if "algo=ppo" in overrides:

@@ -232,3 +232,77 @@ def test_a_stale_batch_is_weighed_against_the_policy_that_drew_it(tmp_path):
         ratios[mode] = sums.means()["ratio"]
     assert ratios["false"] == pytest.approx(1.0, abs=1e-6)
     assert abs(ratios["true"] - 1.0) > 1e-3 and ratios["true"] == pytest.approx(float(expected), rel=1e-5)
+
+
+DELTA = 0.1 * torch.arange(1, 5, dtype=torch.float32)[None, :].expand(4, 4) * MASK  # log π − log π_ref per token
+
+
+@pytest.mark.parametrize("algo", ["rloo", "reinforce_pp", "grpo"])
+def test_the_kl_goes_where_the_algorithms_paper_puts_it(tmp_path, algo):
+    """β = 0.5 against a reference whose log-probs sit δ_t = 0.1·t below the policy's.
+    rloo (Ahmadian et al.): r − β Σ_t k1 with k1 = δ: r' = [1 − 0.3, 0 − 0.15, 0.2 − 0.5, 0.8 − 0.05]
+      = [0.7, −0.15, −0.3, 0.75]; A = r' − r'_other = [0.85, −0.85, −1.05, 1.05]; token mean; no KL term.
+    reinforce_pp (Hu): r_t = 1[t = T]·r − β δ_t, returns, whitened; no KL term.
+    grpo (DeepSeekMath Eq. 3): advantages of the raw rewards, and + β·k3(δ_t) per token in the loss."""
+    from types import SimpleNamespace
+
+    from rlxf.advantages import discounted_returns
+    from rlxf.losses.policy import kl_estimate
+    from rlxf.recipes.online import make_experience
+    from rlxf.rollout import Rollout
+
+    beta = 0.5
+    config = load_config(
+        OnlineConfig, None, ["policy.name=tiny-llama", f"algo={algo}", "sampling.n=2", f"kl_coef={beta}"]
+    )
+    policy, run = policy_and_run(tmp_path, with_critic=False)
+    with torch.no_grad():
+        logps = policy_logps(policy)
+    rollout = Rollout([p for p, _ in SEQUENCES], COMPLETIONS, logps, MASK, [""] * 4, ["eos"] * 4, [0, 0, 1, 1])
+    reference = SimpleNamespace(token_logps=lambda batch, temperature: (logps - DELTA)[MASK > 0])
+    roles = SimpleNamespace(
+        reference=reference, critic=None, kl=SimpleNamespace(coef=beta), run=run, sampler=None, source=None
+    )
+    experience = make_experience(config, roles, None, rollout, REWARDS)
+    # the KL logged: k1 = log π − log π_ref for the reward-side algorithms, k3 for GRPO's loss term
+    assert torch.allclose(experience.kl, DELTA if config.kl_in_reward else torch.expm1(-DELTA) + DELTA)
+    for _ in run.steps():
+        loss_pass(config, run, experience, None, beta, MetricSums())
+        got = [p.grad.clone() for p in policy.parameters()]
+        current = policy_logps(policy)
+        if algo == "rloo":
+            advantages = torch.tensor([0.85, -0.85, -1.05, 1.05])
+            assert torch.allclose(experience.targets["advantages"][:, 0], advantages, atol=1e-6)
+            expected_loss = -(advantages[:, None] * MASK * current).sum() / TOKENS
+        elif algo == "reinforce_pp":
+            token_rewards = kl_shaped_rewards(REWARDS, MASK) - beta * DELTA
+            weights = whiten(discounted_returns(token_rewards, MASK), MASK) / TOKENS
+            expected_loss = -(weights * current).sum()
+        else:
+            advantages = torch.tensor([s, -s, -s, s])
+            k3 = kl_estimate(current, current.detach() - DELTA, "k3")
+            per_token = (-advantages[:, None] * current + beta * k3) * MASK
+            expected_loss = (per_token.sum(-1) / LENGTHS).sum() / 4
+        expected = torch.autograd.grad(expected_loss, list(policy.parameters()))
+        for mine, theirs in zip(got, expected):
+            assert torch.allclose(mine, theirs, atol=1e-6, rtol=1e-4), (algo, (mine - theirs).abs().max())
+        run.end_step(0.0, {})
+
+
+def test_a_sequence_mean_counts_only_the_samples_trained_on(tmp_path):
+    """RFT keeps samples 0 and 3 (3 and 1 tokens): with aggregation=sequence_mean each kept sample's
+    token mean counts 1/2, not 1/4 (the rows left out are no sequences of this loss)."""
+    overrides = ["policy.name=tiny-llama", "algo=rft", "sampling.n=2", "aggregation=sequence_mean"]
+    config = load_config(OnlineConfig, None, overrides)
+    policy, run = policy_and_run(tmp_path, with_critic=False)
+    shaped = kl_shaped_rewards(REWARDS, MASK)
+    targets = config.estimator(AdvantageInputs(REWARDS, shaped, MASK, 2, threshold=0.5))
+    with torch.no_grad():
+        logps = policy_logps(policy)
+    for _ in run.steps():
+        loss_pass(config, run, Experience(SEQUENCES, MASK, targets, logps), None, 0.0, MetricSums())
+        weights = torch.tensor([1.0, 0.0, 0.0, 1.0])[:, None] * MASK / LENGTHS[:, None] / 2
+        expected = torch.autograd.grad(-(weights * policy_logps(policy)).sum(), list(policy.parameters()))
+        for p, theirs in zip(policy.parameters(), expected):
+            assert torch.allclose(p.grad, theirs, atol=1e-6, rtol=1e-4)
+        run.end_step(0.0, {})

@@ -52,7 +52,10 @@ def test_every_algorithm_names_an_estimator_and_a_loss_that_fit():
         (["algo=grpo", "gamma=0.9"], "gamma"),  # no returns
         (["algo=grpo", "rft_top_k=2"], "rft_top_k"),
         (["algo=rft", "clip_high=0.28"], "clip_high"),  # fine-tuning has no ratio to clip
+        (["clip_high=0.28"], "clip_high"),  # one on-policy pass: the ratio is exactly 1
         (["max_sampling_rounds=5"], "max_sampling_rounds"),
+        (["distributed.weight_sync=broadcast"], "weight_sync"),  # no rollout workers
+        (["task.eval_count=0", "eval_greedy_every=5"], "eval_greedy_every"),
         (["sampling.vllm_lora=adapters"], "sampling.vllm_lora"),
     ],
 )
@@ -66,6 +69,33 @@ def test_settings_that_take_effect_are_accepted():
     config("algo=reinforce_pp", "kl_coef=0.05", "gamma=0.99", "kl_target=1.0", "kl_horizon=500")
     config("algo=rft", "rft_top_k=2", "success_threshold=0.7", "kl_coef=0.05")
     config("dynamic_sampling=true", "max_sampling_rounds=5")
+    config("clip_high=0.28", "updates_per_rollout=2")
+
+
+def test_a_saved_config_naming_what_auto_takes_still_loads():
+    """Configs saved before auto existed hold the values it resolves to, e.g. GRPO's KL placement."""
+    assert config("algo=grpo", "kl_penalty=loss", "kl_estimator=k3").kl_kind == "k3"
+    with pytest.raises(ConfigError, match="kl_penalty"):
+        config("algo=grpo", "kl_penalty=reward")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("sampling.temperature=0", "temperature must be > 0"),
+        ("sampling.top_p=0", "top_p"),
+        ("sampling.max_new_tokens=0", "max_new_tokens"),
+        ("sampling.n=0", "sampling.n"),
+        ("clip_low=1.5", "clip_low"),
+        ("gamma=1.5", "gamma"),
+        ("rft_top_k=0", "rft_top_k"),
+        ("kl_coef=nan", "kl_coef"),
+        ("rewards=[]", "rewards is empty"),
+    ],
+)
+def test_values_outside_their_range_are_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config(override)
 
 
 def test_supervised_algorithms_refuse_kl_in_the_reward():
@@ -77,14 +107,19 @@ def test_supervised_algorithms_refuse_kl_in_the_reward():
 def test_a_loss_that_reads_what_the_estimator_does_not_give_is_refused():
     with pytest.raises(ConfigError, match="success"):
         config("algo=grpo", "policy_loss=nft")
+    # NFT's labels mark which groups train, not which samples to imitate: no fine-tuning on them
+    with pytest.raises(ConfigError, match="keep"):
+        config("algo=nft", "policy_loss=filtered_sft")
     # nft's loss on nft's labels, chosen piece by piece, is the nft algorithm
     assert config("algo=grpo", "advantage=success_rate", "policy_loss=nft").loss_fn.__name__ == "nft"
 
 
 def test_group_estimators_need_several_samples_per_prompt():
-    with pytest.raises(ConfigError, match="sampling.n must be >= 2"):
+    with pytest.raises(ConfigError, match=r"sampling\.n >= 2"):
         config("algo=rloo", "sampling.n=1")
     config("algo=reinforce_pp", "sampling.n=1")
+    with pytest.raises(ConfigError, match=r"sampling\.n >= 2"):
+        config("algo=reinforce_pp", "sampling.n=1", "dynamic_sampling=true")
 
 
 def test_a_reward_option_its_kind_does_not_use_is_an_error():
@@ -92,4 +127,10 @@ def test_a_reward_option_its_kind_does_not_use_is_an_error():
         config("rewards=[{kind: math, pattern: x}]")
     with pytest.raises(ConfigError, match="unknown_kind"):
         config("rewards=[{kind: unknown_kind}]")
+    with pytest.raises(ConfigError, match="pattern"):  # a format reward needs its pattern
+        config("rewards=[{kind: format}]")
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        config("rewards=[{kind: format, pattern: '(a'}]")
+    with pytest.raises(ConfigError, match="model"):
+        config("rewards=[{kind: reward_model}]")
     assert config("rewards=[{kind: format, pattern: '\\d'}]").rewards[0].options() == {"pattern": "\\d"}

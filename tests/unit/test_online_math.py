@@ -170,6 +170,7 @@ def test_best_of_n_keeps_the_top_of_each_group_above_the_threshold():
     rewards = torch.tensor([0.1, 0.9, 0.9, 0.2, 0.0, 0.0, 0.0, 0.0])
     assert best_of_n(rewards, 4).tolist() == [0, 1, 0, 0, 1, 0, 0, 0]  # ties: the earlier sample
     assert best_of_n(rewards, 4, threshold=0.5).tolist() == [0, 1, 0, 0, 0, 0, 0, 0]
+    assert best_of_n(rewards, 4, threshold=0.9).tolist() == [0, 1, 0, 0, 0, 0, 0, 0]  # at the threshold: kept
     assert best_of_n(rewards, 4, top_k=2).tolist() == [0, 1, 1, 0, 1, 1, 0, 0]
     assert group_success_rate(torch.tensor([1, 0, 0, 0, 1, 1, 1, 0]), 4).tolist() == [0.25] * 4 + [0.75] * 4
 
@@ -229,10 +230,26 @@ def test_nft_trains_only_on_prompts_with_right_and_wrong_samples():
     from rlxf.advantages import success_rates
 
     # groups of 2: both right, one of each, both wrong
-    labels = success_rates(t(1.0, 0.7, 1.0, 0.0, 0.2, 0.1), 2, threshold=0.5)
+    # groups of 2: both right, one of each, both wrong; a reward at the threshold is a success
+    labels = success_rates(t(1.0, 0.7, 0.5, 0.0, 0.2, 0.1), 2, threshold=0.5)
     assert labels["success"].tolist() == [1, 1, 1, 0, 0, 0]
     assert labels["success_rate"].tolist() == [1, 1, 0.5, 0.5, 0, 0]
-    assert labels["keep"].tolist() == [0, 0, 1, 1, 0, 0]
+    assert labels["trained"].tolist() == [0, 0, 1, 1, 0, 0]
+
+
+def test_entropy_bonus_rewards_entropy():
+    from rlxf.losses.policy import entropy_bonus
+
+    # subtracted from the loss: higher entropy, lower loss
+    assert entropy_bonus(t([2.0, 0.5]), coef=0.1).flatten().tolist() == pytest.approx([-0.2, -0.05])
+
+
+def test_kl_loss_term_is_the_coefficient_times_the_estimate():
+    from rlxf.losses.policy import kl_loss
+
+    # log π - log π_ref = 0.5: k3 = 0.10653066, times β = 0.2
+    term, _ = kl_loss(t([0.0]), t([-0.5]), coef=0.2, kind="k3")
+    assert term.item() == pytest.approx(0.2 * 0.10653066, abs=1e-9)
 
 
 def test_truncated_importance_weights_by_hand():
