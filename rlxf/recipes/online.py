@@ -5,7 +5,7 @@ Each step reads as its stages:
     -> experience (reference log-probs, KL, advantages)      -> loss and update(s) -> end of step
 
 What an algorithm is (its advantage estimator, policy loss and its paper's defaults) is a row
-of :data:`rlxf.recipes.online_config.ALGORITHMS`; this loop never asks for the algorithm's name.
+of :data:`rlxf.recipes.online_algorithms.ALGORITHMS`; this loop never asks for the algorithm's name.
 """
 
 from __future__ import annotations
