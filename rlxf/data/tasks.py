@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import ast
 import random
 from pathlib import Path
 
@@ -73,6 +74,15 @@ def gsm8k(path: str | Path) -> list[Prompt]:
     return prompts
 
 
+def _is_one_assert(test) -> bool:
+    """Unit-test rewards grade ``assert <expression>`` tests, and only those (rewards/sandbox/verdicts.py)."""
+    try:
+        body = ast.parse(test).body if isinstance(test, str) else []
+    except SyntaxError:
+        return False
+    return len(body) == 1 and isinstance(body[0], ast.Assert)
+
+
 def mbpp(path: str | Path) -> list[Prompt]:
     """MBPP problems with their tests, in the prompt layout of Austin et al. (2021)."""
     prompts = []
@@ -80,6 +90,9 @@ def mbpp(path: str | Path) -> list[Prompt]:
         for field in ("text", "test_list"):
             if field not in row:
                 raise DataError(str(path), location, field, "expected MBPP rows {text, test_list, ...}")
+        for test in row["test_list"]:
+            if not _is_one_assert(test):
+                raise DataError(str(path), location, "test_list", f"each test must be one assert statement: {test!r}")
         tests = "\n".join(row["test_list"])
         text = (
             f"You are an expert Python programmer, and here is your task: {row['text']} "

@@ -168,6 +168,7 @@ def save_results(
         data=results.get("data", {}),
         config=to_dict(config),
         metrics=results.get("held_out", {}),
+        warnings=results.get("warnings", ()),
     )
     save_model(model, tokenizer, output_dir / "model", card, settings=settings)
 

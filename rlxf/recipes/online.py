@@ -122,6 +122,7 @@ def finish(config: OnlineConfig, roles: Roles, results: dict) -> dict:
     """The last evaluation, the saved model and eval.json; workers closed."""
     run = roles.run
     results["steps"] = run.step
+    results["warnings"] = [w for section in config.rewards for w in section.warnings()]
     if (after := held_out_eval(config, roles)) is not None:
         results.update(after=after, held_out=scalars(after))
     run.finish()

@@ -18,7 +18,7 @@ from rlxf.config import DistributedSection, ModelSection, ReferenceSection, Trai
 from rlxf.losses.policy import POLICY_LOSSES
 from rlxf.losses.reduce import AGGREGATIONS
 from rlxf.recipes.online_algorithms import ALGORITHMS
-from rlxf.rewards.registry import REWARD_SOURCES, build_reward_source
+from rlxf.rewards.registry import REWARD_SOURCES, build_reward_source, reward_warnings
 
 REGISTRIES = {
     "algo": ALGORITHMS,
@@ -76,6 +76,8 @@ class RewardSection:
     """judge: what to judge by (a default helpful/correct/harmless rubric if empty)."""
     free_chars: int = 1000
     """length: characters before the penalty starts."""
+    sandbox: str = "bwrap"
+    """unit_tests: bwrap (isolated by the OS; needs bubblewrap) or process (not isolated, flagged)."""
 
     def __post_init__(self):
         if self.kind not in REWARD_SOURCES:
@@ -86,11 +88,14 @@ class RewardSection:
         """The options set away from their defaults: the builder refuses one its kind does not take
         and asks for one it needs, naming what the kind takes."""
         defaults = RewardSection.__dataclass_fields__
-        options = ("pattern", "model", "mode", "rubric", "free_chars")
+        options = ("pattern", "model", "mode", "rubric", "free_chars", "sandbox")
         return {name: getattr(self, name) for name in options if getattr(self, name) != defaults[name].default}
 
     def build(self):
         return build_reward_source(self.kind, **self.options())
+
+    def warnings(self) -> list[str]:
+        return reward_warnings(self.kind, **self.options())
 
 
 @dataclass

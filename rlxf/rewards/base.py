@@ -19,12 +19,13 @@ class RewardBatch:
     by_source: dict[str, Tensor] = field(default_factory=dict)  # name -> (B,) that source's raw score
     details: list[dict] = field(default_factory=list)  # per completion: parsed answer, test output, judge reply...
     token_rewards: Tensor | None = None  # (B, T) optional per-token rewards (e.g. fine-grained spans)
+    flags: dict[str, float] = field(default_factory=dict)  # facts about how it was scored, logged as they are
 
     def metrics(self) -> dict[str, float]:
-        """Mean reward overall and per source, for logging."""
+        """Mean reward overall and per source, and the flags, for logging."""
         out = {"reward": float(self.rewards.float().mean())}
         out.update({f"reward/{name}": float(values.float().mean()) for name, values in self.by_source.items()})
-        return out
+        return out | self.flags
 
 
 class RewardSource(Protocol):

@@ -28,14 +28,15 @@ class WeightedSum:
 
     def score(self, prompts, completions, **context) -> RewardBatch:
         total = torch.zeros(len(completions))
-        by_source, details = {}, [{} for _ in completions]
+        by_source, flags, details = {}, {}, [{} for _ in completions]
         for source, weight, normalize in zip(self.sources, self.weights, self.normalize):
             batch = source.score(prompts, completions, **context)
             by_source.update(batch.by_source)
+            flags.update(batch.flags)
             values = batch.rewards.float()
             if normalize and len(values) > 1:
                 values = (values - values.mean()) / (values.std() + 1e-6)
             total += weight * values
             for row, detail in zip(details, batch.details):
                 row[source.name] = detail
-        return RewardBatch(total, by_source, details)
+        return RewardBatch(total, by_source, details, flags=flags)

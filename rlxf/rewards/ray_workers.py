@@ -69,4 +69,5 @@ def concat_reward_batches(parts: Sequence[RewardBatch]) -> RewardBatch:
         {name: torch.cat([p.by_source[name] for p in parts]) for name in parts[0].by_source},
         [detail for p in parts for detail in p.details],
         token_rewards,
+        {name: value for p in parts for name, value in p.flags.items()},
     )

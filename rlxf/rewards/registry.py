@@ -11,7 +11,7 @@ import inspect
 from typing import Any, Callable, Sequence
 
 from rlxf.rewards.base import RewardSource
-from rlxf.rewards.code import UnitTestReward
+from rlxf.rewards.code import UNISOLATED, UnitTestReward
 from rlxf.rewards.combine import WeightedSum
 from rlxf.rewards.math import MathVerifier
 from rlxf.rewards.rules import FormatReward, LengthPenalty
@@ -21,8 +21,8 @@ def _math() -> RewardSource:
     return MathVerifier()
 
 
-def _unit_tests() -> RewardSource:
-    return UnitTestReward()
+def _unit_tests(sandbox: str = "bwrap") -> RewardSource:
+    return UnitTestReward(sandbox=sandbox)
 
 
 def _format(pattern: str) -> RewardSource:
@@ -53,7 +53,8 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
     "reward_model": _reward_model,
     "judge": _judge,
 }
-"""math: math-verify against the prompt's answer; unit_tests: MBPP-style asserts in the sandbox;
+"""math: math-verify against the prompt's answer; unit_tests: MBPP-style asserts in the sandbox
+(bubblewrap; sandbox=process where it cannot be installed, not isolated);
 format: a regular expression; length: a penalty past free_chars; reward_model: a folder from
 `rlxf rm`; judge: an LLM with a rubric, pointwise or pairwise against the prompt's reference."""
 
@@ -77,6 +78,11 @@ def build_reward_source(kind: str, **options: Any) -> RewardSource:
     except TypeError as error:
         raise ValueError(f"reward kind {kind}: {error}; it takes {takes}") from None
     return builder(**options)
+
+
+def reward_warnings(kind: str, **options: Any) -> list[str]:
+    """What a model card must say about a source of ``kind`` built with ``options``."""
+    return [UNISOLATED] if kind == "unit_tests" and options.get("sandbox") == "process" else []
 
 
 def combined(sources: Sequence[RewardSource], weights: Sequence[float], normalize: Sequence[bool]) -> RewardSource:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 from torch import nn
@@ -14,14 +14,22 @@ from rlxf.models.lora import is_lora, merged_copy_for_saving
 
 
 def model_card(
-    *, title: str, base_model: str, recipe: str, data: dict[str, Any], config: dict[str, Any], metrics: dict[str, Any]
+    *,
+    title: str,
+    base_model: str,
+    recipe: str,
+    data: dict[str, Any],
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    warnings: Sequence[str] = (),
 ) -> str:
     front = yaml.safe_dump(
         {"library_name": "transformers", "base_model": base_model, "tags": ["rlxf", recipe]}, sort_keys=False
     )
     data_lines = "\n".join(f"- **{k}**: {v}" for k, v in data.items())
+    warning_lines = "".join(f"> **Warning**: {w}\n\n" for w in warnings)
     return (
-        f"---\n{front}---\n\n# {title}\n\nTrained with `rlxf {recipe}` from `{base_model}`.\n\n"
+        f"---\n{front}---\n\n# {title}\n\nTrained with `rlxf {recipe}` from `{base_model}`.\n\n{warning_lines}"
         f"## Data\n\n{data_lines}\n\n"
         f"## Metrics\n\n```json\n{json.dumps(metrics, indent=2, sort_keys=True)}\n```\n\n"
         f"## Config\n\n```yaml\n{yaml.safe_dump(config, sort_keys=False)}```\n"

@@ -1,0 +1,61 @@
+"""Unit-test reward throughput: MBPP programs scored per second, per sandbox.
+
+The reference solutions of MBPP's training split (374 programs, 3 asserts each, from
+../shared/data) are scored by `UnitTestReward` with 2 workers under each isolation:
+`bwrap` (the OS sandbox, the default) and `process` (resource limits and an audit hook only,
+the design before OS isolation). Every program must pass in both, or the numbers mean nothing.
+
+    python bench/sandbox_throughput.py [--programs 374] [--repeats 3]
+
+Prints programs per second and milliseconds per program for each, and writes
+bench/results/sandbox_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MBPP = ROOT.parent / "shared" / "data" / "mbpp_train.jsonl"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--programs", type=int, default=374)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    from rlxf.rewards.code import UnitTestReward
+    from rlxf.rewards.sandbox import SandboxLimits
+
+    rows = [json.loads(line) for line in MBPP.read_text().splitlines()][: args.programs]
+    programs, tests, setup = [r["code"] for r in rows], [r["test_list"] for r in rows], [r["test_setup_code"] for r in rows]
+    results = {}
+    for isolation in ("bwrap", "process"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reward = UnitTestReward(limits=SandboxLimits(timeout_seconds=30), workers=2, sandbox=isolation)
+        reward.score([], programs[:4], tests=tests[:4], setup=setup[:4])  # warm-up: the first sandbox probes bwrap
+        seconds = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            batch = reward.score([], programs, tests=tests, setup=setup)
+            seconds.append(time.perf_counter() - started)
+            failing = [r["task_id"] for r, value in zip(rows, batch.rewards.tolist()) if value < 1]
+            if failing:
+                raise SystemExit(f"{isolation}: reference solutions failed: {failing[:10]}")
+        best = statistics.median(seconds)
+        results[isolation] = {"programs_per_second": len(rows) / best, "ms_per_program": 1000 * best / len(rows)}
+        print(f"{isolation:8s} {len(rows) / best:7.1f} programs/s  {1000 * best / len(rows):6.1f} ms/program")
+    ratio = results["process"]["programs_per_second"] / results["bwrap"]["programs_per_second"]
+    print(f"bwrap costs {ratio:.2f}x the time of process isolation per program")
+    out = ROOT / "bench" / "results" / "sandbox_throughput.json"
+    out.write_text(json.dumps({"programs": len(rows), "workers": 2, **results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
