@@ -94,8 +94,8 @@ class _Cell:
             if isinstance(value, bool):
                 raise ValueError
             number = float(value)
-        except (TypeError, ValueError):
-            raise self.error(field, f"expected a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise self.error(field, f"expected a number, got {str(value)[:50]!r}") from None
         if not math.isfinite(number):
             raise self.error(field, f"expected a finite number, got {value!r}")
         return number
@@ -264,14 +264,21 @@ def detect_preference_format(row: Row) -> str:
 # ---- labeled and prompt adapters -------------------------------------------------------
 
 
-def _from_unpaired(cell: _Cell) -> Labeled:
+_BINARY_LABELS = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0}
+
+
+def _binary_label(cell: _Cell) -> float:
+    """KTO's desirable/undesirable label: true/false or 1/0 (as JSON values or text)."""
     label = cell.require("label")
-    if isinstance(label, bool):
-        label = float(label)
-    elif isinstance(label, str) and label.strip().lower() in ("true", "false"):
-        label = float(label.strip().lower() == "true")
-    else:
-        label = cell.required_number("label")
+    if isinstance(label, (bool, int, float)) and label in (0, 1):
+        return float(label)
+    if isinstance(label, str) and label.strip().lower() in _BINARY_LABELS:
+        return _BINARY_LABELS[label.strip().lower()]
+    raise cell.error("label", f"expected true/false or 1/0, got {label!r}")
+
+
+def _from_unpaired(cell: _Cell) -> Labeled:
+    label = _binary_label(cell)
     annotator = cell.row.get("annotator")
     return Labeled(
         cell.prompt("prompt"),
@@ -298,7 +305,11 @@ def _from_prompt_row(cell: _Cell) -> Prompt:
             context = {key: str(cell.row[key]) for key in ("answer", "reference") if cell.row.get(key) is not None}
             return Prompt(messages, source=cell.source, context=context)
     # a preference row: its preferred response is the reference a pairwise judge compares against
-    pair = _parse_preference(cell, detect_preference_format(cell.row))
+    try:
+        layout = detect_preference_format(cell.row)
+    except ValueError as error:
+        raise cell.error("prompt", f"missing, and the row is no preference pair either ({error})") from None
+    pair = _parse_preference(cell, layout)
     return Prompt(pair.prompt, source=cell.source, context={"reference": pair.chosen})
 
 
@@ -313,7 +324,7 @@ def _read(path: str | Path, parse: Callable[[_Cell], Any], on_bad_row: OnBadRow)
     if on_bad_row not in ("error", "skip"):
         raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
     records, bad = [], BadRows()
-    for location, row in iter_rows(path):
+    for location, row in iter_rows(path, bad if on_bad_row == "skip" else None):
         cell = _Cell(str(path), location, row)
         try:
             records.append(parse(cell))
@@ -321,6 +332,8 @@ def _read(path: str | Path, parse: Callable[[_Cell], Any], on_bad_row: OnBadRow)
             if on_bad_row == "error":
                 raise
             bad.errors.append(error)
+    if not records and bad:
+        raise DataError(str(path), "file", None, f"no usable rows: {bad.summary()}")
     return records, bad
 
 
@@ -348,7 +361,7 @@ def read_preferences(
 
 
 def read_labeled(path: str | Path, *, on_bad_row: OnBadRow = "error") -> tuple[list[Labeled], BadRows]:
-    """Read single completions with binary/scalar labels ({prompt, completion, label})."""
+    """Read single completions with binary labels ({prompt, completion, label: true/false or 1/0})."""
     return _read(path, _from_unpaired, on_bad_row)
 
 
@@ -402,7 +415,7 @@ def read_feedback(
 ) -> tuple[list[Labeled], BadRows]:
     """Unpaired binary feedback: labeled rows as they are, or each pair split into a
     desirable (chosen) and an undesirable (rejected) example; tied pairs are left out."""
-    first = next(iter_rows(path), (None, {}))[1]
+    first = next(iter_rows(path, BadRows()), (None, {}))[1]  # the layout, from the first readable row
     if format == "unpaired" or (format == "auto" and "completion" in first and "label" in first):
         return read_labeled(path, on_bad_row=on_bad_row)
     pairs, bad = read_preferences(path, format=format, on_bad_row=on_bad_row)

@@ -54,7 +54,7 @@ class Labeled:
     prompt: list[Message]
     completion: str
     label: float
-    """1/0 (or True/False) for binary feedback; any real number for scalar feedback."""
+    """1 (desirable) or 0 (undesirable)."""
     annotator: str | None = None
     weight: float = 1.0
     """How much this example counts relative to the others (e.g. its labeler's reliability)."""

@@ -87,9 +87,11 @@ def mbpp(path: str | Path) -> list[Prompt]:
     """MBPP problems with their tests, in the prompt layout of Austin et al. (2021)."""
     prompts = []
     for location, row in iter_rows(path):
-        for field in ("text", "test_list"):
-            if field not in row:
-                raise DataError(str(path), location, field, "expected MBPP rows {text, test_list, ...}")
+        for field, kind in (("text", str), ("test_list", list)):
+            if not isinstance(row.get(field), kind):
+                raise DataError(str(path), location, field, "expected MBPP rows {text, test_list: [assert, ...], ...}")
+        if not isinstance(row.get("test_setup_code") or "", str):
+            raise DataError(str(path), location, "test_setup_code", "expected a string")
         for test in row["test_list"]:
             if not _is_one_assert(test):
                 raise DataError(str(path), location, "test_list", f"each test must be one assert statement: {test!r}")
