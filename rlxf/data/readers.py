@@ -57,9 +57,10 @@ def _reader(path: Path):
     return readers[suffix]
 
 
-def _text_problem(path: Path, location: str, row: Row) -> DataError | None:
-    """A lone surrogate (from a ``\\ud800`` escape or an undecodable byte) anywhere in the row."""
-    stack: list[tuple[str | None, Any]] = [(None, row)]
+def find_lone_surrogate(value: Any) -> tuple[str | None, re.Match] | None:
+    """The first lone surrogate in ``value`` (strings in nested dicts and lists, keys too), with
+    the field path it sits at (``chosen[0].content``); None when there is none."""
+    stack: list[tuple[str | None, Any]] = [(None, value)]
     while stack:
         field, value = stack.pop()
         if isinstance(value, dict):
@@ -70,9 +71,17 @@ def _text_problem(path: Path, location: str, row: Row) -> DataError | None:
         elif isinstance(value, list):
             stack.extend((f"{field}[{index}]", item) for index, item in enumerate(value))
         elif isinstance(value, str) and (found := _SURROGATE.search(value)):
-            message = f"not valid text: {found.group()!r} at character {found.start()} is invalid UTF-8 or a lone surrogate"
-            return DataError(str(path), location, field, message)
+            return field, found
     return None
+
+
+def _text_problem(path: Path, location: str, row: Row) -> DataError | None:
+    """A lone surrogate (from a ``\\ud800`` escape or an undecodable byte) anywhere in the row."""
+    if (problem := find_lone_surrogate(row)) is None:
+        return None
+    field, found = problem
+    message = f"not valid text: {found.group()!r} at character {found.start()} is invalid UTF-8 or a lone surrogate"
+    return DataError(str(path), location, field, message)
 
 
 def _json_value(text: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from pathlib import Path
 
@@ -20,6 +21,16 @@ _hasher = PasswordHasher()
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def check_project_name(name: str) -> None:
+    """ASCII letters, digits, '-', '_' and '.', not starting with '.': a project's name becomes
+    its export folder's, so it can never be absolute or climb out (``..``)."""
+    if not isinstance(name, str) or len(name) > 128 or not _PROJECT_NAME.fullmatch(name):
+        raise ValueError(f"project name must be 1-128 ASCII letters, digits, '-', '_' or '.' (not first), got {name!r}")
 
 
 def create_user(session: Session, name: str, role: str = "labeler", password: str | None = None) -> tuple[User, str]:
@@ -43,6 +54,14 @@ def create_user(session: Session, name: str, role: str = "labeler", password: st
     session.add(user)
     session.flush()
     return user, token
+
+
+def set_password(user: User, password: str) -> None:
+    """A new password; every web session of the account ends."""
+    if len(password) < 8:
+        raise ValueError("password must have at least 8 characters")
+    user.password_hash = _hasher.hash(password)
+    user.session_generation += 1
 
 
 def check_password(user: User | None, password: str) -> bool:
@@ -73,6 +92,7 @@ def create_project(
     gold_rate: float = 0.0,
     repeat_rate: float = 0.0,
 ) -> Project:
+    check_project_name(name)
     if question not in QUESTIONS:
         raise ValueError(f"question must be one of {', '.join(QUESTIONS)} ({QUESTIONS_HELP}), got {question!r}")
     if overlap < 1 or lease_seconds < 1:

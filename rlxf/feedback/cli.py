@@ -5,24 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ACTIONS = ("add-user", "create-project", "import", "generate", "add-member", "judge", "prioritize", "quality", "export")
+ACTIONS = ("add-user", "set-password", "create-project", "import", "generate", "add-member", "judge", "prioritize", "quality", "export")
 
 
 @dataclass
 class FeedbackConfig:
     action: str = "export"
-    """add-user, create-project, import (items from a file), generate (items sampled from a
+    """add-user, set-password (ends the account's web sessions), create-project, import (items from a file), generate (items sampled from a
     model for a file of prompts), add-member, judge (an LLM judge
     answers a pairwise project in both orders), prioritize (reward models set the active order),
     quality (labeler accuracy, consistency and agreement as JSON) or export."""
     db: str = "feedback.db"
     """The store: a SQLite file, or a SQLAlchemy URL."""
     name: str = ""
-    """add-user: the account; create-project: the project; add-member: the account to add."""
+    """add-user, set-password: the account; create-project: the project; add-member: the account to add."""
     role: str = "labeler"
     """add-user: labeler or admin."""
     password: str = ""
-    """add-user: a password for the web page (else the account uses its API token only)."""
+    """add-user, set-password: a password for the web page (else the account uses its API token only)."""
     project: str = ""
     """import, add-member: the project's name."""
     question: str = "pairwise"
@@ -88,7 +88,11 @@ def run_feedback(config: FeedbackConfig) -> None:
     store.upgrade()
     if config.action == "export":
         for folder in export_snapshot(
-            store, config.out, config.projects or None, min_gold_accuracy=config.min_gold_accuracy
+            store,
+            config.out,
+            config.projects or None,
+            min_gold_accuracy=config.min_gold_accuracy,
+            weight_by_reliability=config.weight_by_reliability,
         ):
             print(f"wrote {folder}")
         return
@@ -103,6 +107,9 @@ def run_feedback(config: FeedbackConfig) -> None:
         if config.action == "add-user":
             user, token = admin.create_user(session, config.name, config.role, config.password or None)
             print(f"created {user.role} {user.name}; API token (shown once): {token}")
+        elif config.action == "set-password":
+            admin.set_password(named(User, config.name, "user"), config.password)
+            print(f"set a new password for {config.name}; its web sessions have ended")
         elif config.action == "create-project":
             guidelines = config.guidelines
             if guidelines.endswith(".md") and Path(guidelines).is_file():

@@ -171,6 +171,10 @@ def record_answer(
         earlier = session.get(Answer, supersedes)
         if earlier is None or earlier.user_id != user.id or earlier.item_id != item_id:
             raise Refused(409, f"answer {supersedes} is not one of yours for item {item_id}")
+        # under the project lock: of two corrections of one answer, the second sees the first
+        later = session.scalar(select(Answer.id).where(Answer.supersedes == supersedes))
+        if later is not None:
+            raise Refused(409, f"answer {supersedes} was corrected already by answer {later}; correct that one")
     elif assignment.answered:
         raise Refused(409, f"item {item_id} is answered already; send a correction (supersedes) to change it")
     elif assignment.expires_at <= now() and _overlap_taken(session, project, assignment):

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -102,10 +104,12 @@ def export_project(
                     rows = [{**row, "weight": measured_reliability} for row in rows]
             files[prefix + name].extend(rows)
         exported.append(answer)
-    target = next_version(out / project.name)
-    target.mkdir(parents=True)
+    target = next_version(project_folder(out, project))
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an export that died
+    partial.mkdir(parents=True)
     for name, rows in files.items():
-        with open(target / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+        with open(partial / f"{name}.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     manifest = {
         "project": project.name,
@@ -124,8 +128,19 @@ def export_project(
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "rlxf_version": __version__,
     }
-    (target / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    partial.rename(target)  # a snapshot appears whole or not at all
     return target
+
+
+def project_folder(out: Path, project: Project) -> Path:
+    """``out/<slug of the project's name>``, checked to stay inside ``out`` whatever the name
+    (names are validated when projects are made; older stores may hold any)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]", "-", project.name).lstrip(".") or f"project-{project.id}"
+    folder = (out / slug).resolve()
+    if folder.parent != out.resolve():
+        raise ValueError(f"project {project.name!r} would export outside {out}")
+    return folder
 
 
 def export_snapshot(

@@ -3,16 +3,19 @@ URL imports and escaped rendering of model text."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import secrets
 import socket
-import time
-from collections import defaultdict, deque
 from urllib.parse import urlsplit
 
 from markdown_it import MarkdownIt
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.responses import PlainTextResponse
+
+from rlxf.feedback.store import LoginAttempt, now
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -49,14 +52,14 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await PlainTextResponse("request body too large", 413)(scope, receive, send)
+            return await _too_large()(scope, receive, send)
         body, more = [], True
         while more:
             message = await receive()
             body.append(message.get("body", b""))
             more = message.get("more_body", False)
             if sum(map(len, body)) > self.limit:
-                return await PlainTextResponse("request body too large", 413)(scope, receive, send)
+                return await _too_large()(scope, receive, send)
         whole = b"".join(body)
         replayed = False
 
@@ -68,6 +71,11 @@ class BodySizeLimit:
             return {"type": "http.request", "body": whole, "more_body": False}
 
         return await self.app(scope, replay, send)
+
+
+def _too_large() -> PlainTextResponse:
+    # answered before the app (and its header middleware) runs, so it sets the headers itself
+    return PlainTextResponse("request body too large", 413, headers=HEADERS)
 
 
 def new_csrf_token() -> str:
@@ -83,26 +91,30 @@ LOGIN_ATTEMPTS, LOGIN_WINDOW_SECONDS = 5, 300
 
 
 class LoginThrottle:
-    """Failed logins per key (account and client address) in a sliding window. Counted in the
-    app's process, which is enough because one app process serves a store."""
+    """Login tries per key (account and client address) in a sliding window, kept in the store
+    (``login_attempts``), so every worker and every app on one store shares the count.
+
+    A try is written as a failure *before* the password is checked, in a transaction of its
+    own, and the count read after that commit includes every try committed before it: of any
+    number of simultaneous tries, the k-th to commit sees at least k, so at most ``attempts``
+    of them reach the password check. A successful login clears the key."""
 
     def __init__(self, attempts: int = LOGIN_ATTEMPTS, window_seconds: float = LOGIN_WINDOW_SECONDS):
         self.attempts, self.window_seconds = attempts, window_seconds
-        self.failures: dict[str, deque[float]] = defaultdict(deque)
 
-    def refuses(self, key: str) -> bool:
-        """Whether ``key`` has used up its attempts in the current window."""
-        failures = self.failures[key]
-        while failures and failures[0] < time.monotonic() - self.window_seconds:
-            failures.popleft()
-        return len(failures) >= self.attempts
+    def admits(self, session: Session, key: str) -> bool:
+        """Records a try for ``key`` (committing ``session``); whether it is within the window's tries."""
+        since = now() - dt.timedelta(seconds=self.window_seconds)
+        session.execute(delete(LoginAttempt).where(LoginAttempt.at < since))
+        session.add(LoginAttempt(key=key, at=now()))
+        session.commit()
+        tries = session.scalar(select(func.count(LoginAttempt.id)).where(LoginAttempt.key == key, LoginAttempt.at >= since))
+        session.commit()
+        return tries <= self.attempts
 
-    def count_failure(self, key: str) -> None:
-        self.failures[key].append(time.monotonic())
-
-    def forget(self, key: str) -> None:
-        """A successful login starts the count afresh."""
-        self.failures[key].clear()
+    def forget(self, session: Session, key: str) -> None:
+        """A successful login starts the count afresh (committed with the caller's session)."""
+        session.execute(delete(LoginAttempt).where(LoginAttempt.key == key))
 
 
 class UnsafeURL(ValueError):

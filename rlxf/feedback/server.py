@@ -8,6 +8,7 @@ The routes live in `rlxf.feedback.routes`, one module per area.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -45,6 +47,9 @@ class ServeConfig:
     """Hosts that item files may be imported from by URL; none by default."""
     secure_cookies: bool = False
     """Send the session cookie over HTTPS only (set when served behind TLS)."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Addresses of reverse proxies whose X-Forwarded-For names the client (login throttling
+    counts by client address); none by default, so a client cannot name itself."""
 
     def __post_init__(self):
         if not 0 < self.port < 65536 or self.max_body_bytes < 1024:
@@ -95,6 +100,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodySizeLimit, limit=max_body_bytes)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     for area in (auth, labeling, admin, quality):
         app.include_router(area.router)
     return app
@@ -107,6 +113,14 @@ async def http_error(request: Request, error: HTTPException):
     if error.status_code == 401 and wants_page:
         return RedirectResponse("/login", status_code=303)
     return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+
+
+async def validation_error(request: Request, error: RequestValidationError):
+    """422 with what was wrong and where, without echoing the input back: it may not even be
+    encodable (a lone surrogate), and it is the sender's own anyway."""
+    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in error.errors()]
+    body = json.dumps({"detail": details}, ensure_ascii=True, default=str)
+    return Response(body, status_code=422, media_type="application/json")
 
 
 def serve(config: ServeConfig) -> None:
@@ -122,4 +136,17 @@ def serve(config: ServeConfig) -> None:
         secure_cookies=config.secure_cookies,
     )
     print(f"rlxf feedback app on http://{config.host}:{config.port} (store: {config.db})")
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    uvicorn.run(app, **uvicorn_settings(config))
+
+
+def uvicorn_settings(config: ServeConfig) -> dict:
+    """Where to listen, and whose X-Forwarded-For to believe: only ``trusted_proxies``'
+    (uvicorn's own default believes any client on loopback)."""
+    proxies = ",".join(config.trusted_proxies)
+    return {
+        "host": config.host,
+        "port": config.port,
+        "log_level": "warning",
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies or None,
+    }

@@ -51,6 +51,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(256))
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     """sha256 of an API token (tokens are long random strings: a fast hash is enough)."""
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Web sessions carry the generation they were made in; logout and a new password bump it,
+    which ends every earlier session of the account, wherever its cookie was saved."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
 
 
@@ -134,6 +137,7 @@ class Assignment(Base):
 
 class Answer(Base):
     __tablename__ = "answers"
+    __table_args__ = (UniqueConstraint("supersedes", name="one_correction_per_answer"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
@@ -145,6 +149,17 @@ class Answer(Base):
     supersedes: Mapped[int | None] = mapped_column(ForeignKey("answers.id"))
     app_version: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
+
+
+class LoginAttempt(Base):
+    """A login try, kept for the throttle's window: counted in the store, so every worker of
+    an app (and every app on one store) sees the same count."""
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(320), index=True)
+    """The account name and the client's address."""
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 def database_url(value: str | Path) -> str:

@@ -1,9 +1,11 @@
 import json
+import os
 
 import pytest
+from sqlalchemy import text
 
 from rlxf.feedback.admin import add_member, create_project, create_user, import_items
-from rlxf.feedback.store import Store
+from rlxf.feedback.store import Base, Store
 
 
 @pytest.fixture
@@ -33,3 +35,24 @@ def make_project(store, tmp_path, *, question="pairwise", rows=None, labelers=3,
             add_member(session, project, user)
             users[user.name] = user
         return project.id, users
+
+
+def postgres_url() -> str:
+    url = os.environ.get("RLXF_TEST_POSTGRES_URL", "")
+    if not url and os.environ.get("RLXF_REQUIRE_POSTGRES"):
+        raise RuntimeError("RLXF_REQUIRE_POSTGRES is set but RLXF_TEST_POSTGRES_URL is not")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "database.db")
+    url = postgres_url()
+    if not url:
+        pytest.skip("no PostgreSQL given (RLXF_TEST_POSTGRES_URL)")
+    store = Store(url)
+    with store.engine.begin() as connection:  # a clean schema for this run
+        Base.metadata.drop_all(connection)
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    return url

@@ -4,6 +4,7 @@ injected markup inert, and the pairwise answers exported to train a reward model
 
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -221,4 +222,54 @@ def test_an_answer_given_offline_waits_and_is_stored_once_when_the_network_retur
     wait_for(lambda: answers(site, "offline") == [{"reaction": "love"}])
     tab.wait_for_selector("#done")
     assert tab.evaluate("localStorage.getItem('rlxf-unsent-answers')") == "[]"
+    context.close()
+
+
+def log_in(tab, site, name, password):
+    tab.goto(site["url"] + "/login")
+    tab.fill("input[name=name]", name)
+    tab.fill("input[name=password]", password)
+    tab.keyboard.press("Enter")
+    tab.wait_for_url(site["url"] + "/")
+
+
+def test_answers_on_a_stale_page_survive_a_new_login_and_a_logout_and_are_stored_once(browser, site):
+    """A login in another tab gives the session a new CSRF token, a logout ends it: the open
+    page keeps its answer queued, gets the session's token again, and sends it once."""
+    rows = [{"prompt": f"stale {i}", "responses": ["r"]} for i in range(2)]
+    with site["store"].session() as session:
+        project = create_project(session, "stale", "reaction")
+        import_items(session, project, write_items(site["folder"] / "stale.jsonl", rows))
+        user, _ = create_user(session, "cara", password="cara password")
+        add_member(session, project, user)
+        project_id = project.id
+    context = browser.new_context()
+    labeling, other = context.new_page(), context.new_page()  # two tabs sharing one cookie jar
+    log_in(labeling, site, "cara", "cara password")
+    labeling.goto(f"{site['url']}/projects/{project_id}")
+    stale_token = labeling.get_attribute("body", "data-csrf")
+
+    log_in(other, site, "cara", "cara password")  # a fresh session: the open page's token is stale
+    assert other.get_attribute("body", "data-csrf") != stale_token
+    first = labeling.get_attribute("#task", "data-item")
+    labeling.keyboard.press("1")
+    wait_for(lambda: answers(site, "stale") == [{"reaction": "love"}])
+    labeling.wait_for_selector(f"#task:not([data-item='{first}'])")  # stored, so the next item is shown
+
+    other.click("button:has-text('Log out')")  # the session ends: the next answer waits for a login
+    other.wait_for_url(site["url"] + "/login")
+    labeling.keyboard.press("2")
+    labeling.wait_for_selector("#unsent:has-text('Log in again in another tab')")
+    assert answers(site, "stale") == [{"reaction": "love"}]
+    # log in again without opening a page, so no other tab's script sends the queue: the stale
+    # page's own periodic retry must find the new session's token
+    form = context.request.get(site["url"] + "/login").text()
+    login_csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    login = {"name": "cara", "password": "cara password", "csrf": login_csrf}
+    assert context.request.post(site["url"] + "/login", form=login).ok
+    wait_for(lambda: answers(site, "stale") == [{"reaction": "love"}, {"reaction": "like"}])
+    labeling.wait_for_selector("#done")
+    time.sleep(1)  # nothing is sent twice after the acknowledgement
+    assert answers(site, "stale") == [{"reaction": "love"}, {"reaction": "like"}]
+    assert labeling.evaluate("localStorage.getItem('rlxf-unsent-answers')") == "[]"
     context.close()

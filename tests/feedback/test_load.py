@@ -14,33 +14,12 @@ from collections import Counter
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from rlxf.feedback.admin import add_member, create_project, create_user
-from rlxf.feedback.store import Answer, Base, Candidate, Item, Store
+from rlxf.feedback.store import Answer, Candidate, Item, Store
 
 LABELERS, ITEMS, OVERLAP, TARGET = 20, 720, 3, 2000
-
-
-def postgres_url() -> str:
-    url = os.environ.get("RLXF_TEST_POSTGRES_URL", "")
-    if not url and os.environ.get("RLXF_REQUIRE_POSTGRES"):
-        raise RuntimeError("RLXF_REQUIRE_POSTGRES is set but RLXF_TEST_POSTGRES_URL is not")
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "load.db")
-    url = postgres_url()
-    if not url:
-        pytest.skip("no PostgreSQL given (RLXF_TEST_POSTGRES_URL)")
-    store = Store(url)
-    with store.engine.begin() as connection:  # a clean schema for this run
-        Base.metadata.drop_all(connection)
-        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    return url
 
 
 def populate(url: str) -> dict[str, str]:

@@ -245,3 +245,18 @@ def test_repeated_failed_logins_are_refused_for_a_while(app):
     right = client.post("/login", data={"name": "labeler0", "password": "correct horse", "csrf": csrf})
     assert right.status_code == 429  # even the right password, until the window has passed
     assert logged_in(app["app"], "labeler1")[1]  # other accounts are not affected
+
+
+def test_the_session_route_gives_a_logged_in_session_its_csrf_token_and_no_one_else(app):
+    client, csrf = logged_in(app["app"])
+    response = client.get("/api/session")
+    assert response.status_code == 200 and response.json() == {"csrf": csrf}
+    assert response.headers["cache-control"] == "no-store"
+
+    visitor = TestClient(app["app"], follow_redirects=False)
+    refused = visitor.get("/api/session", headers={"accept": "text/html"})
+    assert refused.status_code == 401 and "set-cookie" not in refused.headers  # no session started
+    bearer = {"Authorization": f"Bearer {app['token']}"}
+    assert visitor.get("/api/session", headers=bearer).status_code == 401  # a token has no session
+    client.post("/logout", data={"csrf": csrf})
+    assert client.get("/api/session").status_code == 401

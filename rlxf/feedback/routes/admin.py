@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from rlxf.data import DataError
 from rlxf.feedback import admin
-from rlxf.feedback.routes.dependencies import Administrator, Database, Shared, page, project_of
+from rlxf.feedback.routes.dependencies import Administrator, Database, ProjectId, Shared, page, project_of
 from rlxf.feedback.security import UnsafeURL, check_import_url
 from rlxf.feedback.store import Project, User
 
@@ -78,7 +78,7 @@ def add_project(
 @router.post("/admin/projects/{project_id}/members", response_class=HTMLResponse)
 def add_member(
     request: Request,
-    project_id: int,
+    project_id: ProjectId,
     name: Annotated[str, Form(max_length=64)],
     user: Administrator,
     session: Database,
@@ -95,7 +95,7 @@ def add_member(
 @router.post("/admin/projects/{project_id}/items", response_class=HTMLResponse)
 def upload_items(
     request: Request,
-    project_id: int,
+    project_id: ProjectId,
     file: Annotated[UploadFile, File()],
     user: Administrator,
     session: Database,
@@ -107,7 +107,7 @@ def upload_items(
 @router.post("/admin/projects/{project_id}/import-url", response_class=HTMLResponse)
 def import_url(
     request: Request,
-    project_id: int,
+    project_id: ProjectId,
     url: Annotated[str, Form(max_length=2000)],
     user: Administrator,
     session: Database,

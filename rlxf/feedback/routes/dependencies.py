@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi import Path as PathParameter
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -21,6 +22,9 @@ from rlxf.feedback.security import LoginThrottle, new_csrf_token, render_markdow
 from rlxf.feedback.store import Membership, Project, Store, User
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
+MAX_ID = 2**63 - 1
+"""The largest id a database integer column holds; a larger one is a 422, not a 500."""
+ProjectId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -85,8 +89,8 @@ def caller(request: Request, csrf: Annotated[str | None, Depends(csrf_given)], s
             raise HTTPException(401, "unknown token")
         return user
     user = session.get(User, request.session.get("user_id", 0))
-    if user is None:
-        raise HTTPException(401, "log in first")
+    if user is None or request.session.get("generation") != user.session_generation:
+        raise HTTPException(401, "log in first")  # never logged in, or logged out since
     if request.method not in ("GET", "HEAD") and not same_token(request.session.get("csrf"), csrf):
         raise HTTPException(403, "missing or wrong CSRF token")
     return user

@@ -5,25 +5,34 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rlxf import __version__
+from rlxf.data.readers import find_lone_surrogate
 from rlxf.feedback.distribution import Refused, next_assignment, record_answer
-from rlxf.feedback.routes.dependencies import Caller, Database, Shared, page, project_of
+from rlxf.feedback.routes.dependencies import MAX_ID, Caller, Database, ProjectId, Shared, page, project_of
 from rlxf.feedback.store import Answer, Assignment, Candidate, Item, Membership, Project, User
 
 router = APIRouter()
 
 
 class AnswerIn(BaseModel):
-    item_id: int
+    item_id: int = Field(ge=1, le=MAX_ID)
     answer: dict
     idempotency_key: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")
     """The client's key for this answer: a retried request with the same key stores nothing new."""
-    supersedes: int | None = None
-    """The id of the caller's earlier answer that this one corrects."""
+    supersedes: int | None = Field(default=None, ge=1, le=MAX_ID)
+    """The id of the caller's earlier answer that this one corrects (the newest of its chain)."""
+
+    @field_validator("answer")
+    @classmethod
+    def _text_only(cls, answer: dict) -> dict:
+        """A lone surrogate (``"\\ud800"`` in JSON) is no text: it could be stored but not exported or shown."""
+        if find_lone_surrogate(answer) is not None:
+            raise ValueError("the answer holds a lone surrogate (\\ud800-\\udfff), which is not text")
+        return answer
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -32,7 +41,7 @@ def home(request: Request, user: Caller, session: Database):
 
 
 @router.get("/projects/{project_id}", response_class=HTMLResponse)
-def label_page(request: Request, project_id: int, user: Caller, session: Database, state: Shared):
+def label_page(request: Request, project_id: ProjectId, user: Caller, session: Database, state: Shared):
     project = project_of(session, user, project_id)
     assignment = next_assignment(session, project.id, user, state.rng)
     task = None if assignment is None else shown_task(session, assignment)
@@ -42,7 +51,7 @@ def label_page(request: Request, project_id: int, user: Caller, session: Databas
 
 
 @router.get("/api/projects/{project_id}/next")
-def next_item(project_id: int, user: Caller, session: Database, state: Shared):
+def next_item(project_id: ProjectId, user: Caller, session: Database, state: Shared):
     """The caller's next item with its responses in the order to show them; 204 when none is left."""
     project = project_of(session, user, project_id)
     assignment = next_assignment(session, project.id, user, state.rng)
@@ -62,7 +71,7 @@ def next_item(project_id: int, user: Caller, session: Database, state: Shared):
 
 
 @router.post("/api/projects/{project_id}/answers")
-def submit(project_id: int, body: AnswerIn, user: Caller, session: Database):
+def submit(project_id: ProjectId, body: AnswerIn, user: Caller, session: Database):
     """Stores the answer (201), or finds the one stored under the same idempotency key (200)."""
     project = project_of(session, user, project_id)
     try:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from rlxf.feedback.quality import quality_report
-from rlxf.feedback.routes.dependencies import Administrator, Database, page, project_of
+from rlxf.feedback.routes.dependencies import Administrator, Database, ProjectId, page, project_of
 
 LABELER_MEASURES = ("gold_accuracy", "consistency", "mean_kappa")
 
@@ -14,13 +14,13 @@ router = APIRouter()
 
 
 @router.get("/admin/projects/{project_id}/quality", response_class=HTMLResponse)
-def quality_page(request: Request, project_id: int, user: Administrator, session: Database):
+def quality_page(request: Request, project_id: ProjectId, user: Administrator, session: Database):
     project = project_of(session, user, project_id)
     return page(request, "quality.html", user=user, project=project, report=quality_report(session, project))
 
 
 @router.get("/admin/projects/{project_id}/quality.png")
-def quality_plot(project_id: int, user: Administrator, session: Database):
+def quality_plot(project_id: ProjectId, user: Administrator, session: Database):
     project = project_of(session, user, project_id)
     return Response(labeler_plot(quality_report(session, project)), media_type="image/png")
 

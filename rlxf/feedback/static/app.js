@@ -1,10 +1,14 @@
 // Keyboard answers and a send queue that survives network failures and reloads: every answer
 // gets an idempotency key when it is given, waits in localStorage until the server has
-// acknowledged it, and is retried until then (the server stores a key's answer once).
+// acknowledged it, and is retried until then (the server stores a key's answer once). A stale
+// session (a new login in another tab, or an expired one) keeps the answers queued too: the
+// page fetches its session's current CSRF token and sends them again.
 "use strict";
 
 const QUEUE = "rlxf-unsent-answers";
-const csrf = document.body.dataset.csrf;
+const CSRF_REFUSED = "missing or wrong CSRF token"; // the server's 403 detail for a stale token
+let csrf = document.body.dataset.csrf; // replaced when the session's token has changed
+let loggedOut = false; // the session has ended: the labeler must log in again (in another tab)
 
 function unsent() {
   try { return JSON.parse(localStorage.getItem(QUEUE) || "[]"); } catch { return []; }
@@ -12,14 +16,42 @@ function unsent() {
 
 function saveUnsent(list) {
   localStorage.setItem(QUEUE, JSON.stringify(list));
+  showUnsent(list);
+}
+
+function showUnsent(list) {
   const banner = document.getElementById("unsent");
   banner.hidden = list.length === 0;
-  banner.textContent = `${list.length} answer(s) not yet sent: retrying…`;
+  banner.textContent = loggedOut
+    ? `${list.length} answer(s) not yet sent: you are logged out. Log in again in another tab; they are sent once you have.`
+    : `${list.length} answer(s) not yet sent: retrying…`;
+}
+
+// Asks the server for the session's current token; true when a usable one came back.
+async function refreshCsrf() {
+  let response;
+  try {
+    response = await fetch("/api/session", { headers: { Accept: "application/json" }, cache: "no-store" });
+  } catch {
+    return false; // offline: the caller tries again later
+  }
+  loggedOut = response.status === 401;
+  const fresh = response.ok ? (await response.json().catch(() => ({}))).csrf : undefined;
+  saveUnsent(unsent()); // shows or clears the logged-out banner
+  if (typeof fresh !== "string" || fresh === csrf) return false;
+  csrf = fresh;
+  return true;
 }
 
 let flushing = false;
 
+// The queue is shared by the app's tabs: another tab may have sent this page's answer.
+function ownAnswerSent() {
+  return sentKey !== null && !unsent().some((e) => e.body.idempotency_key === sentKey);
+}
+
 async function flush() {
+  if (ownAnswerSent()) { location.reload(); return; }
   if (flushing) return;
   flushing = true;
   try {
@@ -39,9 +71,17 @@ async function flush() {
         setTimeout(flush, 2000);
         return;
       }
-      if (response.status === 401) { location.href = "/login"; return; }
+      if (response.status === 401 || response.status === 403) {
+        const detail = await response.clone().json().catch(() => ({}));
+        if (response.status === 401 || detail.detail === CSRF_REFUSED) {
+          // not the answer's fault: keep it, get the session's token, and send it again
+          const refreshed = await refreshCsrf();
+          setTimeout(flush, refreshed ? 0 : 5000);
+          return;
+        }
+      }
       const remaining = unsent().filter((e) => e.body.idempotency_key !== entry.body.idempotency_key);
-      saveUnsent(remaining); // stored (2xx) or refused for good (4xx): either way it leaves the queue
+      saveUnsent(remaining); // stored (2xx) or refused for good (other 4xx): either way it leaves the queue
       if (!response.ok) {
         const detail = await response.json().catch(() => ({}));
         showStatus(`Not saved: ${detail.detail || response.status}`);
@@ -60,6 +100,7 @@ function showStatus(text) {
 }
 
 let sent = false;
+let sentKey = null; // the idempotency key of the answer given on this page
 
 function send(answer) {
   const task = document.getElementById("task");
@@ -71,6 +112,7 @@ function send(answer) {
     next: true,
     body: { item_id: Number(task.dataset.item), answer, idempotency_key: key.slice(0, 64) },
   };
+  sentKey = entry.body.idempotency_key;
   saveUnsent([...unsent(), entry]);
   showStatus("Sending…");
   flush();
@@ -182,6 +224,12 @@ const questions = {
     return (event) => { if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) submit(); };
   },
 };
+
+window.addEventListener("storage", (event) => {
+  if (event.key !== QUEUE) return;
+  showUnsent(unsent());
+  if (ownAnswerSent()) location.reload();
+});
 
 document.addEventListener("DOMContentLoaded", () => {
   saveUnsent(unsent());
