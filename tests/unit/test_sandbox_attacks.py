@@ -330,3 +330,47 @@ def test_the_default_reward_uses_the_os_sandbox():
     with pytest.warns(UserWarning, match="not isolated"):
         unisolated = UnitTestReward(limits=LIMITS, sandbox="process")
     assert unisolated.score([], ["x = 1"], tests=[["assert x == 1"]]).metrics()["sandbox/unisolated"] == 1.0
+
+
+def test_a_right_value_forged_before_the_harness_writes_is_overwritten_and_a_hang_after_it_fails():
+    forge = """
+    import os, sys
+    fd = sys._getframe(1).f_locals['job']['results_fd']
+    os.write(fd, b'{"ran": true}\\n{"index": 0, "value": 4}\\n')
+    """
+    assert attack(forge + "def add(a, b): return 5\n", ["assert add(2, 2) == 4"]) == 0.0  # the harness's 5 wins
+    hang = SandboxLimits(timeout_seconds=3, cpu_seconds=2)
+    result = run_tests(textwrap.dedent(forge) + "while True: pass\n", ["assert add(2, 2) == 4"], hang, audit_hook=False)
+    assert result.fraction == 0.0 and (result.timed_out or "died" in result.error)  # the CPU limit kills it
+
+
+@pytest.mark.parametrize("isolation", ["bwrap", "process"])
+def test_a_thousand_nested_folders_neither_crash_the_trainer_nor_stay_behind(isolation, tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    program = "import os\nfor _ in range(1100):\n    os.mkdir('d'); os.chdir('d')\ndef f(): return 2\n"
+    result = run_tests(program, ["assert f() == 2"], LIMITS, isolation=isolation, audit_hook=False)
+    assert result.passed == [True] and list(tmp_path.iterdir()) == []
+
+
+def test_the_sandbox_tmp_is_small_and_in_memory(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    program = """
+    def attack():
+        try:
+            with open('big', 'wb') as f:
+                for _ in range(100):
+                    f.write(b'x' * (1 << 20))
+        except OSError:
+            return False
+        return True
+    """
+    limits = SandboxLimits(timeout_seconds=20, output_bytes=512 << 20, memory_bytes=512 << 20, disk_bytes=8 << 20)
+    assert run_tests(textwrap.dedent(program), ["assert attack() == False"], limits, audit_hook=False).fraction == 1.0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_set_of_colliding_values_is_refused_before_the_trainer_builds_it():
+    from rlxf.rewards.sandbox.verdicts import decode
+
+    with pytest.raises(ValueError, match="more than"):
+        decode({"set": [k * (2**61 - 1) for k in range(20_000)]})

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import functools
 import glob
-import itertools
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,6 @@ INSTALL_HINT = (
     "Fedora: dnf install bubblewrap), or set sandbox=process to run them with resource limits and an audit hook "
     "only (not isolated)"
 )
-_UIDS = itertools.count()
 _FIRST_UID = 2_000_000_000  # far above any account a system hands out
 
 
@@ -83,15 +81,16 @@ def bwrap_path() -> str:
 
 def sandbox_uid() -> int | None:
     """A uid of its own for the next sandbox when the trainer is root; None otherwise."""
-    return _FIRST_UID + (os.getpid() % 100_000) * 10_000 + next(_UIDS) % 10_000 if os.geteuid() == 0 else None
+    return _FIRST_UID + secrets.randbelow(1 << 30) if os.geteuid() == 0 else None
 
 
-def bwrap_command(workdir: Path, uid: int | None, interpreter: list[str]) -> list[str]:
-    """The bubblewrap command that runs ``interpreter`` (an argv) isolated, ``workdir`` as ``/tmp``."""
+def bwrap_command(uid: int | None, interpreter: list[str], disk_bytes: int = 64 << 20) -> list[str]:
+    """The bubblewrap command that runs ``interpreter`` (an argv) isolated, in a fresh ``/tmp`` of
+    ``disk_bytes`` held in memory (nothing it writes reaches the host's disk)."""
     view = interpreter_view()
     command = [bwrap_path(), "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     if uid is None:  # not root: an unprivileged user of a new user namespace
-        command += ["--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"]
+        command += ["--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"]
     else:  # root: the harness drops to ``uid`` with these two, before the program runs
         command += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     command += ["--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox"]
@@ -101,7 +100,8 @@ def bwrap_command(workdir: Path, uid: int | None, interpreter: list[str]) -> lis
         command += ["--ro-bind", path, path]
     for path in view.hidden:
         command += ["--tmpfs", path, "--remount-ro", path]
-    command += ["--proc", "/proc", "--dev", "/dev", "--bind", str(workdir), "/tmp", "--remount-ro", "/"]
+    command += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(disk_bytes), "--tmpfs", "/tmp", "--remount-ro", "/dev"]
+    command += ["--remount-ro", "/"]
     command += ["--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--"]
     return command + interpreter
 
@@ -114,8 +114,7 @@ def _parents(paths) -> list[str]:
 def check_isolation() -> None:
     """Runs an empty program in a sandbox once; a machine where that fails gets a clear error."""
     view = interpreter_view()
-    with tempfile.TemporaryDirectory(prefix="rlxf-sandbox-probe-") as probe:
-        command = bwrap_command(Path(probe), sandbox_uid(), [view.executable, "-I", "-S", "-c", "pass"])
-        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+    command = bwrap_command(sandbox_uid(), [view.executable, "-I", "-S", "-c", "pass"])
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
     if done.returncode != 0:
         raise SandboxUnavailable(f"bubblewrap could not start a sandbox: {done.stderr.strip()[:300]}; {INSTALL_HINT}")

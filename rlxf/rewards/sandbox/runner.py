@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
@@ -25,6 +26,8 @@ class SandboxLimits:
     output_bytes: int = 1 << 20
     processes: int = 16  # tasks (threads and processes) the program may run, itself included
     open_files: int = 64
+    disk_bytes: int = 64 << 20  # bwrap: the size of its /tmp, a tmpfs (held in memory)
+    results_bytes: int = 256 << 10  # the most of the results channel the trainer reads
 
 
 @dataclass
@@ -56,7 +59,8 @@ def run_tests(
         raise ValueError(f"sandbox must be one of {ISOLATIONS}, got {isolation!r}")
     splits = [split_test(test) for test in tests]
     candidates = [c for s in splits for c in s.candidates]
-    with tempfile.TemporaryDirectory(prefix="rlxf-sandbox-") as private:
+    private = tempfile.mkdtemp(prefix="rlxf-sandbox-")
+    try:
         workdir = Path(private, "work")
         workdir.mkdir()
         output_path, results_path = Path(private, "output"), Path(private, "results")
@@ -70,32 +74,42 @@ def run_tests(
                 "audit_hook": audit_hook,
                 "results_fd": results.fileno(),
             }
-            timed_out = _run(_command(isolation, workdir, uid), job, workdir, output, results, limits)
-        messages = _messages(results_path, len(candidates))
+            timed_out, status = _run(_command(isolation, uid, limits), job, workdir, output, results, limits)
+        messages = _messages(results_path, len(candidates), limits.results_bytes)
         output_text = _tail(output_path, limits.output_bytes)
-    return _verdicts(splits, messages, timed_out, output_text)
+    finally:
+        _remove(private)
+    return _verdicts(splits, messages, timed_out, status, output_text)
+
+
+def _remove(folder: str) -> None:
+    """Removes what the sandbox left, however deep (``shutil.rmtree`` recurses: 1,000 nested
+    folders made by a program would raise RecursionError in the trainer)."""
+    try:
+        shutil.rmtree(folder)
+    except (RecursionError, OSError):
+        subprocess.run(["rm", "-rf", "--one-file-system", folder], check=False)
 
 
 def _limits(limits: SandboxLimits, isolation: str, uid: int | None) -> dict:
     # RLIMIT_NPROC counts the tasks of the sandbox's user: its own uid under root; in a user
     # namespace, bubblewrap's init beside the program
     nproc = limits.processes + (1 if isolation == "bwrap" and uid is None else 0)
-    settings = {k: v for k, v in asdict(limits).items() if k not in ("timeout_seconds", "processes")}
+    trainer_side = ("timeout_seconds", "processes", "disk_bytes", "results_bytes")
+    settings = {k: v for k, v in asdict(limits).items() if k not in trainer_side}
     return {**settings, "nproc": nproc}
 
 
-def _command(isolation: str, workdir: Path, uid: int | None) -> list[str]:
+def _command(isolation: str, uid: int | None, limits: SandboxLimits) -> list[str]:
     interpreter = [interpreter_view().executable, "-I", "-S", "-X", "utf8", "-c", _HARNESS]
     if isolation == "process":
         return interpreter
     check_isolation()
-    if uid is not None:
-        os.chown(workdir, uid, uid)
-    return bwrap_command(workdir, uid, interpreter)
+    return bwrap_command(uid, interpreter, limits.disk_bytes)
 
 
-def _run(command, job, workdir, output, results, limits: SandboxLimits) -> bool:
-    """Runs the sandbox to its end or its timeout; True when it timed out."""
+def _run(command, job, workdir, output, results, limits: SandboxLimits) -> tuple[bool, int | None]:
+    """Runs the sandbox to its end or its timeout: whether it timed out, and its exit status."""
     process = subprocess.Popen(
         command,
         cwd=workdir,
@@ -108,13 +122,13 @@ def _run(command, job, workdir, output, results, limits: SandboxLimits) -> bool:
     )
     try:
         process.communicate((json.dumps(job) + "\n").encode(), timeout=limits.timeout_seconds)
-        return False
     except subprocess.TimeoutExpired:
-        return True
-    except BrokenPipeError:
-        return False
-    finally:
         _kill_group(process)
+        return True, None
+    except BrokenPipeError:
+        pass
+    _kill_group(process)
+    return False, process.returncode
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -125,11 +139,12 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _messages(path: Path, count: int) -> dict:
-    """The sandbox's messages: each candidate's first value or error, and the program's error."""
+def _messages(path: Path, count: int, limit: int) -> dict:
+    """The sandbox's messages: each candidate's last value or error (the harness writes after the
+    program, so a line the program forged earlier is overwritten), and the program's error."""
     found: dict = {}
-    with open(path, encoding="utf-8", errors="replace") as lines:
-        for line in lines:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle.read(limit).splitlines():
             try:
                 message = decode_line(line)
             except (ValueError, TypeError, RecursionError, OverflowError):
@@ -140,16 +155,20 @@ def _messages(path: Path, count: int) -> dict:
                 found["ran"] = True
             index = message.get("index")
             if type(index) is int and 0 <= index < count and ("value" in message or "error" in message):
-                found.setdefault(index, message)
+                found[index] = message
     return found
 
 
-def _verdicts(splits, messages: dict, timed_out: bool, output: str) -> ExecutionResult:
-    """A test passes when the program ran to its end and every candidate value came back and
-    satisfies the test's check."""
+def _verdicts(splits, messages: dict, timed_out: bool, status: int | None, output: str) -> ExecutionResult:
+    """A test passes when the program ran to its end, the sandbox exited cleanly, and every
+    candidate value came back and satisfies the test's check."""
     error = messages.get("program_error")
-    if error is None and not messages.get("ran"):
-        error = "timed out" if timed_out else "the sandbox process died (limit reached or killed)"
+    if timed_out:
+        error = "timed out"
+    elif status != 0:
+        error = f"the sandbox process died (exit status {status}: a limit was reached or it was killed)"
+    elif error is None and not messages.get("ran"):
+        error = "the sandbox process died (limit reached or killed)"
     passed, offset = [], 0
     for split in splits:
         answers = [messages.get(offset + k, {}) for k in range(len(split.candidates))]

@@ -44,6 +44,9 @@ _MODULES = (bisect, cmath, collections, decimal, fractions, functools, heapq, it
 TRUSTED_NAMES: dict[str, Any] = {**_SAFE_BUILTINS, **{m.__name__: m for m in _MODULES}}
 TRUSTED_NAMES.update(statistics=statistics, string=string)
 _VALUES = "__rlxf_values"
+_HASHED = ("set", "frozenset", "dict")
+MAX_HASHED_ITEMS = 10_000
+"""Items built into one hashed container: keys that all collide would cost the trainer O(n²)."""
 
 
 class UnsupportedTest(ValueError):
@@ -122,6 +125,8 @@ def decode(data: Any, depth: int = 0) -> Any:
     if not isinstance(data, dict) or len(data) != 1:
         raise ValueError("malformed value")
     (tag, body), = data.items()
+    if tag in _HASHED and len(body) > MAX_HASHED_ITEMS:
+        raise ValueError(f"a {tag} of more than {MAX_HASHED_ITEMS} items")
     if tag == "bytes":
         return base64.b64decode(body)
     if tag == "complex":
