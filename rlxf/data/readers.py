@@ -144,7 +144,7 @@ def _json_rows(path: Path) -> Iterator[tuple[str, Row | DataError]]:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, Row | DataError]]:
-    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.DictReader(handle)
         try:

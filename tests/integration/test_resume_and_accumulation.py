@@ -93,8 +93,10 @@ def test_accumulation_equals_one_big_batch(tmp_path, small_hh):
     big, accumulated = run(8, tmp_path / "big"), run(1, tmp_path / "acc")
     assert len(big) == len(accumulated) == 2
     for a, b in zip(big, accumulated):
-        for key in ("loss", "grad_norm", "rewards/margin", "rewards/accuracy"):
+        for key in ("loss", "grad_norm", "rewards/accuracy"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+        # β times a difference of two sums of ~100 log-probs each, padded differently per micro-batch
+        assert a["rewards/margin"] == pytest.approx(b["rewards/margin"], abs=1e-5)
 
 
 def test_non_finite_loss_stops_the_step_and_names_it(tmp_path):
