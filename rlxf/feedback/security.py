@@ -1,13 +1,10 @@
-"""The app's guards: security headers, request size limits, CSRF tokens, login throttling, safe
-URL imports and escaped rendering of model text."""
+"""The app's guards: security headers, request size limits, CSRF tokens, login throttling and
+escaped rendering of model text."""
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import secrets
-import socket
-from urllib.parse import urlsplit
 
 from markdown_it import MarkdownIt
 from sqlalchemy import delete, func, select
@@ -115,30 +112,6 @@ class LoginThrottle:
     def forget(self, session: Session, key: str) -> None:
         """A successful login starts the count afresh (committed with the caller's session)."""
         session.execute(delete(LoginAttempt).where(LoginAttempt.key == key))
-
-
-class UnsafeURL(ValueError):
-    pass
-
-
-def check_import_url(url: str, allowed_hosts: list[str]) -> str:
-    """``url`` when its host is allow-listed and every address it resolves to is public; else
-    UnsafeURL (loopback, private, link-local such as the 169.254.169.254 metadata service)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UnsafeURL(f"only http(s) URLs can be imported, got {url!r}")
-    host = parts.hostname.lower()
-    if host not in {h.lower() for h in allowed_hosts}:
-        raise UnsafeURL(f"host {host!r} is not in the import allow-list")
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 443)}
-    except socket.gaierror as error:
-        raise UnsafeURL(f"host {host!r} does not resolve: {error}") from None
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if not ip.is_global:
-            raise UnsafeURL(f"host {host!r} resolves to a non-public address ({ip})")
-    return url
 
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).disable("image")

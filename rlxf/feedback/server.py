@@ -26,6 +26,7 @@ from rlxf.feedback.routes import admin, auth, labeling, quality
 from rlxf.feedback.routes.dependencies import AppState, page_templates
 from rlxf.feedback.security import BodySizeLimit, LoginThrottle, SecurityHeaders
 from rlxf.feedback.store import Store
+from rlxf.feedback.url_import import IMPORT_TIMEOUT_SECONDS
 
 STATIC = Path(__file__).parent / "static"
 SESSION_SECONDS = 12 * 3600
@@ -45,6 +46,8 @@ class ServeConfig:
     """Largest request accepted (item uploads included)."""
     import_hosts: list[str] = field(default_factory=list)
     """Hosts that item files may be imported from by URL; none by default."""
+    import_timeout_seconds: float = IMPORT_TIMEOUT_SECONDS
+    """Longest an import by URL may take, from connecting to the last byte."""
     secure_cookies: bool = False
     """Send the session cookie over HTTPS only (set when served behind TLS)."""
     trusted_proxies: list[str] = field(default_factory=list)
@@ -75,6 +78,7 @@ def create_app(
     secret: str,
     max_body_bytes: int = 2_000_000,
     import_hosts: list[str] | None = None,
+    import_timeout_seconds: float = IMPORT_TIMEOUT_SECONDS,
     secure_cookies: bool = False,
 ) -> FastAPI:
     """The app over ``store``: its routes, the session cookie signed with ``secret``, security
@@ -86,6 +90,7 @@ def create_app(
         login_throttle=LoginThrottle(),
         rng=random.SystemRandom(),
         import_hosts=import_hosts or [],
+        import_timeout_seconds=import_timeout_seconds,
         max_body_bytes=max_body_bytes,
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -133,6 +138,7 @@ def serve(config: ServeConfig) -> None:
         secret=secret_key(config),
         max_body_bytes=config.max_body_bytes,
         import_hosts=config.import_hosts,
+        import_timeout_seconds=config.import_timeout_seconds,
         secure_cookies=config.secure_cookies,
     )
     print(f"rlxf feedback app on http://{config.host}:{config.port} (store: {config.db})")

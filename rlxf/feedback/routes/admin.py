@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 from rlxf.data import DataError
 from rlxf.feedback import admin
 from rlxf.feedback.routes.dependencies import Administrator, Database, ProjectId, Shared, page, project_of
-from rlxf.feedback.security import UnsafeURL, check_import_url
+from rlxf.feedback.url_import import ImportFailed, ImportTooLarge, UnsafeURL, check_import_url, fetch
 from rlxf.feedback.store import Project, User
 
 ITEM_FILE_SUFFIXES = (".jsonl", ".json", ".csv")
@@ -113,23 +114,22 @@ def import_url(
     session: Database,
     state: Shared,
 ):
-    """Imports the item file at ``url``: only from an allow-listed host that resolves to public
-    addresses, without following redirects (one could lead anywhere), and no larger than a request."""
-    import httpx
-
-    project = project_of(session, user, project_id)
+    """Imports the item file at ``url`` (see `rlxf.feedback.url_import` for what is refused). The
+    transaction ends before the download, so a slow host holds no database lock."""
+    project_of(session, user, project_id)
     try:
-        check_import_url(url, state.import_hosts)
+        checked = check_import_url(url, state.import_hosts)
     except UnsafeURL as error:
         raise HTTPException(400, f"import refused: {error}") from None
-    with httpx.stream("GET", url, follow_redirects=False, timeout=30) as response:
-        response.raise_for_status()
-        content = b""
-        for chunk in response.iter_bytes():
-            content += chunk
-            if len(content) > state.max_body_bytes:
-                raise HTTPException(413, "the file at that URL is too large")
-    return import_file(request, session, user, project, Path(url).name or "import.jsonl", content)
+    session.rollback()
+    try:
+        content = fetch(checked, state.max_body_bytes, state.import_timeout_seconds)
+    except ImportTooLarge as error:
+        raise HTTPException(413, str(error)) from None
+    except ImportFailed as error:
+        raise HTTPException(400, f"import failed: {error}") from None
+    project = project_of(session, user, project_id)
+    return import_file(request, session, user, project, Path(urlsplit(url).path).name or "import.jsonl", content)
 
 
 def import_file(request: Request, session: Session, user: User, project: Project, filename: str, content: bytes):

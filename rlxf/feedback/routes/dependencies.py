@@ -40,6 +40,8 @@ class AppState:
     """Picks items and the order responses are shown in."""
     import_hosts: list[str]
     """Hosts that item files may be imported from by URL."""
+    import_timeout_seconds: float
+    """Longest an import by URL may take, from connecting to the last byte."""
     max_body_bytes: int
     """Largest request accepted, and largest file imported by URL."""
 
