@@ -33,7 +33,11 @@ def main() -> None:
     from rlxf.rewards.sandbox import SandboxLimits
 
     rows = [json.loads(line) for line in MBPP.read_text().splitlines()][: args.programs]
-    programs, tests, setup = [r["code"] for r in rows], [r["test_list"] for r in rows], [r["test_setup_code"] for r in rows]
+    programs, tests, setup = (
+        [r["code"] for r in rows],
+        [r["test_list"] for r in rows],
+        [r["test_setup_code"] for r in rows],
+    )
     results = {}
     for isolation in ("bwrap", "process"):
         with warnings.catch_warnings():

@@ -112,7 +112,10 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Row | DataError]]:
             try:
                 row = _json_value(line)
             except json.JSONDecodeError as error:
-                yield location, DataError(str(path), location, None, f"invalid JSON ({error.msg} at column {error.colno})")
+                yield (
+                    location,
+                    DataError(str(path), location, None, f"invalid JSON ({error.msg} at column {error.colno})"),
+                )
                 continue
             except ValueError as error:
                 yield location, DataError(str(path), location, None, f"invalid JSON ({error})")

@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ACTIONS = ("add-user", "set-password", "create-project", "import", "generate", "add-member", "judge", "prioritize", "quality", "export")
+ACTIONS = (
+    "add-user",
+    "set-password",
+    "create-project",
+    "import",
+    "generate",
+    "add-member",
+    "judge",
+    "prioritize",
+    "quality",
+    "export",
+)
 
 
 @dataclass

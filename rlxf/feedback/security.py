@@ -80,7 +80,10 @@ def new_csrf_token() -> str:
 
 
 def same_token(expected: str | None, given: str | None) -> bool:
-    return bool(expected) and bool(given) and secrets.compare_digest(expected, given)
+    """Compared as bytes: compare_digest refuses non-ASCII strings, and a sender picks ``given``."""
+    if not expected or not given:
+        return False
+    return secrets.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
 
 
 LOGIN_ATTEMPTS, LOGIN_WINDOW_SECONDS = 5, 300
@@ -105,7 +108,9 @@ class LoginThrottle:
         session.execute(delete(LoginAttempt).where(LoginAttempt.at < since))
         session.add(LoginAttempt(key=key, at=now()))
         session.commit()
-        tries = session.scalar(select(func.count(LoginAttempt.id)).where(LoginAttempt.key == key, LoginAttempt.at >= since))
+        tries = session.scalar(
+            select(func.count(LoginAttempt.id)).where(LoginAttempt.key == key, LoginAttempt.at >= since)
+        )
         session.commit()
         return tries <= self.attempts
 

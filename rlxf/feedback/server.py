@@ -123,7 +123,9 @@ async def http_error(request: Request, error: HTTPException):
 async def validation_error(request: Request, error: RequestValidationError):
     """422 with what was wrong and where, without echoing the input back: it may not even be
     encodable (a lone surrogate), and it is the sender's own anyway."""
-    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in error.errors()]
+    details = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in error.errors()
+    ]
     body = json.dumps({"detail": details}, ensure_ascii=True, default=str)
     return Response(body, status_code=422, media_type="application/json")
 

@@ -98,7 +98,9 @@ def fetch(checked: CheckedURL, max_bytes: int, timeout_seconds: float = IMPORT_T
                     raise httpx.ReadTimeout("deadline passed")
             return bytes(body)
     except httpx.TimeoutException:
-        raise ImportFailed(f"{checked.host} ({checked.address}) did not send the file within {timeout_seconds:g} s") from None
+        raise ImportFailed(
+            f"{checked.host} ({checked.address}) did not send the file within {timeout_seconds:g} s"
+        ) from None
     except httpx.HTTPError as error:
         raise ImportFailed(f"could not fetch from {checked.host} ({checked.address}): {error}") from None
 

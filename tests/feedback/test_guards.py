@@ -126,7 +126,9 @@ def answered(database_url, tmp_path):
     store.upgrade()
     with store.session() as session:
         project = create_project(session, "forks", "pairwise")
-        import_items(session, project, write_items(tmp_path / "items.jsonl", [{"prompt": "q", "responses": ["a", "b"]}]))
+        import_items(
+            session, project, write_items(tmp_path / "items.jsonl", [{"prompt": "q", "responses": ["a", "b"]}])
+        )
         user, token = create_user(session, "ana")
         add_member(session, project, user)
         project_id = project.id
@@ -245,6 +247,8 @@ def test_export_weight_by_reliability_is_passed_through_from_the_command_line(st
     body = {"item_id": item, "answer": {"choice": "A"}, "idempotency_key": "weighted-1"}
     assert client.post(f"/api/projects/{project}/answers", json=body, headers=headers).status_code == 201
     out = tmp_path / "out"
-    run_feedback(FeedbackConfig(action="export", db=str(tmp_path / "feedback.db"), out=str(out), weight_by_reliability=True))
+    run_feedback(
+        FeedbackConfig(action="export", db=str(tmp_path / "feedback.db"), out=str(out), weight_by_reliability=True)
+    )
     (row,) = [json.loads(line) for line in next(out.glob("*/v0001/pairwise.jsonl")).read_text().splitlines()]
     assert row["weight"] == row["reliability"] == 0.5

@@ -127,7 +127,9 @@ def items(store) -> int:
         return session.scalar(select(func.count(Item.id)))
 
 
-def test_a_name_that_resolves_elsewhere_on_the_second_lookup_cannot_reach_loopback(admin_client, store, host, monkeypatch):
+def test_a_name_that_resolves_elsewhere_on_the_second_lookup_cannot_reach_loopback(
+    admin_client, store, host, monkeypatch
+):
     """DNS rebinding: the first answer is public and passes the check, every later one is
     127.0.0.1, where the host listens. The fetch must not look the name up again."""
     real = socket.getaddrinfo
@@ -177,7 +179,9 @@ def test_the_database_is_free_while_the_file_downloads(admin_client, store, host
     host.during_download = try_to_write
     monkeypatch.setattr(admin_routes, "check_import_url", lambda url, hosts: on_loopback(host, "/items.jsonl"))
     client, csrf = admin_client()
-    response = client.post("/admin/projects/1/import-url", data={"url": "http://data.example/items.jsonl", "csrf": csrf})
+    response = client.post(
+        "/admin/projects/1/import-url", data={"url": "http://data.example/items.jsonl", "csrf": csrf}
+    )
     assert response.status_code == 200 and "Imported 2 items" in response.text, response.text
     assert writable == [True]
     assert items(store) == 5

@@ -66,7 +66,9 @@ def test_ipo_uses_per_token_mean_log_probs_unless_told_to_sum(tmp_path, small_hh
     for form in ("auto", "sum"):
         out = tmp_path / form
         overrides = [f"output_dir={out}", "policy.name=tiny-llama", f"data.path={small_hh}", *TINY_DATA, *FEW_PAIRS]
-        config = load_config(DPOConfig, None, [*overrides, "loss=ipo", "beta=0.5", "train.max_steps=1", f"logps={form}"])
+        config = load_config(
+            DPOConfig, None, [*overrides, "loss=ipo", "beta=0.5", "train.max_steps=1", f"logps={form}"]
+        )
         assert config.length_normalized == (form == "auto")
         train_dpo(config)
         logged[form] = train_rows(out)[0]

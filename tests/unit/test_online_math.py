@@ -7,10 +7,10 @@ import torch
 
 from rlxf.advantages import (
     discounted_returns,
-    kl_shaped_rewards,
     gae,
     greedy_baseline,
     group_normalized,
+    kl_shaped_rewards,
     leave_one_out,
     reinforce_pp,
     whiten,

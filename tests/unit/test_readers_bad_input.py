@@ -29,10 +29,19 @@ def good_line():
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (b'{"prompt": "p\xff", "chosen": "c", "rejected": "r"}', r"not valid UTF-8 text \(byte 0xff at column 14\)"),
         (b'{"prompt": "p\\ud800", "chosen": "c", "rejected": "r"}', "field 'prompt': not valid text"),
-        (b'{"prompt": "p", "chosen": [{"role": "assistant", "content": "\\udfff"}], "rejected": "r"}', r"field 'chosen\[0\].content'"),
+        (
+            b'{"prompt": "p", "chosen": [{"role": "assistant", "content": "\\udfff"}], "rejected": "r"}',
+            r"field 'chosen\[0\].content'",
+        ),
         (b'{"prompt": "p", "chosen": "c", "rejected": "r", "margin": 1' + b"0" * 5000 + b"}", "invalid JSON"),
-        (b'{"prompt": "p", "chosen": "c", "rejected": "r", "margin": ' + b"1" + b"0" * 400 + b".0}", None),  # inf: not finite
-        (b'{"prompt": "p", "chosen": "c", "rejected": "r", "margin": 1' + b"0" * 400 + b"}", "field 'margin': expected a number"),
+        (
+            b'{"prompt": "p", "chosen": "c", "rejected": "r", "margin": ' + b"1" + b"0" * 400 + b".0}",
+            None,
+        ),  # inf: not finite
+        (
+            b'{"prompt": "p", "chosen": "c", "rejected": "r", "margin": 1' + b"0" * 400 + b"}",
+            "field 'margin': expected a number",
+        ),
     ],
 )
 def test_a_bad_jsonl_line_names_its_line_and_is_skippable(tmp_path, bad_line, message):
@@ -69,7 +78,9 @@ def test_bad_utf8_in_csv_and_json_names_the_row_and_field(tmp_path):
         read_preferences(csv_path)
     assert len(read_preferences(csv_path, on_bad_row="skip")[0]) == 1
     json_path = tmp_path / "pairs.json"
-    json_path.write_bytes(b'[{"prompt": "p", "chosen": "c", "rejected": "r"}, {"prompt": "p\xc3", "chosen": "c", "rejected": "r"}]')
+    json_path.write_bytes(
+        b'[{"prompt": "p", "chosen": "c", "rejected": "r"}, {"prompt": "p\xc3", "chosen": "c", "rejected": "r"}]'
+    )
     with pytest.raises(DataError, match=r"pairs.json, item 1, field 'prompt': not valid text"):
         read_preferences(json_path)
 
@@ -83,7 +94,14 @@ def test_a_json_document_nested_too_deeply_is_a_data_error(tmp_path):
 
 @pytest.mark.parametrize(
     "suffix, content",
-    [(".jsonl", b""), (".jsonl", b"\n\n"), (".csv", b""), (".csv", b"prompt,chosen,rejected\n"), (".json", b""), (".json", b"[]")],
+    [
+        (".jsonl", b""),
+        (".jsonl", b"\n\n"),
+        (".csv", b""),
+        (".csv", b"prompt,chosen,rejected\n"),
+        (".json", b""),
+        (".json", b"[]"),
+    ],
 )
 def test_an_empty_file_is_an_error_not_zero_records(tmp_path, suffix, content):
     path = tmp_path / f"empty{suffix}"
@@ -130,7 +148,10 @@ def test_kto_labels_other_than_true_false_1_0_are_refused(tmp_path, label):
     assert len(records) == 1 and bad.errors[0].field == "label"
 
 
-@pytest.mark.parametrize("label, value", [(True, 1.0), (False, 0.0), (1, 1.0), (0, 0.0), ("true", 1.0), ("False", 0.0), ("1", 1.0), ("0", 0.0)])
+@pytest.mark.parametrize(
+    "label, value",
+    [(True, 1.0), (False, 0.0), (1, 1.0), (0, 0.0), ("true", 1.0), ("False", 0.0), ("1", 1.0), ("0", 0.0)],
+)
 def test_kto_labels_true_false_1_0_are_read(tmp_path, label, value):
     path = tmp_path / "kto.jsonl"
     path.write_text(json.dumps({"prompt": "p", "completion": "c", "label": label}) + "\n")
@@ -163,10 +184,41 @@ def _read_everything(path):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.integers(10**300, 10**400) | st.floats() | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
-        ["prompt", "chosen", "rejected", "completion", "label", "messages", "role", "content", "tie", "margin",
-         "weight", "aspects", "responses", "text", "score", "response 1", "response 2", "test_list", "question",
-         "answer", "instruction", "input", "annotator", "gold"]), inner, max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "prompt",
+                    "chosen",
+                    "rejected",
+                    "completion",
+                    "label",
+                    "messages",
+                    "role",
+                    "content",
+                    "tie",
+                    "margin",
+                    "weight",
+                    "aspects",
+                    "responses",
+                    "text",
+                    "score",
+                    "response 1",
+                    "response 2",
+                    "test_list",
+                    "question",
+                    "answer",
+                    "instruction",
+                    "input",
+                    "annotator",
+                    "gold",
+                ]
+            ),
+            inner,
+            max_size=6,
+        )
+    ),
     max_leaves=12,
 )
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

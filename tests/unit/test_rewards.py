@@ -109,7 +109,9 @@ def test_writes_outside_the_sandbox_are_refused(tmp_path):
     assert not target.exists() and keep.read_text() == "precious"
     for isolation in ("bwrap", "process"):
         inside = "open('notes.txt', 'w').write('ok')"
-        assert run_tests(inside, ["assert open('notes.txt').read() == 'ok'"], FAST, isolation=isolation).passed == [True]
+        assert run_tests(inside, ["assert open('notes.txt').read() == 'ok'"], FAST, isolation=isolation).passed == [
+            True
+        ]
 
 
 def test_a_program_cannot_forge_the_result_line():

@@ -98,12 +98,12 @@ def test_no_fifo_or_device_node_outside_or_in(tmp_path):
     import os, stat
     def attack():
         made = []
-        for path in ({str(tmp_path / 'fifo')!r}, 'fifo'):
+        for path in ({str(tmp_path / "fifo")!r}, 'fifo'):
             try:
                 os.mkfifo(path); made.append(path)
             except OSError:
                 pass
-        for path in ({str(tmp_path / 'mem')!r}, 'mem'):
+        for path in ({str(tmp_path / "mem")!r}, 'mem'):
             try:
                 os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 1)); made.append(path)  # /dev/mem
             except OSError:
@@ -165,9 +165,9 @@ def test_a_compiled_extension_runs_confined(tmp_path):
     source = tmp_path / "escape.c"
     source.write_text(
         "#include <Python.h>\n#include <stdio.h>\n"
-        "static struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"escape\", 0, -1, 0};\n"
-        f"PyMODINIT_FUNC PyInit_escape(void) {{ FILE *f = fopen(\"{marker}\", \"w\"); if (f) {{ fputs(\"x\", f); fclose(f); }}\n"
-        "  PyObject *mod = PyModule_Create(&m); PyModule_AddIntConstant(mod, \"wrote\", f != 0); return mod; }\n"
+        'static struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "escape", 0, -1, 0};\n'
+        f'PyMODINIT_FUNC PyInit_escape(void) {{ FILE *f = fopen("{marker}", "w"); if (f) {{ fputs("x", f); fclose(f); }}\n'
+        '  PyObject *mod = PyModule_Create(&m); PyModule_AddIntConstant(mod, "wrote", f != 0); return mod; }\n'
     )
     library = tmp_path / "escape.so"
     include = sysconfig.get_paths()["include"]
@@ -200,7 +200,7 @@ def test_nothing_of_the_machine_is_readable(monkeypatch, tmp_path):
                 pass
         if 's3cr3t-token' in seen:
             return True
-        for path in ({str(answers)!r}, {str(REPO / 'pyproject.toml')!r}, '/etc/passwd', {str(Path(sys.prefix))!r}):
+        for path in ({str(answers)!r}, {str(REPO / "pyproject.toml")!r}, '/etc/passwd', {str(Path(sys.prefix))!r}):
             try:
                 open(path).read(1) if os.path.isfile(path) else os.listdir(path)
                 return True

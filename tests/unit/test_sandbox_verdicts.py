@@ -79,7 +79,9 @@ def test_every_mbpp_test_splits_and_the_reference_solutions_pass():
 
 def test_a_wrong_solution_fails_in_both_sandboxes():
     for isolation in ("bwrap", "process"):
-        result = run_tests("def add(a, b):\n    return a - b", ["assert add(2, 0) == 2", "assert add(1, 2) == 3"], isolation=isolation)
+        result = run_tests(
+            "def add(a, b):\n    return a - b", ["assert add(2, 0) == 2", "assert add(1, 2) == 3"], isolation=isolation
+        )
         assert result.passed == [True, False]
 
 

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from rlxf.data import DataError
 from rlxf.feedback import admin
 from rlxf.feedback.routes.dependencies import Administrator, Database, ProjectId, Shared, page, project_of
-from rlxf.feedback.url_import import ImportFailed, ImportTooLarge, UnsafeURL, check_import_url, fetch
 from rlxf.feedback.store import Project, User
+from rlxf.feedback.url_import import ImportFailed, ImportTooLarge, UnsafeURL, check_import_url, fetch
 
 ITEM_FILE_SUFFIXES = (".jsonl", ".json", ".csv")
 

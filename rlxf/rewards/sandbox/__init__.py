@@ -5,4 +5,12 @@ from rlxf.rewards.sandbox.isolation import SandboxUnavailable
 from rlxf.rewards.sandbox.runner import ISOLATIONS, ExecutionResult, SandboxLimits, run_tests
 from rlxf.rewards.sandbox.verdicts import UnsupportedTest, split_test
 
-__all__ = ["ISOLATIONS", "ExecutionResult", "SandboxLimits", "SandboxUnavailable", "UnsupportedTest", "run_tests", "split_test"]
+__all__ = [
+    "ISOLATIONS",
+    "ExecutionResult",
+    "SandboxLimits",
+    "SandboxUnavailable",
+    "UnsupportedTest",
+    "run_tests",
+    "split_test",
+]

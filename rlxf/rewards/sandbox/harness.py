@@ -58,15 +58,42 @@ def install_audit_hook(root):
     Every name the hook reads is bound in this closure, not in a global a program could reach
     through ``sys.modules``; still, audit hooks are not a security boundary (PEP 578)."""
     forbidden = (
-        "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen",
-        "os.kill", "os.killpg", "signal.pthread_kill", "resource.prlimit", "ctypes.", "socket.", "os.setuid",
-        "os.chroot", "sys.addaudithook", "os.mkfifo", "os.mknod", "os.startfile",
+        "os.fork",
+        "os.forkpty",
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "subprocess.Popen",
+        "os.kill",
+        "os.killpg",
+        "signal.pthread_kill",
+        "resource.prlimit",
+        "ctypes.",
+        "socket.",
+        "os.setuid",
+        "os.chroot",
+        "sys.addaudithook",
+        "os.mkfifo",
+        "os.mknod",
+        "os.startfile",
     )
     modules = frozenset({"_posixsubprocess", "_ctypes", "ctypes", "multiprocessing", "_multiprocessing", "pty", "gc"})
     # path events and how many trailing dir_fd arguments each carries
     paths = {
-        "os.remove": 1, "os.rmdir": 1, "os.mkdir": 1, "os.chmod": 1, "os.chown": 1, "os.utime": 1, "os.symlink": 1,
-        "os.rename": 2, "os.link": 2, "os.truncate": 0, "shutil.rmtree": 0, "shutil.move": 0, "shutil.copyfile": 0,
+        "os.remove": 1,
+        "os.rmdir": 1,
+        "os.mkdir": 1,
+        "os.chmod": 1,
+        "os.chown": 1,
+        "os.utime": 1,
+        "os.symlink": 1,
+        "os.rename": 2,
+        "os.link": 2,
+        "os.truncate": 0,
+        "shutil.rmtree": 0,
+        "shutil.move": 0,
+        "shutil.copyfile": 0,
     }.get
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
     realpath, fsdecode, sep, startswith = os.path.realpath, os.fsdecode, os.sep, str.startswith

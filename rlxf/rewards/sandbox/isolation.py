@@ -53,7 +53,9 @@ def interpreter_view() -> InterpreterView:
     libpython = os.path.join(sysconfig.get_config_var("LIBDIR") or "", sysconfig.get_config_var("LDLIBRARY") or "")
     files = [executable] + ([os.path.realpath(libpython)] if os.path.isfile(libpython) else [])
     native = files + glob.glob(os.path.join(stdlib, "lib-dynload", "*.so"))
-    hidden = [p for p in (os.path.join(stdlib, "site-packages"), os.path.join(stdlib, "dist-packages")) if os.path.isdir(p)]
+    hidden = [
+        p for p in (os.path.join(stdlib, "site-packages"), os.path.join(stdlib, "dist-packages")) if os.path.isdir(p)
+    ]
     return InterpreterView(executable, tuple(files), (stdlib, *sorted(_library_dirs(native))), tuple(hidden))
 
 
@@ -100,7 +102,20 @@ def bwrap_command(uid: int | None, interpreter: list[str], disk_bytes: int = 64 
         command += ["--ro-bind", path, path]
     for path in view.hidden:
         command += ["--tmpfs", path, "--remount-ro", path]
-    command += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(disk_bytes), "--tmpfs", "/tmp", "--remount-ro", "/dev"]
+    command += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(disk_bytes),
+        "--tmpfs",
+        "/tmp",
+        "--remount-ro",
+        "/dev",
+    ]
     command += ["--remount-ro", "/"]
     command += ["--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--"]
     return command + interpreter

@@ -124,7 +124,7 @@ def decode(data: Any, depth: int = 0) -> Any:
         return data
     if not isinstance(data, dict) or len(data) != 1:
         raise ValueError("malformed value")
-    (tag, body), = data.items()
+    ((tag, body),) = data.items()
     if tag in _HASHED and len(body) > MAX_HASHED_ITEMS:
         raise ValueError(f"a {tag} of more than {MAX_HASHED_ITEMS} items")
     if tag == "bytes":

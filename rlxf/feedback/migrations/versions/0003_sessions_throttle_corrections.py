@@ -14,9 +14,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    forked = op.get_bind().execute(
-        sa.text("SELECT supersedes FROM answers WHERE supersedes IS NOT NULL GROUP BY supersedes HAVING COUNT(*) > 1")
-    ).scalars().all()
+    forked = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT supersedes FROM answers WHERE supersedes IS NOT NULL GROUP BY supersedes HAVING COUNT(*) > 1"
+            )
+        )
+        .scalars()
+        .all()
+    )
     if forked:
         raise RuntimeError(
             f"answers {sorted(forked)} are each superseded by more than one correction; keep one correction of each "
