@@ -16,7 +16,7 @@ from sqlalchemy import select
 from rlxf.feedback.admin import add_member, create_project, create_user, import_items
 from rlxf.feedback.export import export_snapshot
 from rlxf.feedback.server import create_app
-from rlxf.feedback.store import Answer, Project
+from rlxf.feedback.store import Answer, Project, User
 
 from .conftest import write_items
 
@@ -233,6 +233,13 @@ def log_in(tab, site, name, password):
     tab.wait_for_url(site["url"] + "/")
 
 
+def log_in_without_a_page(context, site, name, password):
+    form = context.request.get(site["url"] + "/login").text()
+    login_csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    login = {"name": name, "password": password, "csrf": login_csrf}
+    assert context.request.post(site["url"] + "/login", form=login).ok
+
+
 def test_answers_on_a_stale_page_survive_a_new_login_and_a_logout_and_are_stored_once(browser, site):
     """A login in another tab gives the session a new CSRF token, a logout ends it: the open
     page keeps its answer queued, gets the session's token again, and sends it once."""
@@ -263,13 +270,50 @@ def test_answers_on_a_stale_page_survive_a_new_login_and_a_logout_and_are_stored
     assert answers(site, "stale") == [{"reaction": "love"}]
     # log in again without opening a page, so no other tab's script sends the queue: the stale
     # page's own periodic retry must find the new session's token
-    form = context.request.get(site["url"] + "/login").text()
-    login_csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
-    login = {"name": "cara", "password": "cara password", "csrf": login_csrf}
-    assert context.request.post(site["url"] + "/login", form=login).ok
+    log_in_without_a_page(context, site, "cara", "cara password")
     wait_for(lambda: answers(site, "stale") == [{"reaction": "love"}, {"reaction": "like"}])
     labeling.wait_for_selector("#done")
     time.sleep(1)  # nothing is sent twice after the acknowledgement
     assert answers(site, "stale") == [{"reaction": "love"}, {"reaction": "like"}]
     assert labeling.evaluate("localStorage.getItem('rlxf-unsent-answers')") == "[]"
+    context.close()
+
+
+def test_a_waiting_answer_is_sent_only_as_the_labeler_who_gave_it(browser, site):
+    """Erin's answer waits after her logout; Finn then logs in on the same browser. Sent under
+    Finn's session it would be stored as his (both label the item): it waits for Erin instead."""
+    with site["store"].session() as session:
+        project = create_project(session, "shared-browser", "reaction", overlap=2)
+        import_items(
+            session, project, write_items(site["folder"] / "shared.jsonl", [{"prompt": "p", "responses": ["r"]}])
+        )
+        for name in ("erin", "finn"):
+            user, _ = create_user(session, name, password=f"{name} password")
+            add_member(session, project, user)
+        project_id = project.id
+
+    def stored():
+        with site["store"].session() as session:
+            query = select(User.name, Answer.payload).join(User, User.id == Answer.user_id)
+            return [tuple(row) for row in session.execute(query.where(Answer.project_id == project_id))]
+
+    context = browser.new_context()
+    labeling, other = context.new_page(), context.new_page()
+    log_in(labeling, site, "erin", "erin password")
+    labeling.goto(f"{site['url']}/projects/{project_id}")
+    other.goto(site["url"] + "/")
+    other.click("button:has-text('Log out')")
+    other.wait_for_url(site["url"] + "/login")
+    labeling.keyboard.press("1")
+    labeling.wait_for_selector("#unsent:has-text('Log in again in another tab')")
+
+    log_in_without_a_page(context, site, "finn", "finn password")
+    labeling.wait_for_selector("#unsent:has-text('of another account')", timeout=15_000)
+    time.sleep(1)
+    assert stored() == []
+    assert "erin" not in context.request.get(site["url"] + "/").text()  # the browser's session is Finn's
+
+    log_in_without_a_page(context, site, "erin", "erin password")
+    wait_for(lambda: stored() == [("erin", {"reaction": "love"})])
+    labeling.wait_for_selector("#done")
     context.close()

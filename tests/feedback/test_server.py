@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from rlxf.feedback.admin import add_member, create_project, create_user, import_items
 from rlxf.feedback.server import create_app
-from rlxf.feedback.store import Answer, Item, Project
+from rlxf.feedback.store import Answer, Item, Project, User
 
 from .conftest import make_project, write_items
 
@@ -250,7 +250,9 @@ def test_repeated_failed_logins_are_refused_for_a_while(app):
 def test_the_session_route_gives_a_logged_in_session_its_csrf_token_and_no_one_else(app):
     client, csrf = logged_in(app["app"])
     response = client.get("/api/session")
-    assert response.status_code == 200 and response.json() == {"csrf": csrf}
+    with app["store"].session() as session:
+        labeler = session.scalar(select(User.id).where(User.name == "labeler0"))
+    assert response.status_code == 200 and response.json() == {"csrf": csrf, "user": labeler}
     assert response.headers["cache-control"] == "no-store"
 
     visitor = TestClient(app["app"], follow_redirects=False)

@@ -52,11 +52,12 @@ def login(
 def session_token(request: Request, user: Caller):
     """The CSRF token of the caller's current session, so an open page whose token went stale
     (a new login in another tab) can resend its queued answers; only a logged-in session gets
-    one (an API token has no session), and a visitor's request starts no session."""
+    one (an API token has no session), and a visitor's request starts no session. The account is
+    named too: an answer waiting in the browser is sent only under its own labeler's session."""
     csrf = request.session.get("csrf")
     if request.session.get("user_id") != user.id or not csrf:
         raise HTTPException(401, "log in first")
-    return JSONResponse({"csrf": csrf}, headers={"Cache-Control": "no-store"})
+    return JSONResponse({"csrf": csrf, "user": user.id}, headers={"Cache-Control": "no-store"})
 
 
 @router.post("/logout")

@@ -2,13 +2,17 @@
 // gets an idempotency key when it is given, waits in localStorage until the server has
 // acknowledged it, and is retried until then (the server stores a key's answer once). A stale
 // session (a new login in another tab, or an expired one) keeps the answers queued too: the
-// page fetches its session's current CSRF token and sends them again.
+// page fetches its session's current CSRF token and sends them again. Each answer is kept
+// with the account that gave it and sent only under that account's session: when someone else
+// logs in on the same browser, the answers wait for their own labeler to log in again.
 "use strict";
 
 const QUEUE = "rlxf-unsent-answers";
 const CSRF_REFUSED = "missing or wrong CSRF token"; // the server's 403 detail for a stale token
 let csrf = document.body.dataset.csrf; // replaced when the session's token has changed
 let loggedOut = false; // the session has ended: the labeler must log in again (in another tab)
+const pageUser = document.body.dataset.user; // the account this page was shown to
+let sessionUser = pageUser; // the account the browser's session now belongs to
 
 function unsent() {
   try { return JSON.parse(localStorage.getItem(QUEUE) || "[]"); } catch { return []; }
@@ -19,15 +23,23 @@ function saveUnsent(list) {
   showUnsent(list);
 }
 
+// Answers this session may send: the ones its own account gave.
+function sendable(list) {
+  return list.filter((e) => e.user === sessionUser);
+}
+
 function showUnsent(list) {
   const banner = document.getElementById("unsent");
+  const others = list.length - sendable(list).length;
   banner.hidden = list.length === 0;
   banner.textContent = loggedOut
     ? `${list.length} answer(s) not yet sent: you are logged out. Log in again in another tab; they are sent once you have.`
-    : `${list.length} answer(s) not yet sent: retrying…`;
+    : others > 0
+      ? `${others} answer(s) of another account wait on this browser until that account logs in again.`
+      : `${list.length} answer(s) not yet sent: retrying…`;
 }
 
-// Asks the server for the session's current token; true when a usable one came back.
+// Asks the server for the session's current token and account; true when a usable new token came back.
 async function refreshCsrf() {
   let response;
   try {
@@ -36,7 +48,9 @@ async function refreshCsrf() {
     return false; // offline: the caller tries again later
   }
   loggedOut = response.status === 401;
-  const fresh = response.ok ? (await response.json().catch(() => ({}))).csrf : undefined;
+  const body = response.ok ? await response.json().catch(() => ({})) : {};
+  const fresh = body.csrf;
+  if (body.user !== undefined) sessionUser = String(body.user);
   saveUnsent(unsent()); // shows or clears the logged-out banner
   if (typeof fresh !== "string" || fresh === csrf) return false;
   csrf = fresh;
@@ -55,7 +69,11 @@ async function flush() {
   if (flushing) return;
   flushing = true;
   try {
-    for (const entry of unsent()) {
+    if (sessionUser !== pageUser && sendable(unsent()).length === 0) {
+      setTimeout(async () => { await refreshCsrf(); flush(); }, 5000); // wait for the account to return
+      return;
+    }
+    for (const entry of sendable(unsent())) {
       let response;
       try {
         response = await fetch(`/api/projects/${entry.project}/answers`, {
@@ -109,6 +127,7 @@ function send(answer) {
   const key = (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`).replace(/[^A-Za-z0-9_-]/g, "");
   const entry = {
     project: task.dataset.project,
+    user: pageUser,
     next: true,
     body: { item_id: Number(task.dataset.item), answer, idempotency_key: key.slice(0, 64) },
   };
