@@ -3,14 +3,13 @@
 from rlxf.data.batching import TokenBatch, pack, pad
 from rlxf.data.errors import BadRows, DataError
 from rlxf.data.formats import (
-    PREFERENCE_FORMATS,
-    parse_dialogue,
     read_demonstrations,
     read_feedback,
     read_labeled,
     read_preferences,
     read_prompts,
 )
+from rlxf.data.preference_formats import PREFERENCE_FORMATS, parse_dialogue
 from rlxf.data.records import Labeled, Message, Preference, Prompt
 from rlxf.data.split import split_by_group
 from rlxf.data.templating import ChatEncoder, Encoded, TruncationStats
