@@ -8,21 +8,28 @@ network, mount and cgroup namespaces, dies with the trainer, and never holds a p
 under a non-root trainer bubblewrap maps it to an unprivileged user of a new user namespace;
 under root, the harness starts with only CAP_SETUID/CAP_SETGID and drops to a uid of its own
 (one per sandbox, so the process limit counts that sandbox alone) before any program code runs.
+A seccomp filter (`rlxf.rewards.sandbox.seccomp`) refuses new user namespaces and a few system
+calls no test needs on both paths.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import os
+import platform
 import re
 import secrets
 import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from rlxf.rewards.sandbox import seccomp
 
 INSTALL_HINT = (
     "unit-test rewards run programs under bubblewrap: install it (Debian/Ubuntu: apt-get install bubblewrap; "
@@ -86,11 +93,37 @@ def sandbox_uid() -> int | None:
     return _FIRST_UID + secrets.randbelow(1 << 30) if os.geteuid() == 0 else None
 
 
-def bwrap_command(uid: int | None, interpreter: list[str], disk_bytes: int = 64 << 20) -> list[str]:
+@contextlib.contextmanager
+def seccomp_descriptor() -> Iterator[int | None]:
+    """A descriptor holding the sandbox's seccomp filter for bubblewrap to read (None where this
+    machine has no table: the user-namespace path stays closed to nested namespaces without it)."""
+    if not seccomp.supported():
+        yield None
+        return
+    descriptor = os.memfd_create("rlxf-sandbox-seccomp")
+    try:
+        os.write(descriptor, seccomp.sandbox_filter())
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+def bwrap_command(
+    uid: int | None, interpreter: list[str], disk_bytes: int = 64 << 20, seccomp_fd: int | None = None
+) -> list[str]:
     """The bubblewrap command that runs ``interpreter`` (an argv) isolated, in a fresh ``/tmp`` of
-    ``disk_bytes`` held in memory (nothing it writes reaches the host's disk)."""
+    ``disk_bytes`` held in memory (nothing it writes reaches the host's disk), under the seccomp
+    filter read from ``seccomp_fd`` (see `seccomp_descriptor`)."""
+    if seccomp_fd is None and uid is not None:
+        raise SandboxUnavailable(
+            f"as root, the sandbox needs its seccomp filter, which rlxf has no table for on {platform.machine()}: "
+            "run rlxf as a non-root user (bubblewrap then closes nested user namespaces itself)"
+        )
     view = interpreter_view()
     command = [bwrap_path(), "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    if seccomp_fd is not None:
+        command += ["--seccomp", str(seccomp_fd)]
     if uid is None:  # not root: an unprivileged user of a new user namespace
         command += ["--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"]
     else:  # root: the harness drops to ``uid`` with these two, before the program runs
@@ -129,7 +162,9 @@ def _parents(paths) -> list[str]:
 def check_isolation() -> None:
     """Runs an empty program in a sandbox once; a machine where that fails gets a clear error."""
     view = interpreter_view()
-    command = bwrap_command(sandbox_uid(), [view.executable, "-I", "-S", "-c", "pass"])
-    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+    with seccomp_descriptor() as descriptor:
+        command = bwrap_command(sandbox_uid(), [view.executable, "-I", "-S", "-c", "pass"], seccomp_fd=descriptor)
+        fds = () if descriptor is None else (descriptor,)
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60, pass_fds=fds)
     if done.returncode != 0:
         raise SandboxUnavailable(f"bubblewrap could not start a sandbox: {done.stderr.strip()[:300]}; {INSTALL_HINT}")

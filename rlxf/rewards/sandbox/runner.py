@@ -11,7 +11,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from rlxf.rewards.sandbox.isolation import bwrap_command, check_isolation, interpreter_view, sandbox_uid
+from rlxf.rewards.sandbox.isolation import (
+    bwrap_command,
+    check_isolation,
+    interpreter_view,
+    sandbox_uid,
+    seccomp_descriptor,
+)
 from rlxf.rewards.sandbox.verdicts import decode_line, split_test
 
 _HARNESS = Path(__file__).with_name("harness.py").read_text(encoding="utf-8")
@@ -74,7 +80,10 @@ def run_tests(
                 "audit_hook": audit_hook,
                 "results_fd": results.fileno(),
             }
-            timed_out, status = _run(_command(isolation, uid, limits), job, workdir, output, results, limits)
+            with seccomp_descriptor() as seccomp_fd:
+                command = _command(isolation, uid, limits, seccomp_fd)
+                fds = tuple(fd for fd in (results.fileno(), seccomp_fd) if fd is not None)
+                timed_out, status = _run(command, job, workdir, output, fds, limits)
         messages = _messages(results_path, len(candidates), limits.results_bytes)
         output_text = _tail(output_path, limits.output_bytes)
     finally:
@@ -100,15 +109,15 @@ def _limits(limits: SandboxLimits, isolation: str, uid: int | None) -> dict:
     return {**settings, "nproc": nproc}
 
 
-def _command(isolation: str, uid: int | None, limits: SandboxLimits) -> list[str]:
+def _command(isolation: str, uid: int | None, limits: SandboxLimits, seccomp_fd: int | None) -> list[str]:
     interpreter = [interpreter_view().executable, "-I", "-S", "-X", "utf8", "-c", _HARNESS]
     if isolation == "process":
         return interpreter
     check_isolation()
-    return bwrap_command(uid, interpreter, limits.disk_bytes)
+    return bwrap_command(uid, interpreter, limits.disk_bytes, seccomp_fd)
 
 
-def _run(command, job, workdir, output, results, limits: SandboxLimits) -> tuple[bool, int | None]:
+def _run(command, job, workdir, output, fds: tuple[int, ...], limits: SandboxLimits) -> tuple[bool, int | None]:
     """Runs the sandbox to its end or its timeout: whether it timed out, and its exit status."""
     process = subprocess.Popen(
         command,
@@ -117,7 +126,7 @@ def _run(command, job, workdir, output, results, limits: SandboxLimits) -> tuple
         stdout=output,
         stderr=subprocess.STDOUT,
         env={"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir)},
-        pass_fds=(results.fileno(),),
+        pass_fds=fds,
         start_new_session=True,
     )
     try:

@@ -1,0 +1,91 @@
+"""A seccomp filter for the sandbox, handed to bubblewrap (``--seccomp FD``) as a compiled
+classic-BPF program, so the kernel refuses what no unit test needs and would widen the attack:
+
+- new user namespaces (``unshare``/``clone`` with CLONE_NEWUSER; ``clone3``, whose flags a filter
+  cannot read, answers ENOSYS, and the C library falls back to ``clone``): inside one, a program
+  would hold every capability over namespaces of its own, and every kernel bug they reach;
+- ``setns``, ``bpf``, ``perf_event_open``, ``userfaultfd``, the kernel keyring and ``ptrace``;
+- every system call of another ABI (i386 via ``int 0x80``, x32), which would dodge the numbers
+  above.
+
+Everything else is allowed: the namespaces, the read-only root and the limits do the rest.
+"""
+
+from __future__ import annotations
+
+import errno
+import platform
+import struct
+
+# classic BPF opcodes (linux/filter.h)
+_LOAD_WORD = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_JUMP_EQUAL = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_JUMP_AT_LEAST = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+_JUMP_ANY_BIT = 0x45  # BPF_JMP | BPF_JSET | BPF_K
+_RETURN = 0x06  # BPF_RET | BPF_K
+
+# linux/seccomp.h
+_ALLOW = 0x7FFF0000
+_ERRNO = 0x00050000
+
+_SYSCALL_NUMBER, _ARCHITECTURE, _FIRST_ARGUMENT = 0, 4, 16  # offsets in struct seccomp_data
+CLONE_NEWUSER = 0x10000000
+_X32_BIT = 0x40000000
+
+# machine: (AUDIT_ARCH, syscalls that check the flags, syscalls refused, clone3)
+_TABLES = {
+    "x86_64": (
+        0xC000003E,
+        {"clone": 56, "unshare": 272},
+        {"setns": 308, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "keyctl": 250, "add_key": 248,
+         "request_key": 249, "ptrace": 101},
+        435,
+    ),
+    "aarch64": (
+        0xC00000B7,
+        {"clone": 220, "unshare": 97},
+        {"setns": 268, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "keyctl": 219, "add_key": 217,
+         "request_key": 218, "ptrace": 117},
+        435,
+    ),
+}  # fmt: skip
+
+
+def supported() -> bool:
+    return platform.machine() in _TABLES
+
+
+def _instruction(code: int, jump_true: int = 0, jump_false: int = 0, value: int = 0) -> bytes:
+    return struct.pack("=HBBI", code, jump_true, jump_false, value)
+
+
+def sandbox_filter(machine: str | None = None) -> bytes:
+    """The compiled filter for ``machine`` (this one by default). Jumps count the instructions
+    they skip."""
+    machine = machine or platform.machine()
+    if machine not in _TABLES:
+        raise ValueError(f"no seccomp table for {machine}")
+    architecture, flag_checked, refused, clone3 = _TABLES[machine]
+    refuse = _ERRNO | errno.EPERM
+    code = [
+        _instruction(_LOAD_WORD, value=_ARCHITECTURE),
+        _instruction(_JUMP_EQUAL, 1, 0, architecture),
+        _instruction(_RETURN, value=refuse),  # another ABI
+        _instruction(_LOAD_WORD, value=_SYSCALL_NUMBER),
+        _instruction(_JUMP_AT_LEAST, 0, 1, _X32_BIT),
+        _instruction(_RETURN, value=refuse),  # x32
+    ]
+    verdicts = [(number, refuse) for number in refused.values()] + [(clone3, _ERRNO | errno.ENOSYS)]
+    for number, verdict in verdicts:
+        code += [_instruction(_JUMP_EQUAL, 0, 1, number), _instruction(_RETURN, value=verdict)]
+    numbers = list(flag_checked.values())
+    for index, number in enumerate(numbers):  # to the flags check, past the others and the allow
+        code.append(_instruction(_JUMP_EQUAL, len(numbers) - index, 0, number))
+    code += [
+        _instruction(_RETURN, value=_ALLOW),
+        _instruction(_LOAD_WORD, value=_FIRST_ARGUMENT),  # the flags' low 32 bits (little-endian)
+        _instruction(_JUMP_ANY_BIT, 0, 1, CLONE_NEWUSER),
+        _instruction(_RETURN, value=refuse),
+        _instruction(_RETURN, value=_ALLOW),
+    ]
+    return b"".join(code)
