@@ -55,6 +55,16 @@ def _from_unpaired(cell: Cell) -> Labeled:
     )
 
 
+def _columns(cell: Cell, prompt_field: str) -> dict[str, Any]:
+    """The row's other columns, for reward sources (TRL passes them to reward functions too);
+    an answer or reference as text, which is how verifiers and judges compare it."""
+    columns = {key: value for key, value in cell.row.items() if key != prompt_field and value is not None}
+    for key in ("answer", "reference"):
+        if key in columns:
+            columns[key] = str(columns[key])
+    return columns
+
+
 def _from_prompt_row(cell: Cell) -> Prompt:
     if "instruction" in cell.row and cell.row.get("input"):  # Alpaca layout
         text = f"{cell.text('instruction')}\n\n{cell.text('input')}"
@@ -67,8 +77,12 @@ def _from_prompt_row(cell: Cell) -> Prompt:
                 messages = messages[:-1]
             if not messages:
                 raise cell.error(field, "expected at least one non-assistant message")
-            context = {key: str(cell.row[key]) for key in ("answer", "reference") if cell.row.get(key) is not None}
-            return Prompt(messages, source=cell.source, context=context)
+            return Prompt(
+                messages,
+                source=cell.source,
+                context=_columns(cell, field),
+                conversational=isinstance(cell.row[field], list),
+            )
     # a preference row: its preferred response is the reference a pairwise judge compares against
     try:
         layout = detect_preference_format(cell.row)

@@ -19,7 +19,10 @@ class Prompt:
     messages: list[Message]
     source: str = ""
     context: dict = field(default_factory=dict)
-    """What a reward source needs besides the completion, e.g. {"answer": "72"} or {"tests": [...]}."""
+    """What a reward source needs besides the completion, e.g. {"answer": "72"} or {"tests": [...]}: the
+    prompt file's other columns."""
+    conversational: bool = False
+    """The prompt came as a message list (TRL's conversational format), not as a string."""
 
 
 @dataclass

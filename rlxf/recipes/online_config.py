@@ -61,7 +61,7 @@ class TaskSection:
 @dataclass
 class RewardSection:
     kind: str = "math"
-    """A reward source of rlxf.rewards.registry: math, unit_tests, format, length, reward_model, judge."""
+    """A reward source of rlxf.rewards.registry: math, unit_tests, format, length, reward_model, judge, python."""
     weight: float = 1.0
     """Weight in the sum of sources."""
     normalize: bool = False
@@ -78,6 +78,9 @@ class RewardSection:
     """length: characters before the penalty starts."""
     sandbox: str = "bwrap"
     """unit_tests: bwrap (isolated by the OS; needs bubblewrap) or process (not isolated, flagged)."""
+    function: Any = ""
+    """python: "module:function" or "path/to/file.py:function" (in Python, the callable itself), called as
+    TRL calls reward_funcs: fn(prompts=..., completions=..., **columns) -> list of floats or None."""
 
     def __post_init__(self):
         if self.kind not in REWARD_SOURCES:
@@ -88,7 +91,7 @@ class RewardSection:
         """The options set away from their defaults: the builder refuses one its kind does not take
         and asks for one it needs, naming what the kind takes."""
         defaults = RewardSection.__dataclass_fields__
-        options = ("pattern", "model", "mode", "rubric", "free_chars", "sandbox")
+        options = ("pattern", "model", "mode", "rubric", "free_chars", "sandbox", "function")
         return {name: getattr(self, name) for name in options if getattr(self, name) != defaults[name].default}
 
     def build(self):

@@ -63,6 +63,7 @@ def score(source, prompts: list[Prompt], rollout: Rollout) -> RewardBatch:
     samples = [prompts[i] for i in rollout.prompt_index]
     keys = set().union(*(p.context for p in samples)) if samples else set()
     context = {key: [p.context.get(key) for p in samples] for key in keys}
+    context["conversational"] = [p.conversational for p in samples]
     return source.score([p.messages for p in samples], rollout.texts, **context)
 
 

@@ -20,11 +20,12 @@ class RewardBatch:
     details: list[dict] = field(default_factory=list)  # per completion: parsed answer, test output, judge reply...
     token_rewards: Tensor | None = None  # (B, T) optional per-token rewards (e.g. fine-grained spans)
     flags: dict[str, float] = field(default_factory=dict)  # facts about how it was scored, logged as they are
+    opinions: Tensor | None = None  # (B,) bool: False where the source had no opinion (its reward is then 0)
 
     def metrics(self) -> dict[str, float]:
         """Mean reward overall and per source, and the flags, for logging."""
         out = {"reward": float(self.rewards.float().mean())}
-        out.update({f"reward/{name}": float(values.float().mean()) for name, values in self.by_source.items()})
+        out.update({f"reward/{name}": float(values.float().nanmean()) for name, values in self.by_source.items()})
         return out | self.flags
 
 

@@ -14,7 +14,9 @@ from rlxf.rewards.base import RewardBatch, RewardSource
 class WeightedSum:
     """``r = Σ_k w_k · norm_k(r_k)``, where ``norm_k`` standardizes source k over the batch when
     ``normalize[k]`` is set (so sources on different scales contribute by their weights).
-    Every source's raw score is kept in ``by_source``."""
+    Every source's raw score is kept in ``by_source``. A sample a source has no opinion on gets 0
+    from it and is left out of its standardization (TRL sums its reward functions the same way,
+    skipping None)."""
 
     sources: Sequence[RewardSource]
     weights: Sequence[float]
@@ -33,10 +35,17 @@ class WeightedSum:
             batch = source.score(prompts, completions, **context)
             by_source.update(batch.by_source)
             flags.update(batch.flags)
-            values = batch.rewards.float()
-            if normalize and len(values) > 1:
-                values = (values - values.mean()) / (values.std() + 1e-6)
-            total += weight * values
+            total += weight * _standardized(batch) if normalize else weight * batch.rewards.float()
             for row, detail in zip(details, batch.details):
                 row[source.name] = detail
         return RewardBatch(total, by_source, details, flags=flags)
+
+
+def _standardized(batch: RewardBatch) -> torch.Tensor:
+    """The source's rewards standardized over the samples it has an opinion on; 0 elsewhere."""
+    values = batch.rewards.float()
+    opinions = batch.opinions if batch.opinions is not None else torch.ones_like(values, dtype=torch.bool)
+    if opinions.sum() < 2:
+        return values * opinions
+    chosen = values[opinions]
+    return torch.where(opinions, (values - chosen.mean()) / (chosen.std() + 1e-6), 0.0)

@@ -45,6 +45,14 @@ def _judge(model: str = "", mode: str = "pointwise", rubric: str = "") -> Reward
     return LLMJudge(model or "smollm2-135m-instruct", mode=mode, rubric=rubric or DEFAULT_RUBRIC)
 
 
+def _python(function: str | Callable) -> RewardSource:
+    from rlxf.rewards.python_function import PythonReward, load_function
+
+    if callable(function):
+        return PythonReward(function)
+    return PythonReward(load_function(function), name=str(function).rpartition(":")[2])
+
+
 REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
     "math": _math,
     "unit_tests": _unit_tests,
@@ -52,11 +60,13 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
     "length": _length,
     "reward_model": _reward_model,
     "judge": _judge,
+    "python": _python,
 }
 """math: math-verify against the prompt's answer; unit_tests: MBPP-style asserts in the sandbox
 (bubblewrap; sandbox=process where it cannot be installed, not isolated);
 format: a regular expression; length: a penalty past free_chars; reward_model: a folder from
-`rlxf rm`; judge: an LLM with a rubric, pointwise or pairwise against the prompt's reference."""
+`rlxf rm`; judge: an LLM with a rubric, pointwise or pairwise against the prompt's reference;
+python: a function of yours, called as TRL calls reward_funcs (`rlxf.rewards.python_function`)."""
 
 
 def reward_source_options(kind: str) -> list[str]:

@@ -1,5 +1,6 @@
 """Online RL on a tiny model: the reward rises, and every algorithm and knob runs end to end."""
 
+import json
 import math
 
 import pytest
@@ -137,3 +138,22 @@ def test_the_adaptive_kl_coefficient_resumes_where_it_was(tmp_path, prompt_file)
     for before, after in zip(straight[2:], resumed[2:]):
         assert after["kl_coef"] == pytest.approx(before["kl_coef"], rel=1e-9)
         assert after["loss"] == pytest.approx(before["loss"], rel=1e-5, abs=1e-7)
+
+
+def test_a_trl_style_reward_function_with_a_column_of_the_prompt_file_drives_a_run(tmp_path):
+    """TRL's reward_funcs convention unchanged: the function reads the file's extra column and the
+    reward of its digit rises."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"write something {i}", "wanted": "digit"}) + "\n" for i in range(40))
+    )
+    rewards = tmp_path / "my_rewards.py"
+    rewards.write_text(
+        "def wants(completions, wanted, **kwargs):\n"
+        "    assert set(wanted) == {'digit'}\n"
+        "    return [float(any(ch.isdigit() for ch in c)) for c in completions]\n"
+    )
+    out = tmp_path / "run"
+    _, rows = online(out, prompts, "train.max_steps=12", f"rewards=[{{kind: python, function: '{rewards}:wants'}}]")
+    first, last = sum(r["reward"] for r in rows[:3]) / 3, sum(r["reward"] for r in rows[-3:]) / 3
+    assert "reward/wants" in rows[-1] and first < 0.75 and last > 0.9, [r["reward"] for r in rows]
