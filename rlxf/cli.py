@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlxf {args.command}: {error}", file=sys.stderr)
         return 2
     from rlxf.data import DataError
+    from rlxf.models.loading import ModelNotFound
     from rlxf.parallel import distributed
 
     section = getattr(config, "distributed", None)
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:
         print(f"rlxf {args.command}: bad input: {error}", file=sys.stderr)
         return 1
+    except (ConfigError, ModelNotFound) as error:  # found before any heavy work: one line, no trace
+        print(f"rlxf {args.command}: {error}", file=sys.stderr)
+        return 2
     except ValueError as error:
         if not module_name.startswith("rlxf.feedback"):
             raise

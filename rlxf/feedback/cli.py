@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlxf.config import Checked
+
 ACTIONS = (
     "add-user",
     "set-password",
@@ -20,7 +22,7 @@ ACTIONS = (
 
 
 @dataclass
-class FeedbackConfig:
+class FeedbackConfig(Checked):
     action: str = "export"
     """add-user, set-password (ends the account's web sessions), create-project, import (items from a file), generate (items sampled from a
     model for a file of prompts), add-member, judge (an LLM judge
@@ -81,7 +83,7 @@ class FeedbackConfig:
     projects: list[str] = field(default_factory=list)
     """export: project names (all when empty)."""
 
-    def __post_init__(self):
+    def check(self):
         if self.action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
 

@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from rlxf import __version__
+from rlxf.config import Checked
 from rlxf.feedback.routes import admin, auth, labeling, quality
 from rlxf.feedback.routes.dependencies import AppState, page_templates
 from rlxf.feedback.security import BodySizeLimit, LoginThrottle, SecurityHeaders
@@ -33,7 +34,7 @@ SESSION_SECONDS = 12 * 3600
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(Checked):
     db: str = "feedback.db"
     """The store: a SQLite file, or a SQLAlchemy URL such as postgresql+psycopg://user@host/db."""
     host: str = "127.0.0.1"
@@ -54,7 +55,7 @@ class ServeConfig:
     """Addresses of reverse proxies whose X-Forwarded-For names the client (login throttling
     counts by client address); none by default, so a client cannot name itself."""
 
-    def __post_init__(self):
+    def check(self):
         if not 0 < self.port < 65536 or self.max_body_bytes < 1024:
             raise ValueError("port must be 1-65535 and max_body_bytes at least 1024")
 

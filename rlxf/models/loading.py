@@ -97,7 +97,22 @@ def resolve_model_path(name: str) -> str:
         if not (path / "config.json").exists():
             raise ModelNotFound(f"{path} is not a Hugging Face model folder (no config.json)")
         return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelNotFound(f"model {name!r}: no such folder")
     return name
+
+
+@contextlib.contextmanager
+def _from_hub(name: str):
+    """Loading ``name`` as a hub id: a failure is one line naming what was tried."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        known = ", ".join([SMOLLM2, MINILM, *tiny.RANDOM_CONFIGS])
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelNotFound(
+            f"model {name!r} is not an embedded name ({known}), not a local folder, and did not load as a hub id: {first}"
+        ) from None
 
 
 def load_tokenizer(name: str):
@@ -106,7 +121,8 @@ def load_tokenizer(name: str):
         return tiny.tiny_tokenizer()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
+    with _from_hub(name):
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
@@ -168,7 +184,8 @@ def load_causal_lm(name: str, *, dtype: str = "float32", seed: int = 0, device: 
     elif device == "meta":
         model = _empty_from_folder(AutoModelForCausalLM, name, dtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=torch_dtype(dtype))
+        with _from_hub(name):
+            model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=torch_dtype(dtype))
     disable_dropout(model)
     return to_device(model, device)
 
@@ -191,9 +208,10 @@ def load_reward_model(
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                resolve_model_path(name), num_labels=1, dtype=torch_dtype(dtype)
-            )
+            with _from_hub(name):
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    resolve_model_path(name), num_labels=1, dtype=torch_dtype(dtype)
+                )
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     disable_dropout(model)

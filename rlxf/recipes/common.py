@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from rlxf.config import DataSection, ModelSection, to_dict, to_yaml
+from rlxf.config import ConfigError, DataSection, ModelSection, to_dict, to_yaml
 from rlxf.data import BadRows, Labeled, Preference, read_preferences, split_by_group
 from rlxf.data.batching import pack_groups, token_budget_batches
 from rlxf.data.templating import ChatEncoder
@@ -63,7 +63,7 @@ def load_splits(
     ``read(path, format=..., on_bad_row=...)`` returns (records, BadRows).
     """
     if not data.path:
-        raise ValueError("data.path is empty: give a data file (data.path=...)")
+        raise ConfigError("data.path is empty: give a data file (data.path=...)")
     path = resolve_path(data.path)
     records, bad = read(path, format=data.format, on_bad_row=data.on_bad_row)
     report_bad_rows(bad, path)
@@ -101,7 +101,7 @@ def example_weights(records: Sequence[Preference | Labeled]) -> torch.Tensor:
 
 def encoder_for(tokenizer, data: DataSection) -> ChatEncoder:
     return ChatEncoder(
-        tokenizer, max_length=data.max_length, max_prompt_length=data.max_prompt_length, truncation=data.truncation
+        tokenizer, max_length=data.max_length, max_prompt_length=data.prompt_limit, truncation=data.truncation
     )
 
 

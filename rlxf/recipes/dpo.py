@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from rlxf.config import DataSection, DistributedSection, ModelSection, ReferenceSection, TrainSection
+from rlxf.config import Checked, DataSection, DistributedSection, ModelSection, ReferenceSection, TrainSection
 from rlxf.data import Preference
 from rlxf.data.batching import pack_groups
 from rlxf.data.templating import ChatEncoder
@@ -46,14 +46,14 @@ REGISTRIES = {"loss": PREFERENCE_LOSSES}
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(Checked):
     output_dir: str = "runs/dpo"
     """Where checkpoints, metrics, eval.json and the final model (model/) go."""
     policy: ModelSection = field(default_factory=ModelSection)
     """The model being trained."""
     reference: ReferenceSection = field(default_factory=ReferenceSection)
     """Where reference log-probs come from (computed once and cached)."""
-    data: DataSection = field(default_factory=lambda: DataSection(max_length=512, max_prompt_length=256))
+    data: DataSection = field(default_factory=lambda: DataSection(max_length=512))
     """Pairwise preferences; ties carry no direction and are left out (counted)."""
     train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=4, lr=2e-5))
     """Optimization."""
@@ -71,7 +71,7 @@ class DPOConfig:
     max_tokens_per_forward: int = 4096
     """Token budget of one packed no-grad forward pass (reference and evaluation)."""
 
-    def __post_init__(self):
+    def check(self):
         if self.loss not in PREFERENCE_LOSSES:
             raise ValueError(f"loss must be one of {sorted(PREFERENCE_LOSSES)}, got {self.loss!r}")
         if self.beta <= 0:

@@ -50,7 +50,7 @@ class EvalConfig:
     """The policy's starting point."""
     reward_model: str = ""
     """Judge for RM accuracy and win rate (a folder saved by `rlxf rm`)."""
-    data: DataSection = field(default_factory=lambda: DataSection(max_length=512, max_prompt_length=256))
+    data: DataSection = field(default_factory=lambda: DataSection(max_length=512))
     """Preference data; its held-out split gives RM pairs and win-rate prompts."""
     generation: GenerationSection = field(default_factory=GenerationSection)
     """How responses are sampled."""

@@ -50,7 +50,7 @@ class KTOConfig:
     """The model being trained."""
     reference: ReferenceSection = field(default_factory=ReferenceSection)
     """Where reference log-probs come from (computed once and cached)."""
-    data: DataSection = field(default_factory=lambda: DataSection(max_length=512, max_prompt_length=256))
+    data: DataSection = field(default_factory=lambda: DataSection(max_length=512))
     """{prompt, completion, label} rows, or preference pairs split into desirable/undesirable."""
     train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=8, lr=5e-6))
     """Optimization."""

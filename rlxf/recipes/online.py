@@ -92,9 +92,10 @@ def _every(period: int, step: int) -> bool:
 def start(config: OnlineConfig) -> Roles:
     """Prompts, the policy and every role around it, and the run (resumed if it has checkpoints)."""
     output_dir = Path(config.output_dir)
+    train_prompts, held_prompts = setup.load_task(config.task, config.train.seed)
+    setup.check_reward_columns(config.rewards, train_prompts + held_prompts)  # before anything is written
     write_config(output_dir, config)
     torch.manual_seed(config.train.seed)
-    train_prompts, held_prompts = setup.load_task(config.task, config.train.seed)
     say(f"task {config.task.name}: {len(train_prompts)} training prompts, {len(held_prompts)} held out")
     policy, tokenizer = build_policy(config.policy, config.train.seed, strategy=config.distributed.strategy)
     encoder = encoder_for(tokenizer, setup.data_limits(config))

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from rlxf.advantages import ADVANTAGE_ESTIMATORS
-from rlxf.config import DistributedSection, ModelSection, ReferenceSection, TrainSection
+from rlxf.config import Checked, DistributedSection, ModelSection, ReferenceSection, TrainSection
 from rlxf.losses.policy import POLICY_LOSSES
 from rlxf.losses.reduce import AGGREGATIONS
 from rlxf.recipes.online_algorithms import ALGORITHMS
-from rlxf.rewards.registry import REWARD_SOURCES, build_reward_source, reward_warnings
+from rlxf.rewards.registry import REWARD_SOURCES, build_reward_source, reward_columns, reward_warnings
 
 REGISTRIES = {
     "algo": ALGORITHMS,
@@ -31,7 +31,7 @@ REGISTRIES = {
 
 
 @dataclass
-class TaskSection:
+class TaskSection(Checked):
     name: str = "arithmetic"
     """arithmetic (generated), gsm8k, mbpp, or file (any prompt file with an optional answer column)."""
     path: str = ""
@@ -51,7 +51,7 @@ class TaskSection:
     on_bad_row: str = "error"
     """file: a malformed row raises (error) or is counted, reported and left out (skip)."""
 
-    def __post_init__(self):
+    def check(self):
         if self.name not in ("arithmetic", "gsm8k", "mbpp", "file"):
             raise ValueError(f"task.name must be arithmetic, gsm8k, mbpp or file, got {self.name!r}")
         if self.name != "arithmetic" and not self.path:
@@ -59,7 +59,7 @@ class TaskSection:
 
 
 @dataclass
-class RewardSection:
+class RewardSection(Checked):
     kind: str = "math"
     """A reward source of rlxf.rewards.registry: math, unit_tests, format, length, reward_model, judge, python."""
     weight: float = 1.0
@@ -82,7 +82,7 @@ class RewardSection:
     """python: "module:function" or "path/to/file.py:function" (in Python, the callable itself), called as
     TRL calls reward_funcs: fn(prompts=..., completions=..., **columns) -> list of floats or None."""
 
-    def __post_init__(self):
+    def check(self):
         if self.kind not in REWARD_SOURCES:
             raise ValueError(f"reward kind must be one of {sorted(REWARD_SOURCES)}, got {self.kind!r}")
         self.build()  # a missing, unused or malformed option is an error now, not a surprise later
@@ -100,9 +100,13 @@ class RewardSection:
     def warnings(self) -> list[str]:
         return reward_warnings(self.kind, **self.options())
 
+    def columns(self) -> tuple[str, ...]:
+        """The prompt-file columns this source reads."""
+        return reward_columns(self.kind, **self.options())
+
 
 @dataclass
-class SamplingSection:
+class SamplingSection(Checked):
     n: int = 8
     """Samples per prompt (the group for group-relative advantages)."""
     max_new_tokens: int = 64
@@ -123,7 +127,7 @@ class SamplingSection:
     W + (α/r)·BA; vLLM generates with plain layers) or adapters (the LoRA weights alone, served by
     vLLM's LoRA support: far less to send; vLLM then runs its LoRA kernels while decoding)."""
 
-    def __post_init__(self):
+    def check(self):
         if self.engine not in ("hf", "vllm"):
             raise ValueError(f"sampling.engine must be hf or vllm, got {self.engine!r}")
         if self.vllm_lora not in ("merged", "adapters"):
@@ -139,7 +143,7 @@ class SamplingSection:
 
 
 @dataclass
-class OnlineConfig:
+class OnlineConfig(Checked):
     output_dir: str = "runs/online"
     """Where checkpoints, metrics, eval.json and the final model (model/) go."""
     algo: str = "grpo"
@@ -219,7 +223,7 @@ class OnlineConfig:
     rft_top_k: int = 1
     """rft: samples kept per prompt, best first (sampling.n keeps every one above the threshold)."""
 
-    def __post_init__(self):
+    def check(self):
         if self.algo not in ALGORITHMS:
             raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {self.algo!r}")
         _check_choice("advantage", self.advantage, ADVANTAGE_ESTIMATORS)

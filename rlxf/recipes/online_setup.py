@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from rlxf.config import DataSection
+from rlxf.config import ConfigError, DataSection
 from rlxf.data import tasks as task_sets
 from rlxf.data.formats import read_prompts
 from rlxf.data.records import Prompt
@@ -41,6 +41,19 @@ def load_task(task: TaskSection, seed: int) -> tuple[list[Prompt], list[Prompt]]
         for prompt in train + held:
             prompt.messages = [{"role": "system", "content": task.system_prompt}, *prompt.messages]
     return train, held
+
+
+def check_reward_columns(rewards: list[RewardSection], prompts: list[Prompt]) -> None:
+    """Every column a reward source reads is in every prompt, checked before any generation."""
+    for section in rewards:
+        for column in section.columns():
+            lacking = next((p for p in prompts if column not in p.context), None)
+            if lacking is not None:
+                has = sorted(lacking.context) or "no other columns"
+                raise ConfigError(
+                    f"reward {section.kind} reads the column {column!r}, which {lacking.source or 'a prompt'} lacks "
+                    f"(it has {has})"
+                )
 
 
 def _arithmetic(task: TaskSection, seed: int) -> tuple[list[Prompt], list[Prompt]]:

@@ -34,7 +34,7 @@ class RewardModelConfig:
     """Where checkpoints, metrics, eval.json and the final model (model/) go."""
     model: ModelSection = field(default_factory=lambda: ModelSection(name="minilm-l6-v2"))
     """Backbone; a scalar head is added (any encoder or causal LM)."""
-    data: DataSection = field(default_factory=lambda: DataSection(max_length=512, max_prompt_length=384))
+    data: DataSection = field(default_factory=lambda: DataSection(max_length=512))
     """Pairwise preferences."""
     train: TrainSection = field(default_factory=lambda: TrainSection(epochs=2, batch_size=16, lr=5e-5))
     """Optimization."""
@@ -110,7 +110,7 @@ def train_reward_model(config: RewardModelConfig) -> dict:
         settings={
             "kind": "reward_model",
             "max_length": config.data.max_length,
-            "max_prompt_length": config.data.max_prompt_length,
+            "max_prompt_length": config.data.prompt_limit,
         },
     )
     return results

@@ -38,7 +38,7 @@ class SFTConfig:
     """Where checkpoints, metrics, eval.json and the final model (model/) go."""
     policy: ModelSection = field(default_factory=ModelSection)
     """The model being trained."""
-    data: DataSection = field(default_factory=lambda: DataSection(max_length=512, max_prompt_length=256))
+    data: DataSection = field(default_factory=lambda: DataSection(max_length=512))
     """{prompt, completion}, {messages}, or preference pairs (their chosen side)."""
     train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=8, lr=2e-5))
     """Optimization."""

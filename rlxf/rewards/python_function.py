@@ -81,6 +81,20 @@ def _import(location: str):
         raise RewardFunctionError(f"reward function module {location}: {error}") from None
 
 
+TRL_ARGUMENTS = ("prompts", "completions", "completion_ids", "trainer_state")
+"""What TRL passes besides the dataset's columns (rlxf passes prompts and completions)."""
+
+
+def required_columns(function: Callable) -> tuple[str, ...]:
+    """The columns ``function`` cannot do without: its parameters with no default, TRL's own aside."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in parameters if p.kind in plain and p.default is p.empty and p.name not in TRL_ARGUMENTS)
+
+
 def function_name(function: Callable) -> str:
     return getattr(function, "__name__", type(function).__name__)
 

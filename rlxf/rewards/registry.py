@@ -90,6 +90,18 @@ def build_reward_source(kind: str, **options: Any) -> RewardSource:
     return builder(**options)
 
 
+def reward_columns(kind: str, **options: Any) -> tuple[str, ...]:
+    """The prompt-file columns a source of ``kind`` reads (every prompt must have them)."""
+    if kind == "python":
+        from rlxf.rewards.python_function import load_function, required_columns
+
+        function = options.get("function", "")
+        return required_columns(function if callable(function) else load_function(function))
+    if kind == "judge" and options.get("mode") == "pairwise":
+        return ("reference",)
+    return {"math": ("answer",), "unit_tests": ("tests",)}.get(kind, ())
+
+
 def reward_warnings(kind: str, **options: Any) -> list[str]:
     """What a model card must say about a source of ``kind`` built with ``options``."""
     return [UNISOLATED] if kind == "unit_tests" and options.get("sandbox") == "process" else []

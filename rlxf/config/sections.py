@@ -1,203 +1,16 @@
-"""Dataclass configs <-> YAML, with dotted command-line overrides (``train.lr=1e-5``).
-
-Each config field is documented by the string literal under it; :func:`describe`
-turns those into ``rlxf <command> --help``. Validation lives in ``__post_init__``.
-"""
+"""The config sections the recipes share: model, reference, data, training and how ranks start.
+Each checks its values when built and when a field is set later (`Checked`)."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
-import textwrap
-import types
-import typing
-from pathlib import Path
-from typing import Any, TypeVar
+import math
 
-import yaml
-
-C = TypeVar("C")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the config's fields and types."""
-
-
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] = ()) -> C:
-    """Build ``cls`` from defaults, then a YAML file, then ``key.sub=value`` overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of config fields at the top level")
-        values = loaded
-    for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {override!r}: expected key=value, e.g. train.lr=1e-5")
-        _set_dotted(values, key.strip().split("."), raw)
-    return _build(cls, values, where=str(path) if path else "config")
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def to_yaml(config: Any) -> str:
-    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
-
-
-def _set_dotted(values: dict, keys: list[str], raw: str) -> None:
-    for key in keys[:-1]:
-        values = values.setdefault(key, {})
-        if not isinstance(values, dict):
-            raise ConfigError(f"override {'.'.join(keys)}: {key!r} is not a section")
-    values[keys[-1]] = _RawText(raw)
-
-
-class _RawText(str):
-    """A command-line value, converted by the field's type rather than by YAML rules."""
-
-
-def _build(cls: type, values: dict, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(values) - set(fields)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)} for {cls.__name__}; known: {sorted(fields)}")
-    kwargs = {}
-    for name, value in values.items():
-        default = _default_of(fields[name])
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
-            value = _merge(dataclasses.asdict(default), value)  # a section keeps its recipe-specific defaults
-        kwargs[name] = _convert(hints[name], value, f"{where}.{name}" if where != "config" else name)
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}: {error}") from None
-
-
-def _default_of(f: dataclasses.Field) -> Any:
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None if f.default is dataclasses.MISSING else f.default
-
-
-def _merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            value = _merge(merged[key], value)
-        merged[key] = value
-    return merged
-
-
-def _convert(kind: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(kind)
-    if dataclasses.is_dataclass(kind):
-        return _build(kind, value, where)
-    if origin in (typing.Union, types.UnionType):
-        options = [k for k in typing.get_args(kind) if k is not type(None)]
-        if value is None or (isinstance(value, _RawText) and value.strip().lower() in ("none", "null", "")):
-            return None
-        return _convert(options[0], value, where)
-    if isinstance(value, _RawText):
-        value = _parse_raw(kind, value, where)
-    if origin is typing.Literal:
-        if value not in typing.get_args(kind):
-            raise ConfigError(f"{where}: expected one of {list(typing.get_args(kind))}, got {value!r}")
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        _, value_kind = typing.get_args(kind)
-        return {str(k): _convert(value_kind, v, f"{where}.{k}") for k, v in value.items()}
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item_kind,) = typing.get_args(kind)
-        return [_convert(item_kind, v, where) for v in value]
-    return _scalar(kind, value, where)
-
-
-def _parse_raw(kind: Any, raw: str, where: str) -> Any:
-    origin = typing.get_origin(kind)
-    if origin in (dict, list):
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{where}: cannot parse {raw!r}: {error}") from None
-    return str(raw)
-
-
-def _scalar(kind: Any, value: Any, where: str) -> Any:
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                return lowered in ("true", "1", "yes")
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind is str:
-            if isinstance(value, (dict, list)):
-                raise ValueError
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
-    return value
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return {}
-    docs, body = {}, tree.body[0].body
-    for node, following in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
-
-
-def describe(config: Any, prefix: str = "") -> list[str]:
-    """One line per field: ``dotted.name = default  doc``, for --help."""
-    lines, docs = [], field_docs(type(config))
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            lines += describe(value, f"{prefix}{f.name}.")
-        else:
-            doc = docs.get(f.name, "")
-            lines.append(f"  {prefix}{f.name} = {value!r}" + (f"\n      {doc}" if doc else ""))
-    return lines
-
-
-# ---- sections shared by the recipes ---------------------------------------------------
+from rlxf.config.checked import Checked
 
 
 @dataclasses.dataclass
-class LoraSection:
+class LoraSection(Checked):
     rank: int = 0
     """LoRA rank; 0 trains all weights."""
     alpha: float = 16.0
@@ -207,13 +20,13 @@ class LoraSection:
     target_modules: str = "all-linear"
     """Which linear layers get adapters (peft syntax)."""
 
-    def __post_init__(self):
+    def check(self):
         if self.rank < 0:
             raise ValueError("lora.rank must be >= 0")
 
 
 @dataclasses.dataclass
-class ModelSection:
+class ModelSection(Checked):
     name: str = "smollm2-135m-instruct"
     """Embedded name (smollm2-135m-instruct, minilm-l6-v2), a random-weight model built from code
     (tiny-llama, random-smollm2-135m), a local HF folder, or a hub id."""
@@ -222,19 +35,19 @@ class ModelSection:
     lora: LoraSection = dataclasses.field(default_factory=LoraSection)
     """LoRA adapters instead of a full fine-tune."""
 
-    def __post_init__(self):
+    def check(self):
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
 
 @dataclasses.dataclass
-class ReferenceSection:
+class ReferenceSection(Checked):
     name: str = ""
     """Reference model of the KL anchor or log-ratio; empty = the initial policy."""
 
 
 @dataclasses.dataclass
-class DataSection:
+class DataSection(Checked):
     path: str = ""
     """Training file (jsonl, json, csv or parquet)."""
     format: str = "auto"
@@ -253,12 +66,12 @@ class DataSection:
     """error: stop at the first malformed row; skip: count, report and skip them."""
     max_length: int = 1024
     """Maximum tokens of prompt + completion."""
-    max_prompt_length: int = 512
-    """A too-long prompt keeps its last N tokens before any completion is cut."""
+    max_prompt_length: int = 0
+    """A too-long prompt keeps its last N tokens before any completion is cut; 0 = half of max_length."""
     truncation: str = "cut"
     """cut: shorten too-long rows and report counts; error: stop at the first such row."""
 
-    def __post_init__(self):
+    def check(self):
         if self.on_bad_row not in ("error", "skip"):
             raise ValueError(f"on_bad_row must be error or skip, got {self.on_bad_row!r}")
         formats = ("auto", "trl", "hh", "autoj", "webgpt", "unpaired")
@@ -268,12 +81,22 @@ class DataSection:
             raise ValueError(f"truncation must be cut or error, got {self.truncation!r}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError("eval_fraction must be in [0, 1)")
-        if not 0 < self.max_prompt_length < self.max_length:
-            raise ValueError("need 0 < max_prompt_length < max_length")
+        if self.max_length < 2:
+            raise ValueError(f"data.max_length must be >= 2 tokens, got {self.max_length}")
+        if self.max_prompt_length < 0 or self.max_prompt_length >= self.max_length:
+            raise ValueError(
+                f"data.max_prompt_length ({self.max_prompt_length}) must be below data.max_length ({self.max_length}); "
+                "leave it at 0 for half of max_length"
+            )
+
+    @property
+    def prompt_limit(self) -> int:
+        """The prompt's token budget: max_prompt_length, or half of max_length when that is 0."""
+        return self.max_prompt_length or self.max_length // 2
 
 
 @dataclasses.dataclass
-class DistributedSection:
+class DistributedSection(Checked):
     backend: str = "torchrun"
     """torchrun: the ranks are whatever launched this command (one process when run plainly);
     ray: this command starts `ranks` training ranks as Ray actors."""
@@ -307,7 +130,7 @@ class DistributedSection:
     broadcast (a torch.distributed group of the trainer and the workers; NCCL when the trainer is on
     a GPU, each worker then on a GPU of its own, gloo on CPU)."""
 
-    def __post_init__(self):
+    def check(self):
         if self.backend not in ("torchrun", "ray"):
             raise ValueError(f"distributed.backend must be torchrun or ray, got {self.backend!r}")
         if self.strategy not in ("ddp", "fsdp"):
@@ -332,7 +155,7 @@ class DistributedSection:
 
 
 @dataclasses.dataclass
-class TrainSection:
+class TrainSection(Checked):
     epochs: float = 1.0
     """Passes over the training data (ignored when max_steps > 0)."""
     max_steps: int = 0
@@ -369,7 +192,7 @@ class TrainSection:
     """Profile this step with torch.profiler (CPU, and CUDA when present): top operators in
     profile/step_N.txt, Python stacks in profile/step_N.stacks, a Chrome trace in profile/step_N.json."""
 
-    def __post_init__(self):
+    def check(self):
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         micro = self.micro_batch_size or self.batch_size
@@ -379,3 +202,12 @@ class TrainSection:
             raise ValueError(f"scheduler must be constant, linear or cosine, got {self.scheduler!r}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ValueError("set epochs > 0 or max_steps > 0")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"train.lr must be a positive number, got {self.lr}")
+        negative = [n for n in ("max_steps", "epochs", "warmup_steps", "weight_decay", "max_grad_norm",
+                                "save_every", "eval_every", "threads", "micro_batch_size", "profile_step")
+                    if getattr(self, n) < 0]  # fmt: skip
+        if negative:
+            raise ValueError(f"train.{negative[0]} must be >= 0, got {getattr(self, negative[0])}")
+        if self.log_every < 1 or self.keep_checkpoints < 1:
+            raise ValueError("train.log_every and train.keep_checkpoints must be >= 1")
