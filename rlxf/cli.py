@@ -8,6 +8,7 @@ import logging
 import sys
 
 from rlxf.config import ConfigError, describe, load_config
+from rlxf.recipes.online_algorithms import ALGORITHMS
 
 # command -> (module, config class, entry function, one-line summary)
 COMMANDS = {
@@ -31,27 +32,6 @@ COMMANDS = {
         "train_online",
         "online RL from rewards: algo=grpo|dr_grpo|rloo|remax|reinforce_pp|ppo|rft|nft",
     ),
-    "grpo": ("rlxf.recipes.online", "OnlineConfig", "train_online", "GRPO (= rlxf online algo=grpo)"),
-    "rloo": ("rlxf.recipes.online", "OnlineConfig", "train_online", "RLOO (= rlxf online algo=rloo)"),
-    "remax": ("rlxf.recipes.online", "OnlineConfig", "train_online", "ReMax (= rlxf online algo=remax)"),
-    "rft": (
-        "rlxf.recipes.online",
-        "OnlineConfig",
-        "train_online",
-        "rejection-sampling fine-tuning / SuperHF with kl_coef (= rlxf online algo=rft)",
-    ),
-    "nft": (
-        "rlxf.recipes.online",
-        "OnlineConfig",
-        "train_online",
-        "negative-aware fine-tuning (= rlxf online algo=nft)",
-    ),
-    "ppo": (
-        "rlxf.recipes.online",
-        "OnlineConfig",
-        "train_online",
-        "PPO with a critic and GAE (= rlxf online algo=ppo)",
-    ),
     "eval": ("rlxf.recipes.evaluate", "EvalConfig", "evaluate", "RM accuracy, win rate vs reference, KL, lengths"),
     "serve": ("rlxf.feedback.server", "ServeConfig", "serve", "the labeling app for human feedback (web pages + API)"),
     "feedback": (
@@ -69,7 +49,18 @@ COMMANDS = {
 }
 
 
-ALGORITHM_ALIASES = ("grpo", "rloo", "remax", "ppo", "rft", "nft")
+PRESETS = {
+    "dapo": (
+        ["algo=grpo", "clip_high=0.28", "dynamic_sampling=true", "aggregation=token_mean", "updates_per_rollout=2"],
+        "DAPO (Yu et al. 2025): GRPO with clip-higher 0.28, dynamic sampling, token-level loss and several "
+        "updates per rollout (so the ratio leaves 1 and the clip acts)",
+    ),
+}
+"""Commands that are a set of online settings under a name of their own (the user's settings win)."""
+
+ALGORITHM_ALIASES = {name: ([f"algo={name}"], f"{name}: {row.source}") for name, row in ALGORITHMS.items()}
+for _name, (_overrides, _summary) in {**ALGORITHM_ALIASES, **PRESETS}.items():  # `rlxf grpo` = `rlxf online algo=grpo`
+    COMMANDS[_name] = ("rlxf.recipes.online", "OnlineConfig", "train_online", _summary[:140])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,15 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     config_class = getattr(module, class_name)
     if args.help:
         print(f"rlxf {args.command}: {summary}\n\nusage: rlxf {args.command} [config.yaml] [key=value ...]\n\nfields:")
-        print("\n".join(describe(config_class())))
+        action = next((a.split("=", 1)[1] for a in args.args if a.startswith("action=")), None)
+        only = module.action_fields(action) if args.command == "feedback" and action else None
+        print("\n".join(describe(config_class(), only=only)))
         if registries := getattr(module, "REGISTRIES", {}):
             print("\nchoices:")
             print("\n".join(f"  {field}: {', '.join(registry)}" for field, registry in registries.items()))
         return 0
     path = args.args[0] if args.args and "=" not in args.args[0] else None
     overrides = args.args[1:] if path else args.args
-    if args.command in ALGORITHM_ALIASES:  # `rlxf grpo ...` is `rlxf online algo=grpo ...`
-        overrides = [f"algo={args.command}", *overrides]
+    if preset := {**ALGORITHM_ALIASES, **PRESETS}.get(args.command):  # `rlxf grpo ...` = `rlxf online algo=grpo ...`
+        overrides = [*preset[0], *overrides]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "transformers", "huggingface_hub", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

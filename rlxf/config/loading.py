@@ -206,10 +206,12 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def describe(config: Any, prefix: str = "") -> list[str]:
-    """One line per field: ``dotted.name = default  doc``, for --help."""
+def describe(config: Any, prefix: str = "", only: set[str] | None = None) -> list[str]:
+    """One line per field: ``dotted.name = default  doc``, for --help (``only`` those fields)."""
     lines, docs = [], field_docs(type(config))
     for f in dataclasses.fields(config):
+        if only is not None and f.name not in only:
+            continue
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
             lines += describe(value, f"{prefix}{f.name}.")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlxf.config import Checked
+from rlxf.config import Checked, field_docs
 
 ACTIONS = (
     "add-user",
@@ -31,13 +32,14 @@ class FeedbackConfig(Checked):
     db: str = "feedback.db"
     """The store: a SQLite file, or a SQLAlchemy URL."""
     name: str = ""
-    """add-user, set-password: the account; create-project: the project; add-member: the account to add."""
+    """add-user, set-password: the account; create-project: the project; add-member: the account to add;
+    judge: the judge's account (default judge)."""
     role: str = "labeler"
     """add-user: labeler or admin."""
     password: str = ""
     """add-user, set-password: a password for the web page (else the account uses its API token only)."""
     project: str = ""
-    """import, add-member: the project's name."""
+    """import, add-member, generate, judge, prioritize, quality: the project's name."""
     question: str = "pairwise"
     """create-project: pairwise, ranking, reaction, rating, spans or verbal."""
     overlap: int = 1
@@ -67,8 +69,7 @@ class FeedbackConfig(Checked):
     limit: int = 0
     """generate: use only the first N prompts (0 = all)."""
     judge_model: str = "smollm2-135m-instruct"
-    """judge: the judge model (embedded name or local folder); its account is named after `name`
-    (default: judge)."""
+    """judge: the judge model (embedded name or local folder)."""
     rubric: str = ""
     """judge: what to compare (default: helpful, correct and harmless)."""
     reward_models: list[str] = field(default_factory=list)
@@ -86,6 +87,20 @@ class FeedbackConfig(Checked):
     def check(self):
         if self.action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
+
+
+_ACTION_PREFIX = re.compile(r"(?:^|; )([a-z-]+(?:, [a-z-]+)*)(?: \([^)]*\))?: ")
+
+
+def action_fields(action: str) -> set[str]:
+    """The fields ``action`` reads: those whose description names it (``export: ...``), and those
+    that name no action at all (the store)."""
+    fields = set()
+    for name, doc in field_docs(FeedbackConfig).items():
+        named = {a for group in _ACTION_PREFIX.findall(doc) for a in group.split(", ")} & set(ACTIONS)
+        if not named or action in named or name == "action":
+            fields.add(name)
+    return fields
 
 
 def run_feedback(config: FeedbackConfig) -> None:

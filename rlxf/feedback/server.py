@@ -40,6 +40,7 @@ class ServeConfig(Checked):
     host: str = "127.0.0.1"
     """Address to listen on (0.0.0.0 to serve other machines; put TLS in front)."""
     port: int = 8000
+    """Port to listen on."""
     secret_key_file: str = ""
     """File holding the key that signs session cookies (made on first start); empty: beside a
     SQLite store, or the RLXF_SECRET_KEY environment variable."""
