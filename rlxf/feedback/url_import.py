@@ -81,6 +81,7 @@ def fetch(checked: CheckedURL, max_bytes: int, timeout_seconds: float = IMPORT_T
     deadline = time.monotonic() + timeout_seconds
     request = {
         "headers": {"Host": checked.host_header},
+        "extensions": {"sni_hostname": checked.host},
     }
     try:
         with (
