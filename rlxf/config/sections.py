@@ -186,6 +186,11 @@ class TrainSection(Checked):
     """Checkpoint every N steps (and at the end) for exact resume; 0 = no checkpoints."""
     keep_checkpoints: int = 2
     """How many recent checkpoints to keep."""
+    resume: str = "auto"
+    """When output_dir holds a run: auto (continue it when its config is the same, else stop and
+    list what differs), never (start fresh in a new subfolder run-N) or force (continue it anyway)."""
+    resume_from: str = ""
+    """A checkpoint folder (checkpoints/checkpoint-N of any run) to start from instead of output_dir's latest."""
     threads: int = 0
     """torch CPU threads (0 = leave torch's default)."""
     profile_step: int = 0
@@ -209,5 +214,7 @@ class TrainSection(Checked):
                     if getattr(self, n) < 0]  # fmt: skip
         if negative:
             raise ValueError(f"train.{negative[0]} must be >= 0, got {getattr(self, negative[0])}")
+        if self.resume not in ("auto", "never", "force"):
+            raise ValueError(f"train.resume must be auto, never or force, got {self.resume!r}")
         if self.log_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("train.log_every and train.keep_checkpoints must be >= 1")

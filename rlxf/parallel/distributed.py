@@ -110,6 +110,15 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return {name: float(total) / world_size() for name, total in zip(names, summed)}
 
 
+def from_main(value: Any) -> Any:
+    """The main rank's ``value`` on every rank (a collective; the value itself when alone)."""
+    if not is_initialized():
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gathered(value: Any) -> Any:
     """Sharded tensors (DTensors) made whole, through nested dicts and lists; a collective."""
     if isinstance(value, DTensor):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from rlxf.config import ConfigError, DataSection, ModelSection, to_dict, to_yaml
+from rlxf.config import ConfigError, DataSection, ModelSection, to_dict
 from rlxf.data import BadRows, Labeled, Preference, read_preferences, split_by_group
 from rlxf.data.batching import pack_groups, token_budget_batches
 from rlxf.data.templating import ChatEncoder
@@ -155,10 +155,15 @@ def save_results(
     base_model: str,
     config: Any,
     settings: dict[str, Any] | None = None,
+    trained: bool = True,
 ) -> None:
     """eval.json, and the final model under model/ with a card recording data, config and metrics
-    (written by the main rank)."""
+    (written by the main rank); kept as they are when this process trained nothing (a finished run
+    run again)."""
     if not distributed.is_main():
+        return
+    if not trained and (output_dir / "model").is_dir():
+        say(f"{output_dir} was already trained to its last step: model/ and its card are left as they are")
         return
     write_json(output_dir / "eval.json", results)
     card = model_card(
@@ -232,13 +237,6 @@ def _load_cached(path: Path, key: str) -> dict[str, torch.Tensor] | None:
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def write_config(output_dir: Path, config: Any) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if not distributed.is_main():
-        return
-    (output_dir / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
 
 
 def weights_signature(name: str) -> list:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -36,8 +35,8 @@ from rlxf.recipes.common import (
     reference_logps,
     save_results,
     say,
-    write_config,
 )
+from rlxf.recipes.run_folder import prepare_output_dir
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
 
@@ -166,8 +165,7 @@ def without_ties(records: list[Preference], what: str) -> list[Preference]:
 
 
 def train_dpo(config: DPOConfig) -> dict:
-    output_dir = Path(config.output_dir)
-    write_config(output_dir, config)
+    output_dir = prepare_output_dir(config)
     torch.manual_seed(config.train.seed)
     loss_fn = PREFERENCE_LOSSES[config.loss]
     train_records, held_records, data_summary = load_preference_splits(config.data)
@@ -255,5 +253,6 @@ def train_dpo(config: DPOConfig) -> dict:
         recipe="dpo",
         base_model=config.policy.name,
         config=config,
+        trained=run.trained_now,
     )
     return results

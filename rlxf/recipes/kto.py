@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -36,8 +35,8 @@ from rlxf.recipes.common import (
     reference_logps,
     save_results,
     say,
-    write_config,
 )
+from rlxf.recipes.run_folder import prepare_output_dir
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
 
@@ -101,8 +100,7 @@ def held_out_kto(policy, matched, labels, ref: dict, *, max_tokens: int) -> dict
 
 
 def train_kto(config: KTOConfig) -> dict:
-    output_dir = Path(config.output_dir)
-    write_config(output_dir, config)
+    output_dir = prepare_output_dir(config)
     torch.manual_seed(config.train.seed)
     train_records, held_records, data_summary = load_splits(config.data, read_feedback, "examples")
     policy, tokenizer = build_policy(config.policy, config.train.seed, strategy=config.distributed.strategy)
@@ -182,5 +180,6 @@ def train_kto(config: KTOConfig) -> dict:
         recipe="kto",
         base_model=config.policy.name,
         config=config,
+        trained=run.trained_now,
     )
     return results

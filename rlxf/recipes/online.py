@@ -25,7 +25,7 @@ from rlxf.models.logprobs import TokenLogps, token_values
 from rlxf.parallel import distributed
 from rlxf.parallel.ray_ranks import close_pools, start_ray_for_workers
 from rlxf.recipes import online_setup as setup
-from rlxf.recipes.common import build_policy, encoder_for, save_results, say, write_config
+from rlxf.recipes.common import build_policy, encoder_for, save_results, say
 from rlxf.recipes.online_config import REGISTRIES, OnlineConfig
 from rlxf.recipes.online_loss import Experience, loss_pass
 from rlxf.recipes.online_rollout import (
@@ -39,6 +39,7 @@ from rlxf.recipes.online_rollout import (
     score,
     zero_variance_groups,
 )
+from rlxf.recipes.run_folder import prepare_output_dir
 from rlxf.rollout import SamplingParams
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
@@ -91,10 +92,9 @@ def _every(period: int, step: int) -> bool:
 
 def start(config: OnlineConfig) -> Roles:
     """Prompts, the policy and every role around it, and the run (resumed if it has checkpoints)."""
-    output_dir = Path(config.output_dir)
     train_prompts, held_prompts = setup.load_task(config.task, config.train.seed)
     setup.check_reward_columns(config.rewards, train_prompts + held_prompts)  # before anything is written
-    write_config(output_dir, config)
+    output_dir = prepare_output_dir(config)
     torch.manual_seed(config.train.seed)
     say(f"task {config.task.name}: {len(train_prompts)} training prompts, {len(held_prompts)} held out")
     policy, tokenizer = build_policy(config.policy, config.train.seed, strategy=config.distributed.strategy)
@@ -143,6 +143,7 @@ def finish(config: OnlineConfig, roles: Roles, results: dict) -> dict:
         recipe=config.algo,
         base_model=base,
         config=config,
+        trained=run.trained_now,
     )
     return results
 

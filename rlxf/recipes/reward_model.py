@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -22,8 +21,8 @@ from rlxf.recipes.common import (
     load_preference_splits,
     save_results,
     say,
-    write_config,
 )
+from rlxf.recipes.run_folder import prepare_output_dir
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
 
@@ -45,8 +44,7 @@ class RewardModelConfig:
 
 
 def train_reward_model(config: RewardModelConfig) -> dict:
-    output_dir = Path(config.output_dir)
-    write_config(output_dir, config)
+    output_dir = prepare_output_dir(config)
     torch.manual_seed(config.train.seed)
     train_records, held_records, data_summary = load_preference_splits(config.data)
     model, tokenizer = build_reward_model(config.model, config.train.seed, strategy=config.distributed.strategy)
@@ -112,5 +110,6 @@ def train_reward_model(config: RewardModelConfig) -> dict:
             "max_length": config.data.max_length,
             "max_prompt_length": config.data.prompt_limit,
         },
+        trained=run.trained_now,
     )
     return results

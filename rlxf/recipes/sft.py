@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -27,8 +26,8 @@ from rlxf.recipes.common import (
     load_splits,
     save_results,
     say,
-    write_config,
 )
+from rlxf.recipes.run_folder import prepare_output_dir
 from rlxf.train import Run
 
 
@@ -58,8 +57,7 @@ def held_out_nll(model, sequences, max_tokens: int) -> dict:
 
 
 def train_sft(config: SFTConfig) -> dict:
-    output_dir = Path(config.output_dir)
-    write_config(output_dir, config)
+    output_dir = prepare_output_dir(config)
     torch.manual_seed(config.train.seed)
     train_records, held_records, data_summary = load_splits(config.data, read_demonstrations, "demonstrations")
     policy, tokenizer = build_policy(config.policy, config.train.seed, strategy=config.distributed.strategy)
@@ -111,5 +109,6 @@ def train_sft(config: SFTConfig) -> dict:
         recipe="sft",
         base_model=config.policy.name,
         config=config,
+        trained=run.trained_now,
     )
     return results

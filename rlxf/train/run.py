@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from rlxf.config import TrainSection
+from rlxf.config import ConfigError, TrainSection
 from rlxf.models.state import trainable_state
 from rlxf.parallel import distributed
 from rlxf.train import checkpoint
@@ -124,7 +124,7 @@ class Run:
         self._profiler: StepProfiler | None = None
         self._started = time.perf_counter()
         torch.manual_seed(train.seed)
-        latest = checkpoint.latest_checkpoint(self.checkpoint_dir)
+        latest = self._start_from()
         if latest is not None:
             state = checkpoint.load_checkpoint(latest, model, self.optimizer, self.scheduler)
             self._check_same_run(state, latest)
@@ -142,6 +142,20 @@ class Run:
             disable=not (show_progress and distributed.is_main()),
             mininterval=1.0,
         )
+
+    def _start_from(self) -> Path | None:
+        """The checkpoint to resume: ``train.resume_from`` when given, else output_dir's latest."""
+        if not self.train.resume_from:
+            return checkpoint.latest_checkpoint(self.checkpoint_dir)
+        path = Path(self.train.resume_from).expanduser()
+        if not (path / "state.pt").is_file():
+            raise ConfigError(f"train.resume_from={path} is not a checkpoint folder (no state.pt)")
+        return path
+
+    @property
+    def trained_now(self) -> bool:
+        """Whether this process trained at all (a finished run run again trains nothing)."""
+        return self.step > self.resumed_from
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -101,7 +101,7 @@ def test_reference_logps_are_computed_once_and_reused(tmp_path, small_hh, monkey
     import shutil
 
     shutil.rmtree(tmp_path / "model")
-    train_dpo(load_config(DPOConfig, None, args + ["train.max_steps=2"]))
+    train_dpo(load_config(DPOConfig, None, args + ["train.max_steps=2", "train.resume=force"]))
     assert not any(d and d.startswith("reference") for d in calls), calls
 
 

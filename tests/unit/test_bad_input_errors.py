@@ -31,7 +31,10 @@ def one_line_error(capsys, *argv) -> str:
         (["dpo", "train.max_steps=-1"], "train.max_steps must be >= 0, got -1"),
         (["sft", "train.warmup_steps=-2"], "train.warmup_steps must be >= 0"),
         (["dpo", "train.max_steps=1"], "data.path is empty"),
-        (["dpo", "data.max_length=64", "data.max_prompt_length=64"], "max_prompt_length (64) must be below data.max_length (64)"),
+        (
+            ["dpo", "data.max_length=64", "data.max_prompt_length=64"],
+            "max_prompt_length (64) must be below data.max_length (64)",
+        ),
         (["grpo", "learning_rate=1e-6"], "did you mean train.lr? (TRL's learning_rate)"),
         (["dpo", "per_device_train_batch_size=2"], "did you mean train.batch_size?"),
         (["grpo", "num_generations=4"], "did you mean sampling.n?"),

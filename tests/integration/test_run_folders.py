@@ -1,0 +1,62 @@
+"""Resume that never lies: a folder holding a run with another config stops with what differs;
+train.resume=never starts fresh beside it, force continues; a finished run run again rewrites
+nothing; train.resume_from starts from a chosen checkpoint."""
+
+import pytest
+
+from rlxf.config import ConfigError, load_config
+from rlxf.recipes.dpo import DPOConfig, train_dpo
+from rlxf.train.metrics import read_metrics
+
+
+def dpo(folder, data, *extra):
+    settings = [
+        f"output_dir={folder}",
+        "policy.name=tiny-llama",
+        f"data.path={data}",
+        "data.max_length=128",
+        "train.max_steps=4",
+        "train.batch_size=2",
+        "train.save_every=2",
+        "train.lr=1e-3",
+        *extra,
+    ]
+    return train_dpo(load_config(DPOConfig, None, settings))
+
+
+def test_another_config_in_a_run_folder_stops_with_the_differences_and_writes_nothing(tmp_path, small_hh):
+    folder = tmp_path / "run"
+    dpo(folder, small_hh)
+    config_text, card = (folder / "config.yaml").read_text(), (folder / "model" / "README.md").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match=r"another config \(beta: 0.1 → 0.5, train.lr: 0.001 → 0.002\)"):
+        dpo(folder, small_hh, "beta=0.5", "train.lr=2e-3")
+    assert (folder / "config.yaml").read_text() == config_text
+
+    dpo(folder, small_hh)  # the same config: finished already, nothing trained and nothing rewritten
+    assert (folder / "model" / "README.md").stat().st_mtime_ns == card
+    assert (folder / "config.yaml").read_text() == config_text
+
+
+def test_never_starts_fresh_in_a_subfolder_and_force_continues(tmp_path, small_hh):
+    folder = tmp_path / "run"
+    dpo(folder, small_hh)
+    dpo(folder, small_hh, "beta=0.5", "train.resume=never")
+    fresh = folder / "run-2"
+    assert "beta: 0.5" in (fresh / "config.yaml").read_text() and (fresh / "model").is_dir()
+    assert [r["step"] for r in read_metrics(fresh / "metrics.jsonl", "train")] == [1, 2, 3, 4]
+
+    dpo(folder, small_hh, "train.max_steps=6", "train.resume=force")  # two more steps on the old run
+    assert "max_steps: 6" in (folder / "config.yaml").read_text()
+    assert [r["step"] for r in read_metrics(folder / "metrics.jsonl", "train")][-2:] == [5, 6]
+
+
+def test_resume_from_a_chosen_checkpoint(tmp_path, small_hh):
+    first = tmp_path / "first"
+    dpo(first, small_hh, "train.keep_checkpoints=3")
+    checkpoint = first / "checkpoints" / "step-0000002"
+    assert checkpoint.is_dir()
+    second = tmp_path / "second"
+    dpo(second, small_hh, f"train.resume_from={checkpoint}")
+    assert [r["step"] for r in read_metrics(second / "metrics.jsonl", "train")] == [3, 4]
+    with pytest.raises(ConfigError, match="is not a checkpoint folder"):
+        dpo(tmp_path / "third", small_hh, f"train.resume_from={tmp_path}")
