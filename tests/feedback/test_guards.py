@@ -53,6 +53,17 @@ def test_a_cookie_saved_before_logout_no_longer_works(app):
     assert log_in(app["app"])[1]  # logging in again works, with a new session
 
 
+def test_a_non_ascii_csrf_token_is_a_403_not_a_500(app):
+    """The token a sender gives is compared as bytes: compare_digest refuses non-ASCII strings."""
+    client, _ = log_in(app["app"])
+    body = {"item_id": 1, "answer": {"choice": "A"}, "idempotency_key": "key-0001"}
+    header = client.post(f"/api/projects/{app['project']}/answers", json=body, headers={"X-CSRF-Token": "é".encode()})
+    form = TestClient(app["app"], follow_redirects=False)
+    login_form(form)
+    field = form.post("/login", data={"name": "labeler0", "password": "correct horse", "csrf": "\u00e9\u2603"})
+    assert (header.status_code, field.status_code) == (403, 403)
+
+
 def test_a_new_password_ends_every_earlier_session(app, store):
     client, _ = log_in(app["app"])
     with store.session() as session:

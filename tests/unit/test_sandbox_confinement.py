@@ -6,6 +6,7 @@ inside, on the path this trainer takes (root here in CI: a uid of its own) and o
 import errno
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rlxf.rewards.sandbox import SandboxLimits, run_tests
-from rlxf.rewards.sandbox.seccomp import CLONE_NEWUSER, sandbox_filter
+from rlxf.rewards.sandbox.seccomp import CLONE_NEWUSER, sandbox_filter, syscall_numbers
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = SandboxLimits(timeout_seconds=20, cpu_seconds=5, memory_bytes=256 << 20, output_bytes=64 << 10)
@@ -64,12 +65,46 @@ def test_the_filter_refuses_new_user_namespaces_and_foreign_abis_and_allows_the_
     assert run_filter(program, arch, 0x40000000 | numbers["unshare"], CLONE_NEWUSER) == EPERM  # x32
 
 
+def test_the_filter_refuses_each_named_call_and_the_numbers_are_the_kernels():
+    for machine, arch in (("x86_64", X86_64), ("aarch64", AARCH64)):
+        program, numbers = sandbox_filter(machine), syscall_numbers(machine)
+        for name, number in numbers.items():
+            expected = ENOSYS if name == "clone3" else ALLOW if name in ("clone", "unshare") else EPERM
+            assert run_filter(program, arch, number) == expected, (machine, name)
+    header = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+    if header.is_file():  # the kernel's own table, where the headers are installed
+        kernel = dict(re.findall(r"#define __NR_(\w+) (\d+)", header.read_text()))
+        assert {name: int(kernel[name]) for name in syscall_numbers("x86_64")} == syscall_numbers("x86_64")
+
+
+def test_threads_fork_and_subprocess_still_work_under_the_filter():
+    program = """
+    import os, subprocess, sys, threading
+    def attack():
+        done = []
+        thread = threading.Thread(target=lambda: done.append(1)); thread.start(); thread.join()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        _, status = os.waitpid(pid, 0)
+        out = subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True, text=True).stdout
+        return done == [1] and os.waitstatus_to_exitcode(status) == 7 and out.strip() == '42'
+    """
+    assert probe(program) == 1.0
+
+
 # Each program defines attack(), true when it got past a confinement.
 PROBES = {
     "nested user namespace": """
         import ctypes
         def attack():
             return ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0
+        """,
+    "io_uring": """
+        import ctypes
+        def attack():
+            params = ctypes.create_string_buffer(120)
+            return ctypes.CDLL(None, use_errno=True).syscall(425, 8, params) >= 0  # io_uring_setup
         """,
     "the trainer's processes": """
         import os

@@ -117,11 +117,14 @@ def import_url(
     """Imports the item file at ``url`` (see `rlxf.feedback.url_import` for what is refused). The
     transaction ends before the download, so a slow host holds no database lock."""
     project_of(session, user, project_id)
+    session.rollback()  # no transaction (SQLite: no write lock) while the name resolves and the file downloads
     try:
         checked = check_import_url(url, state.import_hosts)
     except UnsafeURL as error:
         raise HTTPException(400, f"import refused: {error}") from None
-    session.rollback()
+    filename = Path(urlsplit(url).path).name or "import.jsonl"
+    if Path(filename).suffix.lower() not in ITEM_FILE_SUFFIXES:  # before the download, not after
+        raise HTTPException(422, "items must be a .jsonl, .json or .csv file")
     try:
         content = fetch(checked, state.max_body_bytes, state.import_timeout_seconds)
     except ImportTooLarge as error:
@@ -129,7 +132,7 @@ def import_url(
     except ImportFailed as error:
         raise HTTPException(400, f"import failed: {error}") from None
     project = project_of(session, user, project_id)
-    return import_file(request, session, user, project, Path(urlsplit(url).path).name or "import.jsonl", content)
+    return import_file(request, session, user, project, filename, content)
 
 
 def import_file(request: Request, session: Session, user: User, project: Project, filename: str, content: bytes):

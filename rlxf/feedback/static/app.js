@@ -250,7 +250,16 @@ window.addEventListener("storage", (event) => {
   if (ownAnswerSent()) location.reload();
 });
 
+// Answers queued before entries named their account were given on this browser, almost surely by
+// the account whose page loads first: they are kept and named after it, not left waiting forever.
+function adoptUnnamed() {
+  if (!pageUser) return;
+  const list = unsent();
+  if (list.some((e) => e.user === undefined)) saveUnsent(list.map((e) => (e.user === undefined ? { ...e, user: pageUser } : e)));
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  adoptUnnamed();
   saveUnsent(unsent());
   flush();
   const task = document.getElementById("task");

@@ -4,7 +4,9 @@ classic-BPF program, so the kernel refuses what no unit test needs and would wid
 - new user namespaces (``unshare``/``clone`` with CLONE_NEWUSER; ``clone3``, whose flags a filter
   cannot read, answers ENOSYS, and the C library falls back to ``clone``): inside one, a program
   would hold every capability over namespaces of its own, and every kernel bug they reach;
-- ``setns``, ``bpf``, ``perf_event_open``, ``userfaultfd``, the kernel keyring and ``ptrace``;
+- ``setns``, ``bpf``, ``perf_event_open``, ``userfaultfd``, the kernel keyring, ``ptrace``,
+  ``process_vm_readv``/``writev``, ``pidfd_getfd`` and io_uring (whose operations no seccomp
+  filter sees);
 - every system call of another ABI (i386 via ``int 0x80``, x32), which would dodge the numbers
   above.
 
@@ -38,20 +40,29 @@ _TABLES = {
         0xC000003E,
         {"clone": 56, "unshare": 272},
         {"setns": 308, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "keyctl": 250, "add_key": 248,
-         "request_key": 249, "ptrace": 101},
+         "request_key": 249, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
+         "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "pidfd_getfd": 438},
         435,
     ),
     "aarch64": (
         0xC00000B7,
         {"clone": 220, "unshare": 97},
         {"setns": 268, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "keyctl": 219, "add_key": 217,
-         "request_key": 218, "ptrace": 117},
+         "request_key": 218, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+         "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "pidfd_getfd": 438},
         435,
     ),
 }  # fmt: skip
 
 
+def syscall_numbers(machine: str) -> dict[str, int]:
+    """Every system call the filter names on ``machine``, by name."""
+    _, flag_checked, refused, clone3 = _TABLES[machine]
+    return {**flag_checked, **refused, "clone3": clone3}
+
+
 def supported() -> bool:
+    """Whether this machine has a table (x86_64 or aarch64)."""
     return platform.machine() in _TABLES
 
 
