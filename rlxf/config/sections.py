@@ -49,7 +49,8 @@ class ReferenceSection(Checked):
 @dataclasses.dataclass
 class DataSection(Checked):
     path: str = ""
-    """Training file (jsonl, json, csv or parquet)."""
+    """Training data: a jsonl, json, csv, parquet or arrow file, or a folder saved by HF datasets' save_to_disk
+    (a DatasetDict gives its train split)."""
     format: str = "auto"
     """Row format: auto, trl, hh, autoj, webgpt (preferences) or unpaired ({prompt, completion, label})."""
     eval_path: str = ""

@@ -75,6 +75,12 @@ def _from_trl(cell: Cell) -> Preference:
 
 
 def _from_trl_implicit(cell: Cell) -> Preference:
+    if not isinstance(cell.row.get("chosen"), list):
+        raise cell.error(
+            "prompt",
+            f"missing (row has {sorted(cell.row)}); plain-text chosen/rejected need a 'prompt' column, or give them "
+            "as conversations that share their prompt turns",
+        )
     chosen, rejected = cell.messages("chosen"), cell.messages("rejected")
     if chosen[:-1] != rejected[:-1]:
         raise cell.error("rejected", "conversation differs from 'chosen' before the last message")

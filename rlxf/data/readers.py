@@ -1,4 +1,5 @@
-"""Read rows from jsonl / json / csv / parquet files, each with its location for errors.
+"""Read rows from jsonl / json / csv / parquet / arrow files and folders saved by HF datasets'
+``save_to_disk``, each row with its location for errors.
 
 A row that cannot be read (not JSON, nested too deeply, invalid UTF-8, a lone surrogate, a CSV
 record the csv module refuses) is a :class:`DataError` naming its line and, where it can, its
@@ -18,7 +19,7 @@ from typing import Any
 from rlxf.data.errors import BadRows, DataError
 
 Row = dict[str, Any]
-SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".arrow")
 CSV_FIELD_LIMIT = 1 << 26
 """Longest CSV cell read, in characters (the csv module's own default is 131,072)."""
 _SURROGATE = re.compile("[\ud800-\udfff]")  # undecodable bytes read with surrogateescape land here too
@@ -49,8 +50,14 @@ def _reader(path: Path):
     if not path.exists():
         raise DataError(str(path), "file", None, "no such file")
     if path.is_dir():
-        raise DataError(str(path), "file", None, f"is a folder; expected a file ending in one of {SUFFIXES}")
-    readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
+        return _dataset_folder_rows
+    readers = {
+        ".jsonl": _jsonl_rows,
+        ".json": _json_rows,
+        ".csv": _csv_rows,
+        ".parquet": _parquet_rows,
+        ".arrow": _arrow_rows,
+    }
     suffix = path.suffix.lower()
     if suffix not in readers:
         raise DataError(str(path), "file", None, f"unknown file type {suffix!r}; expected one of {SUFFIXES}")
@@ -193,3 +200,55 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Row | DataError]]:
         raise DataError(str(path), "file", None, f"not a readable parquet file ({error})") from None
     for index, row in enumerate(table.to_pylist()):
         yield f"row {index}", row
+
+
+def _arrow_rows(path: Path, first_row: int = 0) -> Iterator[tuple[str, Row | DataError]]:
+    """An Arrow file as HF datasets writes it (the IPC stream format), or the IPC file format."""
+    import pyarrow
+
+    try:
+        with pyarrow.memory_map(str(path)) as source:
+            try:
+                table = pyarrow.ipc.open_stream(source).read_all()
+            except pyarrow.ArrowInvalid:
+                source.seek(0)
+                table = pyarrow.ipc.open_file(source).read_all()
+    except (pyarrow.ArrowException, OSError) as error:
+        raise DataError(str(path), "file", None, f"not a readable Arrow file ({error})") from None
+    for index, row in enumerate(table.to_pylist(), start=first_row):
+        yield f"row {index}", row
+
+
+def _dataset_folder_rows(path: Path) -> Iterator[tuple[str, Row | DataError]]:
+    """A folder saved by ``Dataset.save_to_disk`` (its Arrow shards in order), or by
+    ``DatasetDict.save_to_disk`` (its train split; name a split's folder for another)."""
+    if (path / "dataset_dict.json").is_file():
+        splits = _json_file(path / "dataset_dict.json").get("splits", [])
+        if "train" not in splits:
+            raise DataError(
+                str(path),
+                "file",
+                None,
+                f"a DatasetDict without a train split; give one of {[str(path / s) for s in splits]}",
+            )
+        yield from _dataset_folder_rows(path / "train")
+        return
+    if not (path / "state.json").is_file():
+        raise DataError(
+            str(path),
+            "file",
+            None,
+            f"is a folder but not one saved by datasets' save_to_disk; expected a file ending in one of {SUFFIXES}",
+        )
+    rows = 0
+    for shard in _json_file(path / "state.json").get("_data_files", []):
+        for location, row in _arrow_rows(path / shard["filename"], first_row=rows):
+            rows += 1
+            yield location, row
+
+
+def _json_file(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DataError(str(path), "file", None, f"not readable JSON ({error})") from None

@@ -3,7 +3,7 @@
 - ``arithmetic``: generated additions (or subtractions / multiplications), answer checked exactly;
 - ``gsm8k``: grade-school math word problems (Cobbe et al., 2021), final answer after ``####``;
 - ``mbpp``: Python problems with unit tests (Austin et al., 2021), in the original prompt layout;
-- any prompt file (jsonl/json/csv/parquet; :func:`rlxf.data.formats.read_prompts`) whose rows may
+- any prompt file (jsonl/json/csv/parquet/arrow or a save_to_disk folder; :func:`rlxf.data.formats.read_prompts`) whose rows may
   carry ``answer`` and ``reference`` fields.
 """
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -74,6 +75,7 @@ def load_splits(
         train = records
     else:
         train, held = split_by_group(records, data.eval_fraction, seed=data.split_seed)
+        warn_if_lopsided(len(held), len(records), data.eval_fraction, path)
     train = train[: data.limit] if data.limit else train
     held = held[: data.eval_limit] if data.eval_limit else held
     summary = {
@@ -85,6 +87,18 @@ def load_splits(
     }
     say(f"data: {len(train)} training {what}, {len(held)} held-out {what} from {path}")
     return train, held, summary
+
+
+def warn_if_lopsided(held: int, total: int, fraction: float, path: Path) -> None:
+    """Prompt groups are held out whole, so a small file can lose far more than eval_fraction."""
+    if total and held / total > max(2 * fraction, fraction + 0.1):
+        message = (
+            f"the held-out split of {path} holds {held} of {total} records ({held / total:.0%}), not about "
+            f"{fraction:.0%} (data.eval_fraction): its prompt groups are few or uneven; give data.eval_path, more "
+            "data, or a smaller eval_fraction"
+        )
+        log.warning(message)
+        warnings.warn(message, stacklevel=2)
 
 
 def load_preference_splits(data: DataSection) -> tuple[list[Preference], list[Preference], dict[str, Any]]:
