@@ -8,7 +8,7 @@ import logging
 import sys
 
 from rlxf.config import ConfigError, describe, load_config
-from rlxf.recipes.online_algorithms import ALGORITHMS
+from rlxf.recipes.online_algorithms import ALGORITHMS, PRESETS
 
 # command -> (module, config class, entry function, one-line summary)
 COMMANDS = {
@@ -48,15 +48,6 @@ COMMANDS = {
     ),
 }
 
-
-PRESETS = {
-    "dapo": (
-        ["algo=grpo", "clip_high=0.28", "dynamic_sampling=true", "aggregation=token_mean", "updates_per_rollout=2"],
-        "DAPO (Yu et al. 2025): GRPO with clip-higher 0.28, dynamic sampling, token-level loss and several "
-        "updates per rollout (so the ratio leaves 1 and the clip acts)",
-    ),
-}
-"""Commands that are a set of online settings under a name of their own (the user's settings win)."""
 
 ALGORITHM_ALIASES = {name: ([f"algo={name}"], f"{name}: {row.source}") for name, row in ALGORITHMS.items()}
 for _name, (_overrides, _summary) in {**ALGORITHM_ALIASES, **PRESETS}.items():  # `rlxf grpo` = `rlxf online algo=grpo`

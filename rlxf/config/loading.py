@@ -56,8 +56,24 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {problem}") from None
 
 
+def build_config(cls: type[C], values: dict[str, Any]) -> C:
+    """``cls`` from nested ``values`` (Python objects, not command-line text), checked as a file's."""
+    return _build(cls, values, where="config")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """The config as plain data; a callable (a reward function given in Python) as ``module:name``."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', type(value).__name__)}"
+    return value
 
 
 def to_yaml(config: Any) -> str:

@@ -84,3 +84,14 @@ ALGORITHMS: dict[str, Algorithm] = {
     ),
 }
 """One line per algorithm: a new one is a row here (with an estimator and a loss from the registries)."""
+
+
+PRESETS = {
+    "dapo": (
+        ["algo=grpo", "clip_high=0.28", "dynamic_sampling=true", "aggregation=token_mean", "updates_per_rollout=2"],
+        "DAPO (Yu et al. 2025): GRPO with clip-higher 0.28, dynamic sampling, token-level loss and several "
+        "updates per rollout (so the ratio leaves 1 and the clip acts)",
+    ),
+}
+"""Algorithms that are a set of online settings under a name of their own (`rlxf dapo`, `rlxf.dapo`); the
+user's settings win."""

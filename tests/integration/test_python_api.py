@@ -1,0 +1,35 @@
+"""The Python API: docs/python.md's examples run as written, and bad arguments say what is wrong."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import rlxf
+from rlxf.config import ConfigError
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "python.md"
+
+
+def test_the_python_page_examples_run(tmp_path, capsys):
+    namespace = {"workdir": str(tmp_path)}
+    blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.DOTALL)
+    assert len(blocks) >= 4
+    for block in blocks:
+        exec(compile(block, str(PAGE), "exec"), namespace)  # noqa: S102 - the page's own examples
+    printed = capsys.readouterr().out
+    assert "LlamaForCausalLM" in printed and "\n4\n" in printed and "True" in printed
+    assert (tmp_path / "grpo" / "config.yaml").read_text().count("kind: python") == 2
+    assert list((tmp_path / "sft" / "inputs").glob("model-*/config.json"))  # the object, saved by content
+
+
+def test_bad_arguments_say_what_is_wrong(tmp_path):
+    rows = [{"prompt": "p", "chosen": "c", "rejected": "r"}]
+    with pytest.raises(ConfigError, match=r"did you mean train.lr\? \(TRL's learning_rate\)"):
+        rlxf.dpo("tiny-llama", rows, output_dir=str(tmp_path), learning_rate=1e-5)
+    with pytest.raises(ValueError, match="a model object needs its tokenizer"):
+        rlxf.dpo(object.__new__(type("Model", (), {"save_pretrained": lambda self, path: None})), rows)
+    with pytest.raises(TypeError, match="data must be a path, a datasets.Dataset"):
+        rlxf.dpo("tiny-llama", 42, output_dir=str(tmp_path))
+    with pytest.raises(AttributeError, match="no attribute 'dpoo'"):
+        rlxf.dpoo  # noqa: B018
