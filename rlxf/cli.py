@@ -40,6 +40,12 @@ COMMANDS = {
         "run_feedback",
         "labeling setup and export: add-user, create-project, import, add-member, export",
     ),
+    "report": (
+        "rlxf.eval.run_report",
+        "ReportConfig",
+        "report",
+        "report.md with plots for a run folder: rlxf report RUN_DIR",
+    ),
     "demo": (
         "rlxf.demo",
         "DemoConfig",
@@ -78,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     module_name, class_name, function_name, summary = COMMANDS[args.command]
     if args.command == "feedback" and args.args and "=" not in args.args[0]:
         args.args = [f"action={args.args[0]}", *args.args[1:]]  # `rlxf feedback export ...`
+    if args.command == "report" and args.args and "=" not in args.args[0]:
+        args.args = [f"run_dir={args.args[0]}", *args.args[1:]]  # `rlxf report runs/dpo`
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
@@ -125,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:
         print(f"rlxf {args.command}: bad input: {error}", file=sys.stderr)
         return 1
+    except FileNotFoundError as error:
+        print(f"rlxf {args.command}: {error}", file=sys.stderr)
+        return 2
     except (ConfigError, ModelNotFound) as error:  # found before any heavy work: one line, no trace
         print(f"rlxf {args.command}: {error}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from rlxf.config import ConfigError, DataSection, ModelSection, to_dict
 from rlxf.data import BadRows, Labeled, Preference, read_preferences, split_by_group
 from rlxf.data.batching import pack_groups, token_budget_batches
 from rlxf.data.templating import ChatEncoder
+from rlxf.eval.run_report import write_run_report
 from rlxf.models import (
     apply_lora,
     completion_logps,
@@ -190,6 +191,10 @@ def save_results(
         warnings=results.get("warnings", ()),
     )
     save_model(model, tokenizer, output_dir / "model", card, settings=settings)
+    try:
+        say(f"report: {write_run_report(output_dir)}")
+    except (OSError, ValueError, KeyError) as error:  # the model is saved; say why the report is not
+        log.warning("could not write %s/report.md: %s", output_dir, error)
 
 
 Group = tuple[list[int], list[list[int]]]  # a prompt's token ids and its completions' token ids

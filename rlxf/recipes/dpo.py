@@ -38,6 +38,7 @@ from rlxf.recipes.common import (
 )
 from rlxf.recipes.run_folder import prepare_output_dir
 from rlxf.train import Run
+from rlxf.train.batches import examples_used
 from rlxf.train.run import MetricSums
 
 REGISTRIES = {"loss": PREFERENCE_LOSSES}
@@ -54,8 +55,8 @@ class DPOConfig(Checked):
     """Where reference log-probs come from (computed once and cached)."""
     data: DataSection = field(default_factory=lambda: DataSection(max_length=512))
     """Pairwise preferences; ties carry no direction and are left out (counted)."""
-    train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=4, lr=2e-5))
-    """Optimization."""
+    train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=4, lr=1e-6))
+    """Optimization; lr 1e-6 (TRL's default) suits a full fine-tune of a chat model; LoRA takes about 10x more."""
     distributed: DistributedSection = field(default_factory=DistributedSection)
     """How ranks are started: torchrun (or a plain process) or Ray actors."""
     loss: str = "dpo"
@@ -157,6 +158,19 @@ def implicit_log_ratio(
     return values / counts.clamp(min=1) if length_normalized else values
 
 
+def scattered(ref: dict[str, torch.Tensor], split: str, used: list[int], count: int) -> dict[str, torch.Tensor]:
+    """A split's per-completion tensors (two per pair, chosen then rejected) computed for the pairs
+    ``used`` only, laid out for all ``count`` pairs; the others are never read (zeros)."""
+    rows = torch.tensor([2 * i + side for i in used for side in (0, 1)], dtype=torch.long)
+    out = {}
+    for kind in ("logps", "counts"):
+        values = ref[f"{split}/{kind}"]
+        full = torch.zeros(2 * count, dtype=values.dtype)
+        full[rows] = values
+        out[f"{split}/{kind}"] = full
+    return out
+
+
 def without_ties(records: list[Preference], what: str) -> list[Preference]:
     kept = [r for r in records if not r.tie]
     if len(kept) < len(records):
@@ -178,15 +192,21 @@ def train_dpo(config: DPOConfig) -> dict:
     say(f"tokenized: {encoder.stats.summary()}")
     ref = None
     if loss_fn.needs_reference:
+        train = config.train
+        used = examples_used(
+            len(train_pairs), train.batch_size, seed=train.seed, epochs=train.epochs, max_steps=train.max_steps,
+            shuffle=train.shuffle,
+        )  # fmt: skip
         ref = reference_logps(
             output_dir,
             policy,
             config.reference.name,
             config.policy,
-            {"train": train_pairs, "eval": held_pairs},
+            {"train": [train_pairs[i] for i in used], "eval": held_pairs},
             max_tokens=config.max_tokens_per_forward,
             seed=config.train.seed,
         )
+        ref = {**ref, **scattered(ref, "train", used, len(train_pairs))}
         ref_logps = ref["train/logps"]
         if config.length_normalized:
             ref_logps = ref_logps / ref["train/counts"].clamp(min=1)
@@ -215,6 +235,8 @@ def train_dpo(config: DPOConfig) -> dict:
         num_examples=len(train_pairs),
         name=config.loss,
         strategy=config.distributed.strategy,
+        tokenizer=tokenizer,
+        progress_keys=("loss", "rewards/accuracy", "rewards/margin"),
     )
     for batch in run.steps():
         sums, total, tokens = MetricSums(), 0.0, 0

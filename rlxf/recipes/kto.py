@@ -133,6 +133,7 @@ def train_kto(config: KTOConfig) -> dict:
         num_examples=len(matched),
         name="kto",
         strategy=config.distributed.strategy,
+        tokenizer=tokenizer,
     )
     for batch in run.steps():
         with torch.no_grad():  # z0 over the whole global batch, before any gradient

@@ -105,7 +105,16 @@ def start(config: OnlineConfig) -> Roles:
     critic = setup.build_critic(config) if "values" in config.estimator.needs else None
     trained = nn.ModuleDict({"policy": policy, "critic": critic}) if critic is not None else policy
     strategy = config.distributed.strategy
-    run = Run(output_dir, trained, config.train, num_examples=len(train_prompts), name=config.algo, strategy=strategy)
+    run = Run(
+        output_dir,
+        trained,
+        config.train,
+        num_examples=len(train_prompts),
+        name=config.algo,
+        strategy=strategy,
+        tokenizer=tokenizer,
+        progress_keys=("reward", "kl", "entropy"),
+    )
     sampler = PolicySampler(engine, run, functools.partial(setup.vllm_weights, config, policy))
     kl = KLCoefficient(config, run)
     return Roles(run, sampler, source, reference, critic, kl, train_prompts, held_prompts, tokenizer, ray_joined)

@@ -66,6 +66,7 @@ def train_reward_model(config: RewardModelConfig) -> dict:
         lengths=[max(len(c), len(r)) for c, r in train_pairs],
         name="reward model",
         strategy=config.distributed.strategy,
+        tokenizer=tokenizer,
     )
     for batch in run.steps():
         sums, total = MetricSums(), 0.0

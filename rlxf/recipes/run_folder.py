@@ -15,8 +15,12 @@ from rlxf.parallel import distributed
 
 log = logging.getLogger(__name__)
 
-HOW_NOT_WHAT = {"output_dir", "train.resume", "train.resume_from"}
-"""Fields that say where and how a run goes on, not what it trains: they may differ on resume."""
+HOW_NOT_WHAT = (
+    "output_dir", "train.resume", "train.resume_from", "train.threads", "train.log_every", "train.eval_every",
+    "train.save_every", "train.keep_checkpoints", "train.profile_step", "distributed.",
+)  # fmt: skip
+"""Fields (or sections, ending in a dot) that say where and how a run goes on, not what it trains:
+they may differ on resume (a checkpoint resumes on any number of ranks, sharded or not)."""
 
 
 def holds_run(folder: Path) -> bool:
@@ -62,7 +66,9 @@ def differences(saved: dict, config: Any) -> str:
     """``field: old → new`` for every training field that differs from the saved config."""
     now = yaml.safe_load(to_yaml(config))
     old, new = _flat(saved), _flat(now)
-    keys = sorted((set(old) | set(new)) - HOW_NOT_WHAT)
+    keys = sorted(
+        k for k in set(old) | set(new) if not any(k == h or (h.endswith(".") and k.startswith(h)) for h in HOW_NOT_WHAT)
+    )
     return ", ".join(
         f"{k}: {old.get(k, '(unset)')} → {new.get(k, '(unset)')}" for k in keys if old.get(k) != new.get(k)
     )

@@ -76,6 +76,7 @@ def train_sft(config: SFTConfig) -> dict:
         num_examples=len(train_sequences),
         name="sft",
         strategy=config.distributed.strategy,
+        tokenizer=tokenizer,
     )
     for batch in run.steps():
         global_tokens = sum(completion_tokens[i] for i in batch)

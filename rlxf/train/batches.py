@@ -75,3 +75,24 @@ def batch_for_step(
 
 def micro_batches(indices: list[int], micro_batch_size: int) -> list[list[int]]:
     return [indices[i : i + micro_batch_size] for i in range(0, len(indices), micro_batch_size)]
+
+
+def examples_used(
+    num_examples: int,
+    batch_size: int,
+    *,
+    seed: int,
+    epochs: float,
+    max_steps: int,
+    lengths: Sequence[int] | None = None,
+    shuffle: bool = True,
+) -> list[int]:
+    """The examples a run's steps read, in index order: all of them unless max_steps ends the
+    run within its first epoch (then precomputing for the rest would be wasted)."""
+    steps = total_steps(num_examples, batch_size, epochs=epochs, max_steps=max_steps)
+    if steps >= steps_per_epoch(num_examples, batch_size):
+        return list(range(num_examples))
+    used: set[int] = set()
+    for step in range(steps):
+        used.update(batch_for_step(step, num_examples, batch_size, seed=seed, lengths=lengths, shuffle=shuffle)[2])
+    return sorted(used)

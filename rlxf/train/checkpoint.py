@@ -1,4 +1,5 @@
-"""Checkpoints for exact resume: trainable weights, optimizer, scheduler, RNG states, step.
+"""Checkpoints for exact resume: trainable weights, optimizer, scheduler, RNG states, step; and
+beside them the model in Hugging Face format (or its LoRA adapter), for ``from_pretrained``.
 
 Each checkpoint is written to a temporary folder and renamed into place, so a run
 killed at any moment leaves either a complete checkpoint or none.
@@ -10,6 +11,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ from torch import nn
 from rlxf.models.state import load_trainable_state
 from rlxf.parallel.distributed import laid_out_like
 
-_PREFIX = "step-"
+_PREFIX = "checkpoint-"
+_OLD_PREFIX = "step-"  # folders of earlier versions, still resumed from
 _SIDE = "side-"  # side files: tensors a loop resumes from (see Run.save_with_checkpoint)
 
 
@@ -49,10 +52,11 @@ def save_checkpoint(
     extra: dict[str, Any],
     keep: int,
     side_files: dict[str, dict[str, torch.Tensor]] | None = None,
+    export: Callable[[Path], None] | None = None,
 ) -> Path:
     """``trainable`` and ``optimizer_state`` whole (see :func:`rlxf.parallel.distributed.gathered`),
     so a checkpoint resumes on any number of ranks, sharded or not. ``side_files``: more tensors a loop resumes from,
-    one safetensors file per name."""
+    one safetensors file per name. ``export(folder)`` writes the model in Hugging Face format there."""
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
     save_file(trainable, staging / "trainable.safetensors")
@@ -70,7 +74,9 @@ def save_checkpoint(
         },
         staging / "state.pt",
     )
-    target = root / f"{_PREFIX}{step:07d}"
+    if export is not None:
+        export(staging)
+    target = root / f"{_PREFIX}{step}"
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
@@ -87,9 +93,18 @@ def load_side_files(path: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (by step, not by name: checkpoint-10 after checkpoint-9)."""
     if not root.exists():
         return []
-    return sorted(p for p in root.iterdir() if p.name.startswith(_PREFIX) and (p / "state.pt").exists())
+    found = [p for p in root.iterdir() if _step_of(p) is not None and (p / "state.pt").exists()]
+    return sorted(found, key=_step_of)
+
+
+def _step_of(path: Path) -> int | None:
+    for prefix in (_PREFIX, _OLD_PREFIX):
+        if path.name.startswith(prefix) and path.name[len(prefix) :].isdigit():
+            return int(path.name[len(prefix) :])
+    return None
 
 
 def latest_checkpoint(root: Path) -> Path | None:

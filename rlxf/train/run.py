@@ -15,6 +15,7 @@ continues from it with the same weights, optimizer, schedule, RNG and data posit
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -88,6 +89,17 @@ class MetricSums:
         return {name: self.sums[name] / max(1, self.counts[name]) for name in self.sums}
 
 
+def export_pretrained(model: nn.Module, tokenizer, folder: Path) -> None:
+    """The model as ``from_pretrained`` reads it: a LoRA model as its adapter, a policy with a
+    critic as the policy; with its tokenizer when the run has one."""
+    model = model["policy"] if isinstance(model, nn.ModuleDict) and "policy" in model else model
+    if not hasattr(model, "save_pretrained"):
+        return
+    model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
 class Run:
     def __init__(
         self,
@@ -100,6 +112,8 @@ class Run:
         name: str = "train",
         show_progress: bool = True,
         strategy: str = "ddp",
+        tokenizer=None,
+        progress_keys: Sequence[str] = ("loss",),
     ):
         threads = train.threads or _threads_per_rank()
         if threads:
@@ -110,6 +124,8 @@ class Run:
             )
         self.dir = Path(output_dir)
         self.model, self.train, self.num_examples, self.lengths = model, train, num_examples, lengths
+        self.tokenizer = tokenizer  # written into each checkpoint with the model
+        self.progress_keys = tuple(progress_keys)  # what the progress bar shows: the signal that matters
         self.micro_batch_size = train.micro_batch_size or train.batch_size
         self._forward = TrainingForward(model, strategy)  # first: sharding replaces the parameters
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -254,7 +270,8 @@ class Run:
         if self._profiler is not None:
             log.info("profile of step %d: %s", self.step, self._profiler.finish(self.dir / "profile", self.step))
             self._profiler = None
-        self.progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        shown = {key: f"{record[key]:.4g}" for key in self.progress_keys if isinstance(record.get(key), (int, float))}
+        self.progress.set_postfix(shown, refresh=False)
         self.progress.update(1)
         if self.train.save_every and self.step % self.train.save_every == 0:
             self.save_checkpoint()
@@ -306,6 +323,7 @@ class Run:
         """Called on every rank: a sharded model's weights and optimizer state are gathered first."""
         with self.full_weights():
             trainable = trainable_state(self.model)
+        exported = self._forward.whole_model()  # a collective when sharded; the model itself otherwise
         optimizer_state = distributed.gathered(self.optimizer.state_dict())
         side_files, self._side_files = self._side_files, {}
         if not distributed.is_main():
@@ -319,6 +337,7 @@ class Run:
             {"epoch": self.epoch, "data_order": self._data_order()},
             keep=self.train.keep_checkpoints,
             side_files=side_files,
+            export=functools.partial(export_pretrained, exported, self.tokenizer),
         )
 
     def finish(self) -> float:

@@ -129,3 +129,20 @@ def test_online_algorithms_and_rewards_on_the_embedded_model(tmp_path, name):
     train = [r for r in rows if r["split"] == "train"]
     assert len(train) == 1 and "reward" in train[0] and "generate_tokens_per_second" in train[0]
     assert (tmp_path / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_the_default_dpo_leaves_the_chat_model_sensible(tmp_path):
+    """The default learning rate (1e-6, TRL's) suits a full fine-tune of a chat model: after the
+    default DPO on the shipped data the model still knows its capital."""
+    from rlxf.data.templating import ChatEncoder
+    from rlxf.eval.generate import generate
+    from rlxf.models import load_causal_lm, load_tokenizer
+
+    rlxf("dpo", f"output_dir={tmp_path}", f"data.path={DEMO_DATA}", "data.on_bad_row=skip", "train.max_steps=30")
+    folder = str(tmp_path / "model")
+    tokenizer = load_tokenizer(folder)
+    encoder = ChatEncoder(tokenizer, max_length=96, max_prompt_length=64)
+    prompt = [{"role": "user", "content": "Complete the sentence: The capital of France is"}]
+    (answer,) = generate(load_causal_lm(folder).eval(), encoder, [prompt], max_new_tokens=16, temperature=0.0)
+    assert "Paris" in answer.text, answer.text

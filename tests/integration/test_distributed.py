@@ -47,7 +47,7 @@ def dpo(output_dir, data, *extra):
 def resume_copy(finished, target, *, last_step: int):
     """A copy of a finished run without its last checkpoint: rerunning it resumes from the one before."""
     shutil.copytree(finished, target, ignore=shutil.ignore_patterns("ray"))  # not Ray's sockets
-    shutil.rmtree(target / "checkpoints" / f"step-{last_step:07d}")
+    shutil.rmtree(target / "checkpoints" / f"checkpoint-{last_step}")
     return target
 
 
@@ -202,7 +202,7 @@ def test_a_killed_rank_is_restarted_and_the_run_resumes_with_nothing_lost_or_rep
     launch(1, "dpo", *dpo(straight, small_hh, "train.max_steps=12"))
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1"]
     argv += ["-m", "rlxf.cli", "dpo", *dpo(killed, small_hh, "train.max_steps=12")]
-    errors = run_and_kill_one(argv, (killed / "checkpoints" / "step-0000003").exists, children)
+    errors = run_and_kill_one(argv, (killed / "checkpoints" / "checkpoint-3").exists, children)
     assert "resumed dpo from" in errors, "the restarted ranks did not resume from the checkpoint"
     # every step once, each with the uninterrupted run's examples (token counts) and loss
     assert_same_losses(train_rows(straight), train_rows(killed), range(1, 13))
@@ -223,7 +223,7 @@ def test_a_killed_ray_rank_is_replaced_and_the_run_goes_on_from_its_checkpoint(t
     launch(1, "dpo", *dpo(straight, small_hh, "train.max_steps=12"))
     extra = ("train.max_steps=12", "distributed.backend=ray", "distributed.ranks=2", "distributed.max_restarts=1")
     argv = [sys.executable, "-m", "rlxf.cli", "dpo", *dpo(killed, small_hh, *extra)]
-    errors = run_and_kill_one(argv, (killed / "checkpoints" / "step-0000003").exists, processes_named("RankActor.run"))
+    errors = run_and_kill_one(argv, (killed / "checkpoints" / "checkpoint-3").exists, processes_named("RankActor.run"))
     assert "restarting all ranks from the last checkpoint" in errors
     assert_same_losses(train_rows(straight), train_rows(killed), range(1, 13))
 
@@ -349,7 +349,7 @@ def test_one_step_off_async_rollouts_resume_exactly(tmp_path, prompt_file):
     extra = ("train.max_steps=6", "distributed.rollout_workers=2", "async_rollouts=true")
     straight = tmp_path / "straight"
     launch(1, "grpo", *grpo(straight, prompt_file, *extra))
-    assert (straight / "checkpoints" / "step-0000004" / "side-sampler.safetensors").exists()
+    assert (straight / "checkpoints" / "checkpoint-4" / "side-sampler.safetensors").exists()
     resumed = resume_copy(straight, tmp_path / "resumed", last_step=6)
     launch(1, "grpo", *grpo(resumed, prompt_file, *extra))
     expected, got = train_rows(straight), train_rows(resumed)

@@ -133,7 +133,7 @@ def test_the_adaptive_kl_coefficient_resumes_where_it_was(tmp_path, prompt_file)
     _, straight = online(tmp_path / "straight", prompt_file, *adaptive)
     assert straight[2]["kl_coef"] != pytest.approx(0.5, rel=1e-3)  # it did move by step 3
     shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
-    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-0000004")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "checkpoint-4")
     _, resumed = online(tmp_path / "resumed", prompt_file, *adaptive)
     for before, after in zip(straight[2:], resumed[2:]):
         assert after["kl_coef"] == pytest.approx(before["kl_coef"], rel=1e-9)

@@ -53,7 +53,7 @@ def test_sigkill_then_resume_gives_the_same_per_step_losses(tmp_path, small_hh):
         dpo_command(killed, small_hh), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 300
-    while not (killed / "checkpoints" / "step-0000006").exists():
+    while not (killed / "checkpoints" / "checkpoint-6").exists():
         assert process.poll() is None and time.time() < deadline, "run ended before its second checkpoint"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)

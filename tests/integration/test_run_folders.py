@@ -3,6 +3,7 @@ train.resume=never starts fresh beside it, force continues; a finished run run a
 nothing; train.resume_from starts from a chosen checkpoint."""
 
 import pytest
+import torch
 
 from rlxf.config import ConfigError, load_config
 from rlxf.recipes.dpo import DPOConfig, train_dpo
@@ -53,10 +54,53 @@ def test_never_starts_fresh_in_a_subfolder_and_force_continues(tmp_path, small_h
 def test_resume_from_a_chosen_checkpoint(tmp_path, small_hh):
     first = tmp_path / "first"
     dpo(first, small_hh, "train.keep_checkpoints=3")
-    checkpoint = first / "checkpoints" / "step-0000002"
+    checkpoint = first / "checkpoints" / "checkpoint-2"
     assert checkpoint.is_dir()
     second = tmp_path / "second"
     dpo(second, small_hh, f"train.resume_from={checkpoint}")
     assert [r["step"] for r in read_metrics(second / "metrics.jsonl", "train")] == [3, 4]
     with pytest.raises(ConfigError, match="is not a checkpoint folder"):
         dpo(tmp_path / "third", small_hh, f"train.resume_from={tmp_path}")
+
+
+def test_each_checkpoint_opens_with_from_pretrained_and_only_the_last_k_are_kept(tmp_path, small_hh):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    full = tmp_path / "full"
+    dpo(full, small_hh, "train.max_steps=12", "train.save_every=1", "train.keep_checkpoints=3")
+    kept = sorted(p.name for p in (full / "checkpoints").iterdir())
+    assert kept == ["checkpoint-10", "checkpoint-11", "checkpoint-12"]  # by step: 10 after 9, not after 1
+    model = AutoModelForCausalLM.from_pretrained(full / "checkpoints" / "checkpoint-12")
+    assert AutoTokenizer.from_pretrained(full / "checkpoints" / "checkpoint-12") is not None
+    final = AutoModelForCausalLM.from_pretrained(full / "model")
+    for (name, saved), (_, trained) in zip(model.state_dict().items(), final.state_dict().items()):
+        assert torch.equal(saved, trained), name  # the last checkpoint holds the final weights
+
+    lora = tmp_path / "lora"
+    dpo(lora, small_hh, "policy.lora.rank=4")
+    base = AutoModelForCausalLM.from_pretrained(full / "model")
+    adapted = PeftModel.from_pretrained(base, lora / "checkpoints" / "checkpoint-4")
+    assert any("lora" in name for name, _ in adapted.named_parameters())
+
+
+def test_reference_log_probs_are_computed_only_for_the_pairs_the_steps_read(tmp_path, small_hh, monkeypatch):
+    import rlxf.recipes.common as common
+    import rlxf.recipes.dpo as dpo_recipe
+
+    real, sizes = common.group_logps, {}
+
+    def counting(model, groups, **kwargs):
+        sizes[kwargs.get("desc")] = len(groups)
+        return real(model, groups, **kwargs)
+
+    monkeypatch.setattr(common, "group_logps", counting)
+    dpo(tmp_path / "subset", small_hh, "train.max_steps=3", "train.save_every=0")
+    assert sizes["reference log-probs (train)"] <= 3 * 2  # three steps of two pairs, not the whole file
+    subset = [r["loss"] for r in read_metrics(tmp_path / "subset" / "metrics.jsonl", "train")]
+
+    monkeypatch.setattr(dpo_recipe, "examples_used", lambda count, *a, **k: list(range(count)))
+    dpo(tmp_path / "everything", small_hh, "train.max_steps=3", "train.save_every=0")
+    assert sizes["reference log-probs (train)"] > 6
+    everything = [r["loss"] for r in read_metrics(tmp_path / "everything" / "metrics.jsonl", "train")]
+    assert subset == pytest.approx(everything, abs=1e-6)  # the same run, less start-up

@@ -1,0 +1,158 @@
+"""A report for any run folder (`rlxf report RUN_DIR`, and at the end of every recipe): report.md
+with PNG plots from metrics.jsonl, the held-out results of eval.json with their intervals, and in
+words whether the run's main signal moved."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from rlxf.config import Checked
+from rlxf.eval.report import plot_curves
+
+PANELS: dict[str, tuple[str, ...]] = {
+    "loss": ("loss",),
+    "reward": ("reward",),
+    "kl": ("kl", "kl_coef"),
+    "entropy": ("entropy",),
+    "length": ("response_length", "greedy_length"),
+    "zero_variance_groups": ("zero_variance_groups",),
+    "preference": ("rewards/accuracy", "rewards/margin", "accuracy", "margin"),
+}
+"""Plot name -> the metrics it draws (those a run logged); per-source rewards join the reward plot."""
+
+
+@dataclass
+class ReportConfig(Checked):
+    run_dir: str = ""
+    """A run folder (output_dir of any recipe): its metrics.jsonl and eval.json become report.md with plots."""
+
+    def check(self):
+        if not self.run_dir:
+            raise ValueError("give the run folder: rlxf report RUN_DIR")
+
+
+def report(config: ReportConfig) -> Path:
+    path = write_run_report(config.run_dir)
+    print(f"wrote {path}")
+    return path
+
+
+def read_rows(path: Path) -> tuple[list[dict], list[dict]]:
+    """Training and held-out rows of a metrics.jsonl."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if r.get("split", "train") == "train"], [r for r in rows if r.get("split") == "eval"]
+
+
+def panel_keys(name: str, rows: list[dict]) -> list[str]:
+    logged = {key for row in rows for key, value in row.items() if isinstance(value, (int, float))}
+    keys = [key for key in PANELS[name] if key in logged]
+    if name == "reward":  # each source's own score, not the flags logged beside them
+        keys += sorted(k for k in logged if k.startswith("reward/") and k.count("/") == 1)
+    return keys
+
+
+def write_run_report(run_dir: str | Path) -> Path:
+    """report.md and report/*.png in ``run_dir``; returns the markdown's path."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl: not a run folder")
+    train, held = read_rows(metrics)
+    figures = run_dir / "report"
+    figures.mkdir(exist_ok=True)
+    sections = [f"# Run report: {run_dir.name}", "", *verdicts(train, held, _results(run_dir)), ""]
+    for name in PANELS:
+        keys = panel_keys(name, train) or panel_keys(name, held)
+        if not keys:
+            continue
+        eval_key = next((k for k in keys if any(k in r for r in held)), None)
+        plot_curves(figures / f"{name}.png", train, keys, title=name, ylabel=name, eval_rows=held, eval_key=eval_key)
+        sections += [f"## {name}", "", summary_table(train, keys), "", f"![{name}](report/{name}.png)", ""]
+    sections += held_out_section(_results(run_dir))
+    path = run_dir / "report.md"
+    path.write_text("\n".join(sections) + "\n", encoding="utf-8")
+    return path
+
+
+def _results(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "eval.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def summary_table(rows: list[dict], keys: list[str]) -> str:
+    lines = ["| metric | first steps | last steps |", "|---|---:|---:|"]
+    for key in keys:
+        first, last = _ends(rows, key)
+        if first is not None:
+            lines.append(f"| {key} | {first:.4g} | {last:.4g} |")
+    return "\n".join(lines)
+
+
+def _ends(rows: list[dict], key: str) -> tuple[float | None, float | None]:
+    """Means of the first and last quarter (at least one step each) of a metric's values."""
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    if not values:
+        return None, None
+    quarter = max(1, len(values) // 4)
+    return fmean(values[:quarter]), fmean(values[-quarter:])
+
+
+def verdicts(train: list[dict], held: list[dict], results: dict) -> list[str]:
+    """Whether the run's main signal moved, in words: reward for online runs, else the loss."""
+    if not train:
+        return ["No training step was logged."]
+    said = []
+    if any("reward" in r for r in train):
+        first, last = _ends(train, "reward")
+        if last > first:
+            said.append(f"The reward rose from {first:.3g} (first steps) to {last:.3g} (last steps).")
+        else:
+            said.append(f"**The reward did not rise** ({first:.3g} in the first steps, {last:.3g} in the last).")
+            said += _why_flat(train)
+    else:
+        first, last = _ends(train, "loss")
+        moved = "fell" if last < first else "**did not fall**"
+        said.append(f"The loss {moved}: {first:.4g} in the first steps, {last:.4g} in the last.")
+    before, after = results.get("before", {}), results.get("after", {})
+    if "greedy_reward" in before and "greedy_reward" in after:
+        said.append(
+            f"Held-out greedy reward {before['greedy_reward']:.3f} → {after['greedy_reward']:.3f}"
+            + (f" (95% interval after: {_interval(after['greedy_interval'])})." if "greedy_interval" in after else ".")
+        )
+    return said
+
+
+def _why_flat(train: list[dict]) -> list[str]:
+    reasons = []
+    zero = [r["zero_variance_groups"] for r in train if "zero_variance_groups" in r]
+    if zero and fmean(zero) > 0.5:
+        reasons.append(
+            f"On average {fmean(zero):.0%} of the groups had every sample rewarded alike, so their group-relative "
+            "advantage was zero and they taught nothing: make the task easier (or harder), sample more, or change the prompt."
+        )
+    norms = [r["grad_norm"] for r in train if "grad_norm" in r]
+    if norms and max(norms) == 0:
+        reasons.append("Every gradient was zero: no step changed the policy.")
+    return reasons
+
+
+def _interval(bounds) -> str:
+    return f"{bounds[0]:.3f} to {bounds[1]:.3f}"
+
+
+def held_out_section(results: dict) -> list[str]:
+    """eval.json's held-out numbers, with their intervals where the recipe gave them."""
+    held = results.get("held_out") or results.get("after") or {}
+    rows = [(k, v) for k, v in held.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not rows:
+        return []
+    intervals = {k.removesuffix("_interval"): v for k, v in held.items() if k.endswith("_interval")}
+    lines = ["## Held-out results", "", "| metric | value | 95% interval |", "|---|---:|---|"]
+    for key, value in rows:
+        bounds = intervals.get(key) or intervals.get(key.removesuffix("_reward"))
+        lines.append(f"| {key} | {value:.4g} | {_interval(bounds) if bounds else ''} |")
+    return [*lines, ""]
