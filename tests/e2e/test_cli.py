@@ -139,7 +139,15 @@ def test_the_default_dpo_leaves_the_chat_model_sensible(tmp_path):
     from rlxf.eval.generate import generate
     from rlxf.models import load_causal_lm, load_tokenizer
 
-    rlxf("dpo", f"output_dir={tmp_path}", f"data.path={DEMO_DATA}", "data.on_bad_row=skip", "train.max_steps=30")
+    rlxf(
+        "dpo",
+        f"output_dir={tmp_path}",
+        f"data.path={DEMO_DATA}",
+        "data.on_bad_row=skip",
+        "data.max_length=256",
+        "data.eval_limit=16",
+        "train.max_steps=12",
+    )
     folder = str(tmp_path / "model")
     tokenizer = load_tokenizer(folder)
     encoder = ChatEncoder(tokenizer, max_length=96, max_prompt_length=64)
