@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import inspect
 import textwrap
 import types
@@ -62,18 +63,33 @@ def build_config(cls: type[C], values: dict[str, Any]) -> C:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The config as plain data; a callable (a reward function given in Python) as ``module:name``."""
-    return _plain(dataclasses.asdict(config))
+    """The config as plain data (nothing deep-copied); a callable (a reward function given in
+    Python) as ``module:name@hash`` of its code, so an edited function is a changed config."""
+    return _plain(config)
 
 
 def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if callable(value):
-        return f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', type(value).__name__)}"
+        return callable_reference(value)
     return value
+
+
+def callable_reference(function: Any) -> str:
+    """``module:qualname@hash``: where the callable lives and a hash of its code (or, for an
+    object or a partial, of its repr), so two different functions never look alike."""
+    name = getattr(function, "__qualname__", type(function).__qualname__)
+    try:
+        body = inspect.getsource(function)
+    except (OSError, TypeError):
+        body = repr(function)
+    digest = hashlib.sha256(body.encode()).hexdigest()[:10]
+    return f"{getattr(function, '__module__', None) or type(function).__module__}:{name}@{digest}"
 
 
 def to_yaml(config: Any) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -178,18 +179,10 @@ def without_ties(records: list[Preference], what: str) -> list[Preference]:
     return kept
 
 
-def train_dpo(config: DPOConfig) -> dict:
-    output_dir = prepare_output_dir(config)
-    torch.manual_seed(config.train.seed)
+def training_reference(config: DPOConfig, output_dir: Path, policy: nn.Module, train_pairs, held_pairs):
+    """Reference log-probs (by split) and the chosen and rejected ones of each training pair,
+    computed for the pairs the run's steps read; (None, zeros, zeros) for a reference-free loss."""
     loss_fn = PREFERENCE_LOSSES[config.loss]
-    train_records, held_records, data_summary = load_preference_splits(config.data)
-    train_records, held_records = without_ties(train_records, "train"), without_ties(held_records, "eval")
-
-    policy, tokenizer = build_policy(config.policy, config.train.seed, strategy=config.distributed.strategy)
-    encoder = encoder_for(tokenizer, config.data)
-    train_pairs, held_pairs = encode_pairs(encoder, train_records), encode_pairs(encoder, held_records)
-    weights = example_weights(train_records)
-    say(f"tokenized: {encoder.stats.summary()}")
     ref = None
     if loss_fn.needs_reference:
         train = config.train
@@ -213,6 +206,22 @@ def train_dpo(config: DPOConfig) -> dict:
         ref_chosen, ref_rejected = split_pairs(ref_logps)
     else:
         ref_chosen = ref_rejected = torch.zeros(len(train_pairs))  # ignored by reference-free losses
+    return ref, ref_chosen, ref_rejected
+
+
+def train_dpo(config: DPOConfig) -> dict:
+    output_dir = prepare_output_dir(config)
+    torch.manual_seed(config.train.seed)
+    loss_fn = PREFERENCE_LOSSES[config.loss]
+    train_records, held_records, data_summary = load_preference_splits(config.data)
+    train_records, held_records = without_ties(train_records, "train"), without_ties(held_records, "eval")
+
+    policy, tokenizer = build_policy(config.policy, config.train.seed, strategy=config.distributed.strategy)
+    encoder = encoder_for(tokenizer, config.data)
+    train_pairs, held_pairs = encode_pairs(encoder, train_records), encode_pairs(encoder, held_records)
+    weights = example_weights(train_records)
+    say(f"tokenized: {encoder.stats.summary()}")
+    ref, ref_chosen, ref_rejected = training_reference(config, output_dir, policy, train_pairs, held_pairs)
     loss_kwargs = {"beta": config.beta, **config.loss_options}
 
     def evaluate() -> dict:

@@ -74,7 +74,7 @@ def _import(location: str):
     except ModuleNotFoundError as error:
         if error.name != location.split(".")[0] or os.getcwd() in sys.path:
             raise RewardFunctionError(f"reward function module {location}: {error}") from None
-    sys.path.insert(0, os.getcwd())
+    sys.path.append(os.getcwd())  # last: a local file must not shadow an installed package
     try:
         return importlib.import_module(location)
     except ModuleNotFoundError as error:
@@ -117,7 +117,7 @@ class PythonReward:
         raw = [math.nan if v is None else float(v) for v in values]
         opinions = torch.tensor([v is not None for v in values])
         rewards = torch.tensor([0.0 if v is None else float(v) for v in values], dtype=torch.float32)
-        flags = {f"reward/{self.name}/no_opinion": float((~opinions).float().mean())} if not opinions.all() else {}
+        flags = {f"reward/{self.name}/no_opinion": float((~opinions).float().mean())}  # every rank logs the same keys
         details = [{"value": v} for v in values]
         return RewardBatch(rewards, {self.name: torch.tensor(raw)}, details, flags=flags, opinions=opinions)
 
@@ -179,5 +179,6 @@ def _resolved(awaitable):
 
 
 def _text(messages: list[dict]) -> str:
-    """A plain-text prompt as TRL's standard format has it: the user's message."""
-    return messages[-1]["content"] if len(messages) == 1 else "\n\n".join(m["content"] for m in messages)
+    """A plain-text prompt as TRL's standard format has it: the user's message (a system prompt
+    added by task.system_prompt is not part of the prompt string)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])

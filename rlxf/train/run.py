@@ -160,9 +160,11 @@ class Run:
         )
 
     def _start_from(self) -> Path | None:
-        """The checkpoint to resume: ``train.resume_from`` when given, else output_dir's latest."""
-        if not self.train.resume_from:
-            return checkpoint.latest_checkpoint(self.checkpoint_dir)
+        """The checkpoint to resume: output_dir's latest; ``train.resume_from`` only while output_dir
+        has none of its own (a restarted run goes on from its own progress, not back to the start)."""
+        latest = checkpoint.latest_checkpoint(self.checkpoint_dir)
+        if latest is not None or not self.train.resume_from:
+            return latest
         path = Path(self.train.resume_from).expanduser()
         if not (path / "state.pt").is_file():
             raise ConfigError(f"train.resume_from={path} is not a checkpoint folder (no state.pt)")

@@ -89,20 +89,23 @@ def test_reference_logps_are_computed_once_and_reused(tmp_path, small_hh, monkey
     train_dpo(load_config(DPOConfig, None, args))
     import rlxf.recipes.common as common
 
-    # Same model and tokens -> cache hit: a second training run must not compute reference log-probs.
+    # Same model, tokens and pairs read -> cache hit: a second run must not compute reference log-probs.
     calls = []
-    monkeypatch.setattr(
-        common,
-        "group_logps",
-        lambda *a, **k: (
-            calls.append(k.get("desc")) or (torch.zeros(len(a[1])), torch.ones(len(a[1]), dtype=torch.long))
-        ),
-    )
+
+    def counted(model, groups, **kwargs):
+        calls.append(kwargs.get("desc"))
+        completions = sum(len(completions) for _, completions in groups)
+        return torch.zeros(completions), torch.ones(completions, dtype=torch.long)
+
+    monkeypatch.setattr(common, "group_logps", counted)
     import shutil
 
     shutil.rmtree(tmp_path / "model")
-    train_dpo(load_config(DPOConfig, None, args + ["train.max_steps=2", "train.resume=force"]))
+    train_dpo(load_config(DPOConfig, None, args + ["beta=0.2", "train.resume=force"]))
     assert not any(d and d.startswith("reference") for d in calls), calls
+    # More steps read more pairs: the reference is computed again, for the pairs the longer run reads.
+    train_dpo(load_config(DPOConfig, None, args + ["train.max_steps=2", "train.resume=force"]))
+    assert "reference log-probs (train)" in calls, calls
 
 
 def test_reward_model_learns_on_tiny_llama(tmp_path, small_hh):

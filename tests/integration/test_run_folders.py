@@ -59,6 +59,9 @@ def test_resume_from_a_chosen_checkpoint(tmp_path, small_hh):
     second = tmp_path / "second"
     dpo(second, small_hh, f"train.resume_from={checkpoint}")
     assert [r["step"] for r in read_metrics(second / "metrics.jsonl", "train")] == [3, 4]
+    card = (second / "model" / "README.md").stat().st_mtime_ns
+    dpo(second, small_hh, f"train.resume_from={checkpoint}")  # a restart goes on from its own checkpoint
+    assert (second / "model" / "README.md").stat().st_mtime_ns == card
     with pytest.raises(ConfigError, match="is not a checkpoint folder"):
         dpo(tmp_path / "third", small_hh, f"train.resume_from={tmp_path}")
 

@@ -63,7 +63,7 @@ def test_field_docs_feed_help():
     docs = field_docs(TrainSection)
     assert docs["lr"] == "Peak learning rate (AdamW)."
     lines = "\n".join(describe(DPOConfig()))
-    assert "train.lr = 2e-05" in lines and "Peak learning rate" in lines and "policy.lora.rank = 0" in lines
+    assert "train.lr = 1e-06" in lines and "Peak learning rate" in lines and "policy.lora.rank = 0" in lines
 
 
 def test_unions_and_lists():

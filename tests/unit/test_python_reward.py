@@ -140,3 +140,35 @@ def test_a_prompt_file_hands_its_other_columns_and_its_shape_to_the_reward(tmp_p
 def test_rewards_tensor_is_float32_for_the_trainer():
     batch = PythonReward(lambda completions, **k: [1, True], name="ints").score(PROMPTS, ["a", "b"])
     assert batch.rewards.dtype == torch.float32 and batch.rewards.tolist() == [1.0, 1.0]
+
+
+def test_a_config_names_a_callable_by_its_code_without_copying_it():
+    import threading
+
+    from rlxf.config import to_yaml
+    from rlxf.recipes.online_config import RewardSection
+
+    class Judge:  # a callable object holding a lock, as API clients do
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def __call__(self, completions, **kwargs):
+            return [0.0] * len(completions)
+
+    def first(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    def second(completions, **kwargs):
+        return [2.0] * len(completions)
+
+    judged = to_yaml(RewardSection(kind="python", function=Judge()))
+    assert "Judge@" in judged
+    a, b = (to_yaml(RewardSection(kind="python", function=f)) for f in (first, second))
+    assert a != b and a.split("@")[1] != b.split("@")[1]  # other code, another config
+
+
+def test_every_batch_logs_the_no_opinion_share_so_ranks_agree_on_the_keys():
+    batch = PythonReward(lambda completions, **k: [1.0, 1.0], name="all").score(PROMPTS, ["a", "b"])
+    assert batch.flags == {"reward/all/no_opinion": 0.0}
+    silent = PythonReward(lambda completions, **k: [None, None], name="none").score(PROMPTS, ["a", "b"])
+    assert silent.metrics()["reward/none"] == 0.0  # not NaN, which would spoil the mean over ranks
