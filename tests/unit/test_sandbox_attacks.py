@@ -5,8 +5,10 @@ operating system's isolation (bubblewrap) and the parent's verdicts alone.
 """
 
 import base64
+import dataclasses
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -113,27 +115,30 @@ def test_no_fifo_or_device_node_outside_or_in(tmp_path):
     assert succeeded(program) == 0.0 and list(tmp_path.iterdir()) == []
 
 
-def test_other_processes_cannot_be_signalled_or_relimited():
+def test_other_processes_cannot_be_seen_signalled_or_relimited():
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         before = resource.prlimit(victim.pid, resource.RLIMIT_NOFILE)
-        for pid in (victim.pid, os.getpid(), 1):
+        for pid in (victim.pid, os.getpid()):
+            assert pid > 100  # not a number the sandbox's own few processes could have
             program = f"""
             import os, resource, signal
             def attack():
-                hit = False
-                for act in (lambda: os.kill({pid}, signal.SIGKILL),
+                reached = os.path.exists('/proc/{pid}')
+                for act in (lambda: os.kill({pid}, 0),  # exists (a PermissionError says so too)
+                            lambda: os.kill({pid}, signal.SIGKILL),
                             lambda: signal.pidfd_send_signal(os.pidfd_open({pid}), signal.SIGKILL),
-                            lambda: resource.prlimit({pid}, resource.RLIMIT_NOFILE, (3, 3)),
-                            lambda: os.killpg(0, signal.SIGKILL) if os.getpgid(0) != os.getpid() else None):
+                            lambda: resource.prlimit({pid}, resource.RLIMIT_NOFILE, (3, 3))):
                     try:
-                        act(); hit = True
-                    except (OSError, ValueError):
+                        act(); reached = True
+                    except PermissionError:
+                        reached = True
+                    except OSError:  # ProcessLookupError: no such process here
                         pass
-                return hit
+                return reached
             """
-            # inside its pid namespace it may only signal its own processes; the others are not there
-            run_tests(textwrap.dedent(program), ["assert attack() == True"], LIMITS, audit_hook=False)
+            # in its own pid namespace, the others do not exist
+            assert succeeded(program) == 0.0, pid
         assert victim.poll() is None
         assert resource.prlimit(victim.pid, resource.RLIMIT_NOFILE) == before
     finally:
@@ -160,6 +165,7 @@ def test_the_network_is_unreachable():
     server.close()
 
 
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to compile the extension")
 def test_a_compiled_extension_runs_confined(tmp_path):
     marker = tmp_path / "native-ran"
     source = tmp_path / "escape.c"
@@ -226,6 +232,7 @@ def test_nothing_of_the_machine_is_readable(monkeypatch, tmp_path):
     assert attack(program, ["assert strays() == []"]) == 1.0
 
 
+FRAME_FORGERY = "the harness's own writer and job, reached through its frame"
 FORGERIES = {
     "builtins swap": """
         import builtins
@@ -244,14 +251,17 @@ FORGERIES = {
             frame = frame.f_back
         def add(a, b): return 0
     """,
-    "the harness's nonce read from its frame": """
-        import json, os, sys
+    FRAME_FORGERY: """
+        import os, sys
         frame = sys._getframe()
         while frame is not None:
-            nonce = frame.f_locals.get('nonce')
-            if isinstance(nonce, str):
-                print(f"\\n{nonce} " + json.dumps({"program": None, "tests": [True] * 2}), flush=True)
-                os._exit(0)
+            harness = frame.f_locals
+            if callable(harness.get('send')) and isinstance(harness.get('job'), dict):
+                harness['send']({'ran': True})  # as the harness would, through its own writer
+                for index in range(len(harness['job']['candidates'])):
+                    harness['send']({'index': index, 'value': True})
+                harness['results'].flush()
+                os._exit(0)  # before the harness could write the real values
             frame = frame.f_back
         def add(a, b): return 0
     """,
@@ -289,6 +299,12 @@ def test_a_program_that_implements_nothing_scores_zero(name):
     assert attack(FORGERIES[name], tests[:2]) == 0.0
     # the forgery works on its own terms only where an honest value would: 0 != 99
     assert attack(FORGERIES[name], tests[2:]) in (0.0, 1.0)
+
+
+def test_the_frame_forgery_reaches_the_harness_yet_cannot_supply_an_unknown_value():
+    # it does write through the harness's writer: a test that any truthy value passes, passes
+    assert attack(FORGERIES[FRAME_FORGERY], ["assert add(0, 0)"]) == 1.0
+    assert attack(FORGERIES[FRAME_FORGERY], ["assert add(1, 2) == 918273645", "assert add(2, 2) == 4"]) == 0.0
 
 
 def test_the_expected_side_never_enters_the_sandbox():
@@ -332,16 +348,29 @@ def test_the_default_reward_uses_the_os_sandbox():
     assert unisolated.score([], ["x = 1"], tests=[["assert x == 1"]]).metrics()["sandbox/unisolated"] == 1.0
 
 
+FORGE_FIRST = """
+import os, sys
+fd = sys._getframe(1).f_locals['job']['results_fd']
+os.write(fd, b'{"ran": true}\\n{"index": 0, "value": 4}\\n')
+"""
+
+
 def test_a_right_value_forged_before_the_harness_writes_is_overwritten_and_a_hang_after_it_fails():
-    forge = """
-    import os, sys
-    fd = sys._getframe(1).f_locals['job']['results_fd']
-    os.write(fd, b'{"ran": true}\\n{"index": 0, "value": 4}\\n')
-    """
-    assert attack(forge + "def add(a, b): return 5\n", ["assert add(2, 2) == 4"]) == 0.0  # the harness's 5 wins
+    assert attack(FORGE_FIRST + "def add(a, b): return 5\n", ["assert add(2, 2) == 4"]) == 0.0  # the harness's 5 wins
     hang = SandboxLimits(timeout_seconds=3, cpu_seconds=2)
-    result = run_tests(textwrap.dedent(forge) + "while True: pass\n", ["assert add(2, 2) == 4"], hang, audit_hook=False)
+    result = run_tests(FORGE_FIRST + "while True: pass\n", ["assert add(2, 2) == 4"], hang, audit_hook=False)
     assert result.fraction == 0.0 and (result.timed_out or "died" in result.error)  # the CPU limit kills it
+
+
+@pytest.mark.parametrize("output_bytes", [1 << 20, LIMITS.results_bytes])
+def test_a_forged_value_padded_past_what_the_trainer_reads_fails(output_bytes):
+    """Blank lines after the forged ones: past ``results_bytes`` the trainer would read only the
+    forgery; at a file-size limit no larger, the harness could write nothing after it."""
+    padded = FORGE_FIRST + f"os.write(fd, b'\\n' * {LIMITS.results_bytes})\ndef add(a, b): return 5\n"
+    limits = dataclasses.replace(LIMITS, output_bytes=output_bytes)
+    result = run_tests(padded, ["assert add(2, 2) == 4"], limits, audit_hook=False)
+    why = "results channel" if output_bytes > LIMITS.results_bytes else "died"
+    assert result.passed == [False] and why in result.error
 
 
 @pytest.mark.parametrize("isolation", ["bwrap", "process"])
@@ -367,10 +396,3 @@ def test_the_sandbox_tmp_is_small_and_in_memory(tmp_path, monkeypatch):
     limits = SandboxLimits(timeout_seconds=20, output_bytes=512 << 20, memory_bytes=512 << 20, disk_bytes=8 << 20)
     assert run_tests(textwrap.dedent(program), ["assert attack() == False"], limits, audit_hook=False).fraction == 1.0
     assert list(tmp_path.iterdir()) == []
-
-
-def test_a_set_of_colliding_values_is_refused_before_the_trainer_builds_it():
-    from rlxf.rewards.sandbox.verdicts import decode
-
-    with pytest.raises(ValueError, match="more than"):
-        decode({"set": [k * (2**61 - 1) for k in range(20_000)]})

@@ -3,6 +3,7 @@ instruction against the verdicts it must give), and each limit and flag of the s
 inside, on the path this trainer takes (root here in CI: a uid of its own) and on the other one
 (an unprivileged trainer: a user namespace), so removing any of them fails a test."""
 
+import contextlib
 import errno
 import json
 import os
@@ -16,13 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from rlxf.rewards.sandbox import SandboxLimits, run_tests
-from rlxf.rewards.sandbox.seccomp import CLONE_NEWUSER, sandbox_filter, syscall_numbers
+import rlxf.rewards.sandbox.isolation as bwrap_isolation
+from rlxf.rewards.sandbox import SandboxLimits, cgroup, run_tests, runner
+from rlxf.rewards.sandbox.cgroup import memory_group
+from rlxf.rewards.sandbox.seccomp import CLONE_NEWUSER, SOCKET_FAMILIES, sandbox_filter, syscall_numbers
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = SandboxLimits(timeout_seconds=20, cpu_seconds=5, memory_bytes=256 << 20, output_bytes=64 << 10)
 
 ALLOW, EPERM, ENOSYS = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+EAFNOSUPPORT = 0x00050000 | errno.EAFNOSUPPORT
+AF_NETLINK, AF_PACKET, AF_VSOCK = 16, 17, 40
 X86_64, I386, AARCH64 = 0xC000003E, 0x40000003, 0xC00000B7
 
 
@@ -66,15 +71,37 @@ def test_the_filter_refuses_new_user_namespaces_and_foreign_abis_and_allows_the_
 
 
 def test_the_filter_refuses_each_named_call_and_the_numbers_are_the_kernels():
+    # with a first argument of 0: clone with no flags, a socket of family AF_UNSPEC
+    checked = {"clone3": ENOSYS, "clone": ALLOW, "unshare": ALLOW, "socket": EAFNOSUPPORT, "socketpair": EAFNOSUPPORT}
     for machine, arch in (("x86_64", X86_64), ("aarch64", AARCH64)):
         program, numbers = sandbox_filter(machine), syscall_numbers(machine)
         for name, number in numbers.items():
-            expected = ENOSYS if name == "clone3" else ALLOW if name in ("clone", "unshare") else EPERM
+            expected = checked.get(name, EPERM)
             assert run_filter(program, arch, number) == expected, (machine, name)
     header = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
     if header.is_file():  # the kernel's own table, where the headers are installed
         kernel = dict(re.findall(r"#define __NR_(\w+) (\d+)", header.read_text()))
         assert {name: int(kernel[name]) for name in syscall_numbers("x86_64")} == syscall_numbers("x86_64")
+
+
+@pytest.mark.parametrize("machine, arch", [("x86_64", X86_64), ("aarch64", AARCH64)])
+def test_sockets_only_of_the_families_the_network_namespace_confines(machine, arch):
+    program, numbers = sandbox_filter(machine), syscall_numbers(machine)
+    assert set(SOCKET_FAMILIES.values()) == {1, 2, 10}  # AF_UNIX, AF_INET, AF_INET6
+    for call in ("socket", "socketpair"):
+        for family in (1, 2, 10):
+            assert run_filter(program, arch, numbers[call], family) == ALLOW, (call, family)
+        for family in (0, 3, AF_NETLINK, AF_PACKET, AF_VSOCK, 1 << 20 | 2):
+            assert run_filter(program, arch, numbers[call], family) == EAFNOSUPPORT, (call, family)
+    for call in ("shmget", "semget", "msgget"):  # memory outside every address space
+        assert run_filter(program, arch, numbers[call]) == EPERM, call
+
+
+def test_a_root_trainer_gives_each_sandbox_a_uid_no_tool_shows_negative(monkeypatch):
+    monkeypatch.setattr(bwrap_isolation.os, "geteuid", lambda: 0)
+    for draw in (lambda n: 0, lambda n: n - 1):  # the smallest and the largest the random part gives
+        monkeypatch.setattr(bwrap_isolation.secrets, "randbelow", draw)
+        assert 10**9 <= bwrap_isolation.sandbox_uid() < 2**31
 
 
 def test_threads_fork_and_subprocess_still_work_under_the_filter():
@@ -144,6 +171,32 @@ PROBES = {
                 pass
             return os.path.getsize('big') > (64 << 10)
         """,
+    "a vsock socket (which no network namespace confines)": """
+        import socket
+        def attack():
+            try:
+                socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close()
+                return True
+            except OSError:
+                return False
+        """,
+    "a netlink or packet socket": """
+        import socket
+        def attack():
+            for family, kind in ((socket.AF_NETLINK, socket.SOCK_RAW), (socket.AF_PACKET, socket.SOCK_DGRAM)):
+                try:
+                    socket.socket(family, kind).close()
+                    return True
+                except OSError:
+                    pass
+            return False
+        """,
+    "System V shared memory": """
+        import ctypes
+        def attack():
+            libc = ctypes.CDLL(None, use_errno=True)
+            return libc.shmget(0, 1 << 20, 0o1600) >= 0 or libc.semget(0, 1, 0o1600) >= 0 or libc.msgget(0, 0o1600) >= 0
+        """,
     "memory past the limit": """
         def attack():
             try:
@@ -209,3 +262,98 @@ def test_each_confinement_holds_for_an_unprivileged_trainer():
     finally:
         shutil.rmtree(folder)
     assert scores == {**dict.fromkeys(PROBES, 0.0), "honest": 1.0}
+
+
+HOLDERS = """
+import os, time
+def attack():
+    read, write = os.pipe()
+    children = []
+    for _ in range(4):
+        pid = os.fork()
+        if pid == 0:
+            block = b'x' * (200 << 20)  # every page written, so resident
+            os.write(write, b'+')
+            time.sleep(4)
+            os._exit(0)
+        children.append(pid)
+    os.close(write)
+    held = b''
+    while len(held) < 4 and (chunk := os.read(read, 4)):  # EOF once every child has gone
+        held += chunk
+    for pid in children:
+        os.kill(pid, 9)
+    return len(held) == 4  # all four held 200 MB at once
+"""
+
+
+def memory_cgroups_here() -> Path:
+    """The folder where sandbox cgroups are made; skips where this trainer can make none."""
+    with memory_group(1 << 30) as group:
+        if group is None:
+            pytest.skip("this trainer can create no memory cgroup (not root under v1, or v2 without memory delegated)")
+    return group.parent
+
+
+def test_processes_together_cannot_pass_the_sandbox_memory(monkeypatch):
+    memory_cgroups_here()
+    limits = SandboxLimits(timeout_seconds=30, cpu_seconds=5, memory_bytes=256 << 20)  # a cap of 256 + 64 MiB
+    tests = ["assert attack() == True"]
+    assert run_tests(textwrap.dedent(HOLDERS), tests, limits, audit_hook=False).fraction == 0.0
+    # the attack is real: each process stays inside RLIMIT_AS, so without the cgroup they hold 800 MB
+    monkeypatch.setattr(runner, "memory_group", lambda limit: contextlib.nullcontext(None))
+    assert run_tests(textwrap.dedent(HOLDERS), tests, limits, audit_hook=False).fraction == 1.0
+
+
+@pytest.mark.parametrize("isolation", ["bwrap", "process"])
+def test_the_cgroup_and_whatever_ran_in_it_are_gone_after_the_call(isolation, tmp_path):
+    folder = memory_cgroups_here()
+    pid_file = tmp_path / "pid"
+    program = f"""
+    import os, time
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()  # out of the process group the runner kills
+        time.sleep(60)
+        os._exit(0)
+    try:
+        open({str(pid_file)!r}, 'w').write(str(pid))
+    except OSError:  # bwrap: the trainer's folders are not there
+        pass
+    def f(): return 1
+    """
+    result = run_tests(textwrap.dedent(program), ["assert f() == 1"], LIMITS, isolation=isolation, audit_hook=False)
+    assert result.passed == [True]
+    assert list(folder.glob("rlxf-sandbox-*")) == []
+    if isolation == "process":
+        pid = int(pid_file.read_text())
+        try:
+            assert _state(pid) in ("gone", "Z")
+        finally:
+            if _state(pid) not in ("gone", "Z"):
+                os.kill(pid, 9)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+
+
+def test_the_memory_cgroup_is_found_under_either_hierarchy(tmp_path, monkeypatch):
+    """Parsing only, on folders standing in for /sys/fs/cgroup (a v2 machine is not at hand)."""
+    (tmp_path / "v1" / "jobs" / "7").mkdir(parents=True)
+    (tmp_path / "v2" / "jobs").mkdir(parents=True)
+    v1 = ("/", str(tmp_path / "v1"), "cgroup", {"rw", "memory"})
+    v2 = ("/", str(tmp_path / "v2"), "cgroup2", {"rw"})
+    monkeypatch.setattr(cgroup, "_own_groups", lambda: {"memory": "/jobs/7", "": "/jobs"})
+    monkeypatch.setattr(cgroup, "_mounts", lambda: [v2, v1])
+    assert cgroup.find_parent() == cgroup.Parent(tmp_path / "v1" / "jobs" / "7", 1)  # v1's memory first
+    monkeypatch.setattr(cgroup, "_mounts", lambda: [v2])
+    assert cgroup.find_parent() is None  # v2 whose cgroup does not hand memory to its children
+    (tmp_path / "v2" / "jobs" / "cgroup.subtree_control").write_text("cpu memory pids\n")
+    assert cgroup.find_parent() == cgroup.Parent(tmp_path / "v2" / "jobs", 2)
+    (tmp_path / "v2" / "jobs" / "cgroup.subtree_control").write_text("cpu pids\n")
+    assert cgroup.find_parent() is None
+    assert cgroup._unescape(r"/sys/fs/cgroup/my\040jobs") == "/sys/fs/cgroup/my jobs"

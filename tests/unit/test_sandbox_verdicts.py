@@ -8,7 +8,7 @@ from rlxf.data import tasks
 from rlxf.data.errors import DataError
 from rlxf.rewards.code import UnitTestReward
 from rlxf.rewards.sandbox import SandboxLimits, UnsupportedTest, run_tests, split_test
-from rlxf.rewards.sandbox.verdicts import decode
+from rlxf.rewards.sandbox.verdicts import MAX_ITEMS, decode
 
 from ..conftest import SHARED_DATA
 
@@ -62,6 +62,26 @@ def test_values_decode_only_to_plain_data():
         deep = {"list": [deep]}
     with pytest.raises(ValueError, match="deeply"):
         decode(deep)
+
+
+def test_a_value_of_too_many_items_is_refused_before_the_trainer_builds_it():
+    colliding = [k * (2**61 - 1) for k in range(MAX_ITEMS + 2_000)]  # equal hashes: a set of them costs O(n²)
+    for tag in ("set", "list", "tuple"):  # a list too: `assert set(f(x)) == {...}` builds the set itself
+        with pytest.raises(ValueError, match="more than"):
+            decode({tag: colliding})
+    # counted across nesting: 101 lists of 100 items are 10,201 items
+    with pytest.raises(ValueError, match="more than"):
+        decode({"list": [{"list": list(range(100))}] * 101})
+    with pytest.raises(ValueError, match="more than"):
+        decode({"dict": [[k, {"list": [k]}] for k in range(MAX_ITEMS // 2 + 1)]})
+    assert len(decode({"list": list(range(MAX_ITEMS))})) == MAX_ITEMS
+    assert len(decode({"list": [{"tuple": [1] * 99}] * 100})) == 100  # 100 + 9,900 items
+
+
+def test_a_program_returning_too_many_items_fails_its_test():
+    program = "def f(n):\n    return [[k] for k in range(n)]\n"
+    assert run_tests(program, ["assert len(f(5_001)) == 5_001"]).passed == [False]  # 10,002 items in all
+    assert run_tests(program, ["assert len(f(4_999)) == 4_999"]).passed == [True]
 
 
 def test_every_mbpp_test_splits_and_the_reference_solutions_pass():

@@ -1,5 +1,5 @@
-"""Running untrusted programs: OS isolation (isolation.py), the in-sandbox harness (harness.py),
-and verdicts decided outside the sandbox (verdicts.py)."""
+"""Running untrusted programs: OS isolation (isolation.py, seccomp.py), a memory cgroup per sandbox
+(cgroup.py), the in-sandbox harness (harness.py), and verdicts decided outside the sandbox (verdicts.py)."""
 
 from rlxf.rewards.sandbox.isolation import SandboxUnavailable
 from rlxf.rewards.sandbox.runner import ISOLATIONS, ExecutionResult, SandboxLimits, run_tests

@@ -146,11 +146,15 @@ def main():
     confine(job["limits"], job["uid"])
     if job["audit_hook"]:
         install_audit_hook(os.path.realpath(os.getcwd()))
+    status = 1  # a harness that could not write every result (a full file, a closed descriptor) fails
     try:
         run(job, results)
+        status = 0
     finally:
-        sys.stdout.flush()
-        os._exit(0)  # threads the program left running do not hold the sandbox open
+        try:
+            sys.stdout.flush()
+        finally:
+            os._exit(status)  # threads the program left running do not hold the sandbox open
 
 
 main()

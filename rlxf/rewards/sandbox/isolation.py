@@ -36,7 +36,7 @@ INSTALL_HINT = (
     "Fedora: dnf install bubblewrap), or set sandbox=process to run them with resource limits and an audit hook "
     "only (not isolated)"
 )
-_FIRST_UID = 2_000_000_000  # far above any account a system hands out
+_FIRST_UID = 1_000_000_000  # far above any account a system hands out; with the random part, below 2**31
 
 
 class SandboxUnavailable(RuntimeError):
@@ -89,7 +89,8 @@ def bwrap_path() -> str:
 
 
 def sandbox_uid() -> int | None:
-    """A uid of its own for the next sandbox when the trainer is root; None otherwise."""
+    """A uid of its own for the next sandbox when the trainer is root; None otherwise. Below 2**31,
+    so no tool that reads a uid as a signed int shows it negative."""
     return _FIRST_UID + secrets.randbelow(1 << 30) if os.geteuid() == 0 else None
 
 

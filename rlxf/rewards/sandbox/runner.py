@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -11,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from rlxf.rewards.sandbox.cgroup import in_group, memory_group
 from rlxf.rewards.sandbox.isolation import (
     bwrap_command,
     check_isolation,
@@ -80,8 +82,9 @@ def run_tests(
                 "audit_hook": audit_hook,
                 "results_fd": results.fileno(),
             }
-            with seccomp_descriptor() as seccomp_fd:
-                command = _command(isolation, uid, limits, seccomp_fd)
+            # the cgroup bounds the sandbox's memory as a whole; RLIMIT_AS only each process's
+            with seccomp_descriptor() as seccomp_fd, memory_group(limits.memory_bytes + limits.disk_bytes) as group:
+                command = in_group(group, _command(isolation, uid, limits, seccomp_fd))
                 fds = tuple(fd for fd in (results.fileno(), seccomp_fd) if fd is not None)
                 timed_out, status = _run(command, job, workdir, output, fds, limits)
         messages = _messages(results_path, len(candidates), limits.results_bytes)
@@ -117,27 +120,42 @@ def _command(isolation: str, uid: int | None, limits: SandboxLimits, seccomp_fd:
     return bwrap_command(uid, interpreter, limits.disk_bytes, seccomp_fd)
 
 
-def _run(command, job, workdir, output, fds: tuple[int, ...], limits: SandboxLimits) -> tuple[bool, int | None]:
-    """Runs the sandbox to its end or its timeout: whether it timed out, and its exit status."""
-    process = subprocess.Popen(
-        command,
-        cwd=workdir,
-        stdin=subprocess.PIPE,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir)},
-        pass_fds=fds,
-        start_new_session=True,
-    )
-    try:
-        process.communicate((json.dumps(job) + "\n").encode(), timeout=limits.timeout_seconds)
-    except subprocess.TimeoutExpired:
-        _kill_group(process)
-        return True, None
-    except BrokenPipeError:
-        pass
+def _run(command, job: dict, workdir: Path, output, fds: tuple[int, ...], limits: SandboxLimits):
+    """Runs the sandbox to its end or its timeout: whether it timed out, and its exit status. The
+    job is its stdin as a file, so no write to a pipe can block the trainer."""
+    job_path = workdir.with_name("job")
+    job_path.write_text(json.dumps(job) + "\n", encoding="utf-8")
+    with open(job_path, "rb") as stdin:
+        process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            stdin=stdin,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir)},
+            pass_fds=fds,
+            start_new_session=True,
+        )
+    exited = _wait(process, limits.timeout_seconds)
     _kill_group(process)
-    return False, process.returncode
+    return (False, process.returncode) if exited else (True, None)
+
+
+def _wait(process: subprocess.Popen, timeout: float) -> bool:
+    """Whether ``process`` exits within ``timeout``, seen the moment it does through a pidfd
+    (``Popen.wait`` polls with a backoff of up to 50 ms: a third of a sandbox's time)."""
+    try:
+        descriptor = os.pidfd_open(process.pid)
+    except OSError:  # Linux before 5.3
+        try:
+            process.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        return bool(select.select([descriptor], [], [], timeout)[0])
+    finally:
+        os.close(descriptor)
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -150,7 +168,11 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 def _messages(path: Path, count: int, limit: int) -> dict:
     """The sandbox's messages: each candidate's last value or error (the harness writes after the
-    program, so a line the program forged earlier is overwritten), and the program's error."""
+    program, so a line the program forged earlier is overwritten), and the program's error. A
+    channel longer than ``limit`` stands for nothing: a program could pad it so that the trainer
+    reads its forged lines and never the harness's."""
+    if path.stat().st_size > limit:
+        return {"channel_error": f"the results channel passed results_bytes ({limit}): a value too large or forged"}
     found: dict = {}
     with open(path, encoding="utf-8", errors="replace") as handle:
         for line in handle.read(limit).splitlines():
@@ -171,7 +193,7 @@ def _messages(path: Path, count: int, limit: int) -> dict:
 def _verdicts(splits, messages: dict, timed_out: bool, status: int | None, output: str) -> ExecutionResult:
     """A test passes when the program ran to its end, the sandbox exited cleanly, and every
     candidate value came back and satisfies the test's check."""
-    error = messages.get("program_error")
+    error = messages.get("channel_error") or messages.get("program_error")
     if timed_out:
         error = "timed out"
     elif status != 0:

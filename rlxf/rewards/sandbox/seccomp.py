@@ -7,6 +7,12 @@ classic-BPF program, so the kernel refuses what no unit test needs and would wid
 - ``setns``, ``bpf``, ``perf_event_open``, ``userfaultfd``, the kernel keyring, ``ptrace``,
   ``process_vm_readv``/``writev``, ``pidfd_getfd`` and io_uring (whose operations no seccomp
   filter sees);
+- System V shared memory, semaphores and message queues (``shmget``, ``semget``, ``msgget``): a
+  segment made and detached holds memory outside every address space, past ``RLIMIT_AS``;
+- sockets of any family but AF_UNIX, AF_INET and AF_INET6 (``socket``/``socketpair`` answer
+  EAFNOSUPPORT): the network namespace confines those three, while AF_VSOCK ignores it (it
+  reaches the host of a VM) and AF_NETLINK, AF_PACKET and the rest only widen what the kernel
+  exposes;
 - every system call of another ABI (i386 via ``int 0x80``, x32), which would dodge the numbers
   above.
 
@@ -32,23 +38,28 @@ _ERRNO = 0x00050000
 
 _SYSCALL_NUMBER, _ARCHITECTURE, _FIRST_ARGUMENT = 0, 4, 16  # offsets in struct seccomp_data
 CLONE_NEWUSER = 0x10000000
+SOCKET_FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10}  # the families a socket may have
 _X32_BIT = 0x40000000
 
-# machine: (AUDIT_ARCH, syscalls that check the flags, syscalls refused, clone3)
+# machine: (AUDIT_ARCH, syscalls that check the flags, that check the family, refused, clone3)
 _TABLES = {
     "x86_64": (
         0xC000003E,
         {"clone": 56, "unshare": 272},
-        {"setns": 308, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "keyctl": 250, "add_key": 248,
-         "request_key": 249, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
+        {"socket": 41, "socketpair": 53},
+        {"shmget": 29, "semget": 64, "msgget": 68, "setns": 308, "bpf": 321, "perf_event_open": 298,
+         "userfaultfd": 323, "keyctl": 250, "add_key": 248, "request_key": 249, "ptrace": 101,
+         "process_vm_readv": 310, "process_vm_writev": 311,
          "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "pidfd_getfd": 438},
         435,
     ),
     "aarch64": (
         0xC00000B7,
         {"clone": 220, "unshare": 97},
-        {"setns": 268, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "keyctl": 219, "add_key": 217,
-         "request_key": 218, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+        {"socket": 198, "socketpair": 199},
+        {"shmget": 194, "semget": 190, "msgget": 186, "setns": 268, "bpf": 280, "perf_event_open": 241,
+         "userfaultfd": 282, "keyctl": 219, "add_key": 217, "request_key": 218, "ptrace": 117,
+         "process_vm_readv": 270, "process_vm_writev": 271,
          "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "pidfd_getfd": 438},
         435,
     ),
@@ -57,8 +68,8 @@ _TABLES = {
 
 def syscall_numbers(machine: str) -> dict[str, int]:
     """Every system call the filter names on ``machine``, by name."""
-    _, flag_checked, refused, clone3 = _TABLES[machine]
-    return {**flag_checked, **refused, "clone3": clone3}
+    _, flag_checked, family_checked, refused, clone3 = _TABLES[machine]
+    return {**flag_checked, **family_checked, **refused, "clone3": clone3}
 
 
 def supported() -> bool:
@@ -76,7 +87,7 @@ def sandbox_filter(machine: str | None = None) -> bytes:
     machine = machine or platform.machine()
     if machine not in _TABLES:
         raise ValueError(f"no seccomp table for {machine}")
-    architecture, flag_checked, refused, clone3 = _TABLES[machine]
+    architecture, flag_checked, family_checked, refused, clone3 = _TABLES[machine]
     refuse = _ERRNO | errno.EPERM
     code = [
         _instruction(_LOAD_WORD, value=_ARCHITECTURE),
@@ -89,14 +100,29 @@ def sandbox_filter(machine: str | None = None) -> bytes:
     verdicts = [(number, refuse) for number in refused.values()] + [(clone3, _ERRNO | errno.ENOSYS)]
     for number, verdict in verdicts:
         code += [_instruction(_JUMP_EQUAL, 0, 1, number), _instruction(_RETURN, value=verdict)]
-    numbers = list(flag_checked.values())
-    for index, number in enumerate(numbers):  # to the flags check, past the others and the allow
-        code.append(_instruction(_JUMP_EQUAL, len(numbers) - index, 0, number))
-    code += [
-        _instruction(_RETURN, value=_ALLOW),
-        _instruction(_LOAD_WORD, value=_FIRST_ARGUMENT),  # the flags' low 32 bits (little-endian)
+    flags, families = _flags_check(refuse), _family_check()
+    targets = [(n, 0) for n in flag_checked.values()] + [(n, len(flags)) for n in family_checked.values()]
+    for index, (number, block) in enumerate(targets):  # past the other jumps and the allow, into the block
+        code.append(_instruction(_JUMP_EQUAL, len(targets) - index + block, 0, number))
+    return b"".join([*code, _instruction(_RETURN, value=_ALLOW), *flags, *families])
+
+
+def _flags_check(refuse: int) -> list[bytes]:
+    """Refuses a ``clone``/``unshare`` whose flags (their low 32 bits, little-endian) ask for
+    CLONE_NEWUSER."""
+    return [
+        _instruction(_LOAD_WORD, value=_FIRST_ARGUMENT),
         _instruction(_JUMP_ANY_BIT, 0, 1, CLONE_NEWUSER),
         _instruction(_RETURN, value=refuse),
         _instruction(_RETURN, value=_ALLOW),
     ]
-    return b"".join(code)
+
+
+def _family_check() -> list[bytes]:
+    """Allows a ``socket``/``socketpair`` of the families in `SOCKET_FAMILIES` (an ``int``, the
+    argument's low 32 bits), answers EAFNOSUPPORT to any other."""
+    families = list(SOCKET_FAMILIES.values())
+    code = [_instruction(_LOAD_WORD, value=_FIRST_ARGUMENT)]
+    for index, family in enumerate(families):  # past the other families and the refusal
+        code.append(_instruction(_JUMP_EQUAL, len(families) - index, 0, family))
+    return code + [_instruction(_RETURN, value=_ERRNO | errno.EAFNOSUPPORT), _instruction(_RETURN, value=_ALLOW)]

@@ -44,9 +44,10 @@ _MODULES = (bisect, cmath, collections, decimal, fractions, functools, heapq, it
 TRUSTED_NAMES: dict[str, Any] = {**_SAFE_BUILTINS, **{m.__name__: m for m in _MODULES}}
 TRUSTED_NAMES.update(statistics=statistics, string=string)
 _VALUES = "__rlxf_values"
-_HASHED = ("set", "frozenset", "dict")
-MAX_HASHED_ITEMS = 10_000
-"""Items built into one hashed container: keys that all collide would cost the trainer O(n²)."""
+_CONTAINERS = {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset, "dict": dict}
+MAX_ITEMS = 10_000
+"""Items in one decoded value, counted across every container it nests: a set of keys that all
+collide costs the trainer O(n²), and a list becomes such a set in a check like ``set(f(x)) == {...}``."""
 
 
 class UnsupportedTest(ValueError):
@@ -116,8 +117,14 @@ def _names(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
-def decode(data: Any, depth: int = 0) -> Any:
-    """A value from the sandbox's tagged JSON, built only from plain built-in types."""
+def decode(data: Any) -> Any:
+    """A value from the sandbox's tagged JSON, built only from plain built-in types, of at most
+    `MAX_ITEMS` items in all."""
+    return _decode(data, 0, [MAX_ITEMS])
+
+
+def _decode(data: Any, depth: int, budget: list[int]) -> Any:
+    """``budget`` holds how many more items the whole value may have."""
     if depth > 100:
         raise ValueError("value nested too deeply")
     if data is None or type(data) in (bool, int, float, str):
@@ -125,24 +132,19 @@ def decode(data: Any, depth: int = 0) -> Any:
     if not isinstance(data, dict) or len(data) != 1:
         raise ValueError("malformed value")
     ((tag, body),) = data.items()
-    if tag in _HASHED and len(body) > MAX_HASHED_ITEMS:
-        raise ValueError(f"a {tag} of more than {MAX_HASHED_ITEMS} items")
     if tag == "bytes":
         return base64.b64decode(body)
     if tag == "complex":
         return complex(*map(float, body))
+    if tag not in _CONTAINERS or not isinstance(body, list):
+        raise ValueError(f"unknown value tag {tag!r} or malformed body")
+    budget[0] -= len(body)
+    if budget[0] < 0:
+        raise ValueError(f"a value of more than {MAX_ITEMS} items")
     if tag == "dict":
-        return {decode(key, depth + 1): decode(value, depth + 1) for key, value in body}
-    items = [decode(item, depth + 1) for item in body]
-    if tag == "list":
-        return items
-    if tag == "tuple":
-        return tuple(items)
-    if tag == "set":
-        return set(items)
-    if tag == "frozenset":
-        return frozenset(items)
-    raise ValueError(f"unknown value tag {tag!r}")
+        return {_decode(key, depth + 1, budget): _decode(value, depth + 1, budget) for key, value in body}
+    items = [_decode(item, depth + 1, budget) for item in body]
+    return items if tag == "list" else _CONTAINERS[tag](items)
 
 
 def decode_line(line: str) -> dict:
