@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import inspect
+import marshal
 import textwrap
 import types
 import typing
@@ -81,15 +83,24 @@ def _plain(value: Any) -> Any:
 
 
 def callable_reference(function: Any) -> str:
-    """``module:qualname@hash``: where the callable lives and a hash of its code (or, for an
-    object or a partial, of its repr), so two different functions never look alike."""
+    """``module:qualname@hash``: where the callable lives and a hash of the code a call runs, so
+    two different functions never look alike and the same one looks alike in every process."""
     name = getattr(function, "__qualname__", type(function).__qualname__)
-    try:
-        body = inspect.getsource(function)
-    except (OSError, TypeError):
-        body = repr(function)
-    digest = hashlib.sha256(body.encode()).hexdigest()[:10]
-    return f"{getattr(function, '__module__', None) or type(function).__module__}:{name}@{digest}"
+    module = getattr(function, "__module__", None) or type(function).__module__
+    return f"{module}:{name}@{_code_digest(function)}"
+
+
+def _code_digest(function: Any) -> str:
+    """A hash of a function's code object (an object's ``__call__``; a partial's function and
+    arguments), never of a memory address. Code, not source: a function made by ``exec`` has none."""
+    parts = []
+    while isinstance(function, functools.partial):
+        parts.append(repr((function.args, sorted(function.keywords.items()))).encode())
+        function = function.func
+    call = function if hasattr(function, "__code__") else getattr(type(function), "__call__", None)
+    code = getattr(call, "__code__", None)
+    parts.append(marshal.dumps(code) if code is not None else type(function).__qualname__.encode())
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:10]
 
 
 def to_yaml(config: Any) -> str:

@@ -43,7 +43,7 @@ class TaskSection(Checked):
     operation: str = "+"
     """arithmetic: +, - or *."""
     eval_count: int = 100
-    """Held-out prompts (generated apart for arithmetic; the last rows of a file otherwise)."""
+    """Held-out prompts (generated apart for arithmetic; a file's last rows otherwise, at most a fifth of it)."""
     limit: int = 0
     """Use only the first N training prompts (0 = all)."""
     system_prompt: str = ""

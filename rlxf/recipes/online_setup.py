@@ -17,7 +17,7 @@ from rlxf.models import is_empty, load_causal_lm, load_reward_model, load_tokeni
 from rlxf.models.lora import is_lora, lora_config
 from rlxf.models.packing import use_packed_attention
 from rlxf.models.reference import Reference
-from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows
+from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows, say
 from rlxf.recipes.online_config import OnlineConfig, RewardSection, TaskSection
 from rlxf.rewards.registry import combined
 from rlxf.rollout import HFEngine
@@ -35,12 +35,33 @@ def load_task(task: TaskSection, seed: int) -> tuple[list[Prompt], list[Prompt]]
             report_bad_rows(bad, Path(task.path))
         else:
             prompts = {"gsm8k": task_sets.gsm8k, "mbpp": task_sets.mbpp}[task.name](task.path)
-        train, held = prompts[: len(prompts) - task.eval_count], prompts[len(prompts) - task.eval_count :]
+        held_count = held_out_count(task, len(prompts))
+        train, held = prompts[: len(prompts) - held_count], prompts[len(prompts) - held_count :]
     train = train[: task.limit] if task.limit else train
     if task.system_prompt:
         for prompt in train + held:
             prompt.messages = [{"role": "system", "content": task.system_prompt}, *prompt.messages]
     return train, held
+
+
+def held_out_count(task: TaskSection, prompts: int) -> int:
+    """task.eval_count of a file's last rows, but never more than a fifth of the file (a small
+    file would otherwise be all held out), said when it is fewer."""
+    count = min(task.eval_count, prompts // 5)
+    if count < task.eval_count:
+        say(
+            f"task {task.name}: holding out {count} of {prompts} prompts (a fifth at most), not task.eval_count={task.eval_count}"
+        )
+    return count
+
+
+def check_batch_fits(train_prompts: list[Prompt], batch_size: int, task: TaskSection) -> None:
+    """A batch of prompts the training prompts cannot fill is an error before any model loads."""
+    if len(train_prompts) < batch_size:
+        raise ConfigError(
+            f"task {task.name}: {len(train_prompts)} training prompts cannot fill one batch of "
+            f"train.batch_size={batch_size} prompts"
+        )
 
 
 def check_reward_columns(rewards: list[RewardSection], prompts: list[Prompt]) -> None:

@@ -162,7 +162,10 @@ def test_a_config_names_a_callable_by_its_code_without_copying_it():
         return [2.0] * len(completions)
 
     judged = to_yaml(RewardSection(kind="python", function=Judge()))
-    assert "Judge@" in judged
+    assert "Judge@" in judged and judged == to_yaml(RewardSection(kind="python", function=Judge()))  # no address
+    made = {}
+    exec(compile("def made(completions, **kwargs):\n    return [0.5] * len(completions)", "README.md", "exec"), made)
+    assert "made@" in to_yaml(RewardSection(kind="python", function=made["made"]))  # code without a source file
     a, b = (to_yaml(RewardSection(kind="python", function=f)) for f in (first, second))
     assert a != b and a.split("@")[1] != b.split("@")[1]  # other code, another config
 
