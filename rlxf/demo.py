@@ -4,8 +4,9 @@
 2. DPO tunes SmolLM2-135M-Instruct on pairs from the same training split;
 3. evaluation on held-out prompts: RM accuracy, DPO preference accuracy, and the
    DPO policy's win rate over the reference, judged by the reward model;
-4. online RL: GRPO on generated two-digit additions with an exact-answer verifier, the
-   reward rising step by step and greedy accuracy on unseen problems before and after;
+4. online RL: GRPO on generated one-digit additions with an exact-answer verifier, the
+   reward rising step by step and greedy accuracy on held-out problems before and after,
+   with a paired sign test;
 5. a report folder with plots and intervals.
 """
 
@@ -40,6 +41,8 @@ class DemoConfig:
     """Share of prompt groups held out from every stage."""
     split_seed: int = 0
     """Seed of the grouped split, the same for every stage so no stage trains on another's held-out data."""
+    seed: int = 0
+    """Seed of every stage's training and sampling (the split keeps split_seed)."""
     rm: RewardModelConfig = field(
         default_factory=lambda: RewardModelConfig(
             model=ModelSection(name="minilm-l6-v2"),
@@ -69,12 +72,14 @@ class DemoConfig:
         default_factory=lambda: OnlineConfig(
             algo="grpo",
             policy=ModelSection(name="smollm2-135m-instruct"),
-            task=TaskSection(name="arithmetic", digits=2, eval_count=40),
-            sampling=SamplingSection(n=8, max_new_tokens=24, temperature=1.0),
-            train=TrainSection(max_steps=12, batch_size=2, lr=2e-5, warmup_steps=0, scheduler="constant"),
+            task=TaskSection(name="arithmetic", digits=1, eval_count=40),
+            sampling=SamplingSection(n=8, max_new_tokens=16, temperature=1.0),
+            train=TrainSection(max_steps=24, batch_size=2, lr=2e-5, warmup_steps=0, scheduler="constant"),
         )
     )
-    """Stage 4: online RL on verifiable problems (train.max_steps=0 skips it)."""
+    """Stage 4: online RL on verifiable problems (train.max_steps=0 skips it). One-digit sums: the
+    shipped model gets about half right within 16 tokens, so most groups of 8 samples hold both
+    right and wrong answers and every step has a signal (on two-digit sums nearly all are wrong)."""
 
 
 def _with_data(section: DataSection, config: DemoConfig) -> DataSection:
@@ -83,18 +88,32 @@ def _with_data(section: DataSection, config: DemoConfig) -> DataSection:
     )
 
 
+def _seeded(section: TrainSection, config: DemoConfig) -> TrainSection:
+    return dataclasses.replace(section, seed=config.seed)
+
+
 def run_demo(config: DemoConfig) -> Path:
     root = Path(config.output_dir)
     timings = {}
 
     started = time.perf_counter()
-    rm_config = dataclasses.replace(config.rm, output_dir=str(root / "rm"), data=_with_data(config.rm.data, config))
+    rm_config = dataclasses.replace(
+        config.rm,
+        output_dir=str(root / "rm"),
+        data=_with_data(config.rm.data, config),
+        train=_seeded(config.rm.train, config),
+    )
     say("== 1/4 reward model ==")
     train_reward_model(rm_config)
     timings["reward model"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    dpo_config = dataclasses.replace(config.dpo, output_dir=str(root / "dpo"), data=_with_data(config.dpo.data, config))
+    dpo_config = dataclasses.replace(
+        config.dpo,
+        output_dir=str(root / "dpo"),
+        data=_with_data(config.dpo.data, config),
+        train=_seeded(config.dpo.train, config),
+    )
     say("== 2/4 DPO ==")
     train_dpo(dpo_config)
     timings["DPO"] = time.perf_counter() - started
@@ -107,6 +126,7 @@ def run_demo(config: DemoConfig) -> Path:
         reference=config.dpo.policy.name,
         reward_model=str(root / "rm" / "model"),
         data=_with_data(config.eval.data, config),
+        generation=dataclasses.replace(config.eval.generation, seed=config.seed),
     )
     say("== 3/4 evaluation ==")
     evaluate(eval_config)
@@ -115,7 +135,8 @@ def run_demo(config: DemoConfig) -> Path:
     if config.online.train.max_steps:
         started = time.perf_counter()
         say("== 4/4 online RL: GRPO on additions ==")
-        train_online(dataclasses.replace(config.online, output_dir=str(root / "online")))
+        online = config.online
+        train_online(dataclasses.replace(online, output_dir=str(root / "online"), train=_seeded(online.train, config)))
         timings["online RL"] = time.perf_counter() - started
 
     report = write_report(root, timings, config)
@@ -155,8 +176,10 @@ def online_section(root: Path, out: Path, config: DemoConfig) -> tuple[str, dict
     text = f"""## Online RL: GRPO on {online.task.digits}-digit additions ({results["steps"]} steps)
 
 The policy samples {online.sampling.n} answers per problem ({online.train.batch_size} problems a step, temperature
-{online.sampling.temperature}); a verifier gives 1 for the exact sum and 0 otherwise; GRPO pushes up
-answers that beat their group's mean. Greedy accuracy on {before.n} unseen problems:
+{online.sampling.temperature}, up to {online.sampling.max_new_tokens} new tokens); a verifier gives 1 for the exact sum and
+0 otherwise (an answer still on its way when the tokens run out is wrong); GRPO pushes up answers that
+beat their group's mean. Greedy accuracy on {before.n} held-out problems (none trained on; with
+one-digit operands, a held-out "a + b" may have its "b + a" in training):
 
 | | greedy accuracy [95% interval] |
 |---|---|
@@ -164,6 +187,7 @@ answers that beat their group's mean. Greedy accuracy on {before.n} unseen probl
 | after {results["steps"]} GRPO steps | {after.text()} |
 
 Paired on the same problems: {fixed} became right, {broken} became wrong (sign test p = {p_value:.2g}).
+{online_verdict(fixed, broken, p_value)}
 The verifier wants a number: restating the question ("27 + 82 is ...") parses as an expression
 equal to the answer, a hack GRPO otherwise finds within a few steps.
 
@@ -175,6 +199,17 @@ equal to the answer, a hack GRPO otherwise finds within a few steps.
 """
     summary = {"greedy_accuracy_before": before.as_dict(), "greedy_accuracy_after": after.as_dict()}
     return text, summary
+
+
+def online_verdict(fixed: int, broken: int, p_value: float) -> str:
+    """What the paired outcome says, in words."""
+    if p_value < 0.05:
+        moved = "rose" if fixed > broken else "fell"
+        return f"Greedy accuracy **{moved} significantly**: the online stage {'learned' if fixed > broken else 'got worse'}."
+    return (
+        "Greedy accuracy did **not** change significantly: the online stage did not learn enough to tell "
+        "(more steps, online.train.max_steps, or more problems a step, online.train.batch_size)."
+    )
 
 
 def write_report(root: Path, timings: dict[str, float], config: DemoConfig) -> Path:

@@ -71,6 +71,7 @@ def test_mini_demo_on_the_embedded_models_writes_a_report(tmp_path):
     text = report.read_text()
     for needle in ("Reward model pairwise accuracy", "DPO implicit-reward accuracy", "win rate", "95%", "GRPO"):
         assert needle in text
+    assert "change significantly" in text.split("## Online RL")[1]  # 2 steps: the report says it did not learn
     plots = (
         "rm_loss.png",
         "rm_accuracy.png",
