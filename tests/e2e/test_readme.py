@@ -12,6 +12,7 @@ import pytest
 from rlxf.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
 README = (REPO / "README.md").read_text(encoding="utf-8")
 SECTION = README.split("## Your data, your model, your reward", 1)[1].split("\n## ", 1)[0]
 
@@ -23,20 +24,18 @@ SMALL = {
     "kto": [*TINY_POLICY, *TINY_DATA],
     "sft": [*TINY_POLICY, *TINY_DATA],
     "eval": ["reference=tiny-llama", "generation.num_prompts=2", "generation.max_new_tokens=4", *TINY_DATA],
-    "grpo": [*TINY_POLICY, "sampling.n=2", "sampling.max_new_tokens=4", "task.eval_count=2"],
 }
+SMALL_ONLINE = [*TINY_POLICY, "sampling.max_new_tokens=4", "task.eval_count=4", "task.limit=8"]
 PLACEHOLDERS = {"/path/to/hf_model": "tiny-llama"}
 
 
-def readme_commands() -> list[list[str]]:
-    """Each `rlxf` line of the section's shell blocks, as arguments (comments dropped)."""
-    lines = [
-        line
-        for block in re.findall(r"```bash\n(.*?)```", SECTION, flags=re.DOTALL)
-        for line in block.splitlines()
-        if line.startswith(".venv/bin/rlxf ")
-    ]
-    return [[PLACEHOLDERS.get(a, a) for a in shlex.split(line, comments=True)[1:]] for line in lines]
+def readme_blocks() -> list[list[list[str]]]:
+    """The section's shell blocks, each as the arguments of its `rlxf` lines (comments dropped)."""
+    blocks = []
+    for block in re.findall(r"```bash\n(.*?)```", SECTION, flags=re.DOTALL):
+        lines = [line for line in block.splitlines() if line.startswith(".venv/bin/rlxf ")]
+        blocks.append([[PLACEHOLDERS.get(a, a) for a in shlex.split(line, comments=True)[1:]] for line in lines])
+    return blocks
 
 
 @pytest.fixture
@@ -52,6 +51,10 @@ def user_folder(tmp_path, monkeypatch):
         "my_demos.jsonl": [{"prompt": f"Say {n}.", "completion": str(n)} for n in range(12)],
         "my_prompts.jsonl": [{"prompt": f"What is {n} + 1?", "answer": str(n + 1)} for n in range(8)],
     }
+    for name in ("gsm8k_train.jsonl", "mbpp_train.jsonl"):
+        rows[name] = [json.loads(line) for line in (SHARED_DATA / name).read_text().splitlines()[:20]]
+    rows["prompts.jsonl"] = [{"prompt": f"Write a word that starts with {c}."} for c in "abcdefghij"]
+    rows["pairs.jsonl"] = [{"prompt": f"Say {n}.", "chosen": str(n), "rejected": "no"} for n in range(10)]
     for name, content in rows.items():
         Path(name).write_text("".join(json.dumps(r) + "\n" for r in content), encoding="utf-8")
     Path("my_rewards.py").write_text(
@@ -62,16 +65,21 @@ def user_folder(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_readme_commands_run_as_written(user_folder, capsys):
-    commands = readme_commands()
-    assert len(commands) >= 8, "the section lost its commands"
-    for args in commands:
-        command = args[0]
-        extra = [] if "--help" in args else SMALL[command]
+    """The first block is one user's session (each command reads what an earlier one wrote); the
+    online block's lines are alternatives, each run in a folder of its own."""
+    session, alternatives = readme_blocks()
+    assert len(session) >= 8 and len(alternatives) >= 7, "the section lost its commands"
+    for args in session:
+        extra = [] if "--help" in args else SMALL.get(args[0], SMALL_ONLINE)
         assert main([*args, *extra]) == 0, args
     assert "train.lr" in capsys.readouterr().out  # `rlxf dpo --help`
-    for run in ("runs/my_rm", "runs/dpo", "runs/dpo_hh", "runs/kto", "runs/sft", "runs/eval", "runs/grpo"):
-        assert (user_folder / run / "config.yaml").exists(), run
-    assert "kind: python" in (user_folder / "runs" / "grpo" / "config.yaml").read_text()
+    for run in ("runs/my_rm", "runs/dpo", "runs/dpo_hh", "runs/kto", "runs/sft", "runs/eval", "runs/online"):
+        assert (user_folder / run / "eval.json").exists(), run
+    assert "kind: python" in (user_folder / "runs" / "online" / "config.yaml").read_text()
+    for number, args in enumerate(alternatives):
+        extra = [] if "--help" in args else [*SMALL_ONLINE, f"output_dir=runs/example-{number}"]
+        assert main([*args, *extra]) == 0, args
+        assert "--help" in args or (user_folder / f"runs/example-{number}/model").is_dir(), args
 
 
 def test_the_readme_python_example_runs_as_written(tmp_path):
