@@ -123,7 +123,7 @@ def _place_data(values: dict, data: Any, eval_data: Any, folder: Path, *, online
     if splits.get("train") is not None:
         section["path"] = _data_path(splits["train"], "train", folder)
     held = eval_data if eval_data is not None else splits.get("test")
-    if held is not None and not online:
+    if held is not None:
         section["eval_path"] = _data_path(held, "eval", folder)
 
 

@@ -78,8 +78,8 @@ class DemoConfig:
         )
     )
     """Stage 4: online RL on verifiable problems (train.max_steps=0 skips it). One-digit sums: the
-    shipped model gets about half right within 16 tokens, so most groups of 8 samples hold both
-    right and wrong answers and every step has a signal (on two-digit sums nearly all are wrong)."""
+    shipped model gets a third to a half right within 16 tokens, so most groups of 8 samples hold
+    both right and wrong answers and every step has a signal (on two-digit sums nearly all are wrong)."""
 
 
 def _with_data(section: DataSection, config: DemoConfig) -> DataSection:
@@ -188,7 +188,7 @@ one-digit operands, a held-out "a + b" may have its "b + a" in training):
 
 Paired on the same problems: {fixed} became right, {broken} became wrong (sign test p = {p_value:.2g}).
 {online_verdict(fixed, broken, p_value)}
-The verifier wants a number: restating the question ("27 + 82 is ...") parses as an expression
+The verifier wants a number: restating the question ("3 + 4 is ...") parses as an expression
 equal to the answer, a hack GRPO otherwise finds within a few steps.
 
 ![grpo reward](grpo_reward.png)

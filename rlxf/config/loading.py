@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import hashlib
 import inspect
-import marshal
 import textwrap
 import types
 import typing
@@ -91,16 +90,52 @@ def callable_reference(function: Any) -> str:
 
 
 def _code_digest(function: Any) -> str:
-    """A hash of a function's code object (an object's ``__call__``; a partial's function and
-    arguments), never of a memory address. Code, not source: a function made by ``exec`` has none."""
-    parts = []
-    while isinstance(function, functools.partial):
-        parts.append(repr((function.args, sorted(function.keywords.items()))).encode())
-        function = function.func
-    call = function if hasattr(function, "__code__") else getattr(type(function), "__call__", None)
-    code = getattr(call, "__code__", None)
-    parts.append(marshal.dumps(code) if code is not None else type(function).__qualname__.encode())
-    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:10]
+    """A hash of what decides a callable's results: its bytecode and constants, defaults, closure
+    values, bound object and a partial's arguments, never file names, line numbers or memory
+    addresses (so it is the same in every process). What it calls by name is not followed."""
+    return hashlib.sha256(repr(_behaviour(function)).encode()).hexdigest()[:10]
+
+
+def _behaviour(value: Any, depth: int = 0) -> Any:
+    if depth > 8:
+        return "..."
+    inner = functools.partial(_behaviour, depth=depth + 1)
+    if value is None or isinstance(value, (str, bytes, bool, int, float, complex)):
+        return value
+    if isinstance(value, types.CodeType):
+        return ("code", value.co_code, value.co_names, tuple(map(inner, value.co_consts)))
+    if isinstance(value, functools.partial):
+        keywords = tuple(sorted((k, inner(v)) for k, v in value.keywords.items()))
+        return ("partial", inner(value.func), tuple(map(inner, value.args)), keywords)
+    if isinstance(value, types.MethodType):
+        return ("method", inner(value.__func__), inner(value.__self__))
+    if isinstance(value, types.FunctionType):
+        cells = tuple(inner(c.cell_contents) if _filled(c) else None for c in value.__closure__ or ())
+        return ("function", inner(value.__code__), inner(value.__defaults__), inner(value.__kwdefaults__), cells)
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(map(inner, value)))
+    if isinstance(value, (set, frozenset)):
+        return (type(value).__name__, tuple(sorted(map(repr, map(inner, value)))))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((repr(k), inner(v)) for k, v in value.items())))
+    if isinstance(value, (type, types.ModuleType, types.BuiltinFunctionType)):
+        return (
+            type(value).__name__,
+            getattr(value, "__module__", None),
+            getattr(value, "__qualname__", value.__name__),
+        )
+    state = inner(vars(value)) if hasattr(value, "__dict__") else None
+    call = inner(type(value).__call__) if callable(value) else None
+    text = repr(value)
+    return (type(value).__qualname__, state, call, None if " at 0x" in text else text)
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # a cell not yet bound
+        return False
+    return True
 
 
 def to_yaml(config: Any) -> str:
@@ -257,6 +292,8 @@ def describe(config: Any, prefix: str = "", only: set[str] | None = None) -> lis
             continue
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
+            section_doc = docs.get(f.name, "")  # what the section means here (online: batches of prompts)
+            lines += [f"  {prefix}{f.name}: {section_doc}"] if section_doc else []
             lines += describe(value, f"{prefix}{f.name}.")
         else:
             doc = docs.get(f.name, "")

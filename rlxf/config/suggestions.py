@@ -47,6 +47,16 @@ TRL_NAMES: dict[str, tuple[str, ...]] = {
 }
 """TRL's argument -> the rlxf fields it corresponds to, first match in the config wins."""
 
+TRL_NOTES = {
+    "per_device_train_batch_size": (
+        "; for online RL TRL counts completions, rlxf's train.batch_size counts prompts of sampling.n samples each"
+    ),
+    "gradient_accumulation_steps": (
+        "; rlxf's train.batch_size is the whole step's batch, accumulated over micro-batches of train.micro_batch_size"
+    ),
+}
+"""Where a TRL name means something a little different in rlxf, said with the suggestion."""
+
 
 def dotted_fields(cls: type, prefix: str = "") -> list[str]:
     """Every field of a dataclass, sections spelled out (``train.lr``)."""
@@ -67,8 +77,9 @@ def suggestion(name: str, cls: type, prefix: str = "") -> str:
     trl_name = name if name in TRL_NAMES else next(iter(difflib.get_close_matches(name, TRL_NAMES, 1, 0.85)), None)
     for candidate in TRL_NAMES.get(trl_name, ()):
         relative = candidate.removeprefix(prefix)
-        if relative in everywhere:
-            return f"did you mean {prefix}{relative}? (TRL's {trl_name})"
+        leaf = candidate.rsplit(".", 1)[-1]
+        if relative in everywhere or (not prefix and leaf in here):  # a section set on its own
+            return f"did you mean {prefix}{relative if relative in everywhere else leaf}? (TRL's {trl_name}{TRL_NOTES.get(trl_name, '')})"
     close = difflib.get_close_matches(name, here, 1, 0.7) or difflib.get_close_matches(name, everywhere, 1, 0.75)
     if not close:
         leaf = {path.rsplit(".", 1)[-1]: path for path in everywhere}

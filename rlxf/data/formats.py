@@ -56,11 +56,11 @@ def _from_unpaired(cell: Cell) -> Labeled:
 
 
 def _columns(cell: Cell, prompt_field: str) -> dict[str, Any]:
-    """The row's other columns, for reward sources (TRL passes them to reward functions too);
-    an answer or reference as text, which is how verifiers and judges compare it."""
-    columns = {key: value for key, value in cell.row.items() if key != prompt_field and value is not None}
+    """The row's other columns, for reward sources (TRL passes them to reward functions too; a
+    null stays None); an answer or reference as text, which is how verifiers and judges compare it."""
+    columns = {key: value for key, value in cell.row.items() if key != prompt_field}
     for key in ("answer", "reference"):
-        if key in columns:
+        if columns.get(key) is not None:
             columns[key] = str(columns[key])
     return columns
 

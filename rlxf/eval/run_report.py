@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import fmean
+from math import sqrt
+from statistics import fmean, variance
 from typing import Any
 
 from rlxf.config import Checked
@@ -101,22 +102,40 @@ def _ends(rows: list[dict], key: str) -> tuple[float | None, float | None]:
     return fmean(values[:quarter]), fmean(values[-quarter:])
 
 
+def _change(rows: list[dict], key: str) -> tuple[float, float, str]:
+    """The first and last quarter's means of a metric, and whether it went "up", "down" or
+    "flat" (within two standard errors of the difference, the step-to-step noise), or "unclear"
+    (a quarter of one step has no spread to judge by)."""
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    quarter = max(1, len(values) // 4)
+    first, last = values[:quarter], values[-quarter:]
+    difference = fmean(last) - fmean(first)
+    if quarter < 2:
+        return fmean(first), fmean(last), "unclear"
+    noise = 2 * sqrt(variance(first) / quarter + variance(last) / quarter)
+    return fmean(first), fmean(last), "up" if difference > noise else "down" if difference < -noise else "flat"
+
+
 def verdicts(train: list[dict], held: list[dict], results: dict) -> list[str]:
-    """Whether the run's main signal moved, in words: reward for online runs, else the loss."""
+    """Whether the run's main signal moved beyond its noise, in words: reward for online runs,
+    else the loss."""
     if not train:
         return ["No training step was logged."]
     said = []
     if any("reward" in r for r in train):
-        first, last = _ends(train, "reward")
-        if last > first:
-            said.append(f"The reward rose from {first:.3g} (first steps) to {last:.3g} (last steps).")
+        first, last, way = _change(train, "reward")
+        numbers = f"{first:.3g} in the first steps, {last:.3g} in the last"
+        if way == "up":
+            said.append(f"The reward rose: {numbers}.")
         else:
-            said.append(f"**The reward did not rise** ({first:.3g} in the first steps, {last:.3g} in the last).")
+            said.append(f"**The reward did not rise** beyond its step-to-step noise ({numbers}).")
+            said += [] if way != "unclear" else ["Too few steps were logged to tell a change from noise."]
             said += _why_flat(train)
     else:
-        first, last = _ends(train, "loss")
-        moved = "fell" if last < first else "**did not fall**"
+        first, last, way = _change(train, "loss")
+        moved = "fell" if way == "down" else "**did not fall** beyond its step-to-step noise"
         said.append(f"The loss {moved}: {first:.4g} in the first steps, {last:.4g} in the last.")
+        said += [] if way != "unclear" else ["Too few steps were logged to tell a change from noise."]
     before, after = results.get("before", {}), results.get("after", {})
     if "greedy_reward" in before and "greedy_reward" in after:
         said.append(

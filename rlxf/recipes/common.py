@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from rlxf.config import ConfigError, DataSection, ModelSection, to_dict
+from rlxf.config import ConfigError, DataSection, ModelSection, TrainSection, to_dict
 from rlxf.data import BadRows, Labeled, Preference, read_preferences, split_by_group
 from rlxf.data.batching import pack_groups, token_budget_batches
 from rlxf.data.templating import ChatEncoder
@@ -31,6 +31,7 @@ from rlxf.models import (
 from rlxf.models.packing import use_packed_attention
 from rlxf.models.tiny import RANDOM_CONFIGS
 from rlxf.parallel import distributed
+from rlxf.train.batches import examples_used
 from rlxf.train.data_parallel import start_device
 from rlxf.train.model_card import model_card, save_model
 
@@ -270,6 +271,29 @@ def weights_signature(name: str) -> list:
         for f in folder.iterdir()
         if f.suffix in (".safetensors", ".bin")
     )
+
+
+def used_examples(count: int, train: TrainSection) -> list[int]:
+    """The examples the run's steps will read (all, unless max_steps ends it within an epoch)."""
+    return examples_used(
+        count, train.batch_size, seed=train.seed, epochs=train.epochs, max_steps=train.max_steps, shuffle=train.shuffle
+    )
+
+
+def scattered(
+    ref: dict[str, torch.Tensor], split: str, used: list[int], count: int, *, per_example: int
+) -> dict[str, torch.Tensor]:
+    """A split's per-completion tensors computed for the examples ``used`` only (``per_example``
+    completions each, in order), laid out for all ``count`` examples; the others are never read
+    (zeros)."""
+    rows = torch.tensor([per_example * i + side for i in used for side in range(per_example)], dtype=torch.long)
+    out = {}
+    for kind in ("logps", "counts"):
+        values = ref[f"{split}/{kind}"]
+        full = torch.zeros(per_example * count, dtype=values.dtype)
+        full[rows] = values
+        out[f"{split}/{kind}"] = full
+    return out
 
 
 def reference_logps(

@@ -36,10 +36,11 @@ from rlxf.recipes.common import (
     reference_logps,
     save_results,
     say,
+    scattered,
+    used_examples,
 )
 from rlxf.recipes.run_folder import prepare_output_dir
 from rlxf.train import Run
-from rlxf.train.batches import examples_used
 from rlxf.train.run import MetricSums
 
 REGISTRIES = {"loss": PREFERENCE_LOSSES}
@@ -159,19 +160,6 @@ def implicit_log_ratio(
     return values / counts.clamp(min=1) if length_normalized else values
 
 
-def scattered(ref: dict[str, torch.Tensor], split: str, used: list[int], count: int) -> dict[str, torch.Tensor]:
-    """A split's per-completion tensors (two per pair, chosen then rejected) computed for the pairs
-    ``used`` only, laid out for all ``count`` pairs; the others are never read (zeros)."""
-    rows = torch.tensor([2 * i + side for i in used for side in (0, 1)], dtype=torch.long)
-    out = {}
-    for kind in ("logps", "counts"):
-        values = ref[f"{split}/{kind}"]
-        full = torch.zeros(2 * count, dtype=values.dtype)
-        full[rows] = values
-        out[f"{split}/{kind}"] = full
-    return out
-
-
 def without_ties(records: list[Preference], what: str) -> list[Preference]:
     kept = [r for r in records if not r.tie]
     if len(kept) < len(records):
@@ -185,11 +173,7 @@ def training_reference(config: DPOConfig, output_dir: Path, policy: nn.Module, t
     loss_fn = PREFERENCE_LOSSES[config.loss]
     ref = None
     if loss_fn.needs_reference:
-        train = config.train
-        used = examples_used(
-            len(train_pairs), train.batch_size, seed=train.seed, epochs=train.epochs, max_steps=train.max_steps,
-            shuffle=train.shuffle,
-        )  # fmt: skip
+        used = used_examples(len(train_pairs), config.train)
         ref = reference_logps(
             output_dir,
             policy,
@@ -199,7 +183,7 @@ def training_reference(config: DPOConfig, output_dir: Path, policy: nn.Module, t
             max_tokens=config.max_tokens_per_forward,
             seed=config.train.seed,
         )
-        ref = {**ref, **scattered(ref, "train", used, len(train_pairs))}
+        ref = {**ref, **scattered(ref, "train", used, len(train_pairs), per_example=2)}
         ref_logps = ref["train/logps"]
         if config.length_normalized:
             ref_logps = ref_logps / ref["train/counts"].clamp(min=1)

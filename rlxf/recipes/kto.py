@@ -35,6 +35,8 @@ from rlxf.recipes.common import (
     reference_logps,
     save_results,
     say,
+    scattered,
+    used_examples,
 )
 from rlxf.recipes.run_folder import prepare_output_dir
 from rlxf.train import Run
@@ -115,15 +117,22 @@ def train_kto(config: KTOConfig) -> dict:
     say(
         f"tokenized: {encoder.stats.summary()}; {int((labels > 0).sum())} desirable, {int((labels <= 0).sum())} undesirable"
     )
+    used = used_examples(len(matched), config.train)  # reference log-probs only for what the steps read
     ref = reference_logps(
         output_dir,
         policy,
         config.reference.name,
         config.policy,
-        {"train": as_groups(matched), "mismatched": as_groups(mismatched), "eval": as_groups(held)},
+        {
+            "train": as_groups([matched[i] for i in used]),
+            "mismatched": as_groups([mismatched[i] for i in used]),
+            "eval": as_groups(held),
+        },
         max_tokens=config.max_tokens_per_forward,
         seed=config.train.seed,
     )
+    for split in ("train", "mismatched"):
+        ref.update(scattered(ref, split, used, len(matched), per_example=1))
 
     policy.train()
     run = Run(

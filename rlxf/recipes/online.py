@@ -93,8 +93,8 @@ def _every(period: int, step: int) -> bool:
 def start(config: OnlineConfig) -> Roles:
     """Prompts, the policy and every role around it, and the run (resumed if it has checkpoints)."""
     train_prompts, held_prompts = setup.load_task(config.task, config.train.seed)
-    setup.check_batch_fits(train_prompts, config.train.batch_size, config.task)  # before anything is written
-    setup.check_reward_columns(config.rewards, train_prompts + held_prompts)
+    setup.check_reward_columns(config.rewards, train_prompts + held_prompts)  # before anything is written
+    setup.check_batch_fits(train_prompts, config.train.batch_size, config.task)
     output_dir = prepare_output_dir(config)
     torch.manual_seed(config.train.seed)
     say(f"task {config.task.name}: {len(train_prompts)} training prompts, {len(held_prompts)} held out")

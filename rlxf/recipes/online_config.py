@@ -36,6 +36,8 @@ class TaskSection(Checked):
     """arithmetic (generated), gsm8k, mbpp, or file (any prompt file with an optional answer column)."""
     path: str = ""
     """Data file for gsm8k, mbpp and file."""
+    eval_path: str = ""
+    """Held-out prompts for gsm8k, mbpp and file, in the shape of path (empty: path's last rows)."""
     count: int = 4000
     """arithmetic: training problems to generate."""
     digits: int = 2
@@ -43,7 +45,7 @@ class TaskSection(Checked):
     operation: str = "+"
     """arithmetic: +, - or *."""
     eval_count: int = 100
-    """Held-out prompts (generated apart for arithmetic; a file's last rows otherwise, at most a fifth of it)."""
+    """Held-out prompts (generated apart for arithmetic; a file's last rows otherwise; at most two fifths of the prompts)."""
     limit: int = 0
     """Use only the first N training prompts (0 = all)."""
     system_prompt: str = ""
@@ -56,6 +58,8 @@ class TaskSection(Checked):
             raise ValueError(f"task.name must be arithmetic, gsm8k, mbpp or file, got {self.name!r}")
         if self.name != "arithmetic" and not self.path:
             raise ValueError(f"task {self.name} needs task.path")
+        if self.name == "arithmetic" and self.eval_path:
+            raise ValueError("task arithmetic generates its held-out problems: task.eval_path is for files")
 
 
 @dataclass

@@ -64,6 +64,7 @@ def score(source, prompts: list[Prompt], rollout: Rollout) -> RewardBatch:
     keys = set().union(*(p.context for p in samples)) if samples else set()
     context = {key: [p.context.get(key) for p in samples] for key in keys}
     context["conversational"] = [p.conversational for p in samples]
+    context["completion_ids"] = rollout.completion_ids  # as TRL passes them to reward functions
     return source.score([p.messages for p in samples], rollout.texts, **context)
 
 

@@ -29,12 +29,10 @@ def load_task(task: TaskSection, seed: int) -> tuple[list[Prompt], list[Prompt]]
     """Training and held-out prompts."""
     if task.name == "arithmetic":
         train, held = _arithmetic(task, seed)
+    elif task.eval_path:
+        train, held = _task_file(task, task.path), _task_file(task, task.eval_path)
     else:
-        if task.name == "file":
-            prompts, bad = read_prompts(task.path, on_bad_row=task.on_bad_row)
-            report_bad_rows(bad, Path(task.path))
-        else:
-            prompts = {"gsm8k": task_sets.gsm8k, "mbpp": task_sets.mbpp}[task.name](task.path)
+        prompts = _task_file(task, task.path)
         held_count = held_out_count(task, len(prompts))
         train, held = prompts[: len(prompts) - held_count], prompts[len(prompts) - held_count :]
     train = train[: task.limit] if task.limit else train
@@ -44,13 +42,21 @@ def load_task(task: TaskSection, seed: int) -> tuple[list[Prompt], list[Prompt]]
     return train, held
 
 
+def _task_file(task: TaskSection, path: str) -> list[Prompt]:
+    if task.name == "file":
+        prompts, bad = read_prompts(path, on_bad_row=task.on_bad_row)
+        report_bad_rows(bad, Path(path))
+        return prompts
+    return {"gsm8k": task_sets.gsm8k, "mbpp": task_sets.mbpp}[task.name](path)
+
+
 def held_out_count(task: TaskSection, prompts: int) -> int:
-    """task.eval_count of a file's last rows, but never more than a fifth of the file (a small
-    file would otherwise be all held out), said when it is fewer."""
-    count = min(task.eval_count, prompts // 5)
+    """task.eval_count of the task's prompts, but never more than two fifths of them (a small
+    file, or the 100 one-digit sums, would otherwise be all held out), said when it is fewer."""
+    count = min(task.eval_count, 2 * prompts // 5)
     if count < task.eval_count:
         say(
-            f"task {task.name}: holding out {count} of {prompts} prompts (a fifth at most), not task.eval_count={task.eval_count}"
+            f"task {task.name}: holding out {count} of {prompts} prompts (two fifths at most), not task.eval_count={task.eval_count}"
         )
     return count
 
@@ -78,11 +84,12 @@ def check_reward_columns(rewards: list[RewardSection], prompts: list[Prompt]) ->
 
 
 def _arithmetic(task: TaskSection, seed: int) -> tuple[list[Prompt], list[Prompt]]:
-    held = task_sets.arithmetic(task.eval_count, digits=task.digits, operation=task.operation, seed=seed + 1)
     low = 0 if task.digits == 1 else 10 ** (task.digits - 1)
     distinct = (10**task.digits - low) ** 2  # 1-digit: only 100 problems, so train on the rest
+    held_count = held_out_count(task, distinct)
+    held = task_sets.arithmetic(held_count, digits=task.digits, operation=task.operation, seed=seed + 1)
     train = task_sets.arithmetic(
-        min(task.count, distinct - task.eval_count),
+        min(task.count, distinct - held_count),
         digits=task.digits,
         operation=task.operation,
         seed=seed,

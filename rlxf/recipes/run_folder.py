@@ -12,6 +12,7 @@ import yaml
 
 from rlxf.config import ConfigError, to_yaml
 from rlxf.parallel import distributed
+from rlxf.train.run import PENDING_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,10 @@ def prepare_output_dir(config: Any) -> Path:
     config.output_dir = str(folder)
     if distributed.is_main():
         folder.mkdir(parents=True, exist_ok=True)
-        if not holds_run(folder) or config.train.resume == "force":
+        if not holds_run(folder):
             (folder / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
+        elif config.train.resume == "force":  # config.yaml changes only once a step trains
+            (folder / PENDING_CONFIG).write_text(to_yaml(config), encoding="utf-8")
     return folder
 
 

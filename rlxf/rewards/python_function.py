@@ -4,7 +4,9 @@ written for TRL's GRPOTrainer works here unchanged.
 ``fn(prompts=..., completions=..., **columns) -> list[float | None]``: one value per completion;
 the prompts and completions are strings for a dataset of plain-text prompts, and message lists
 (``[{"role": "assistant", "content": ...}]`` for a completion) for a conversational one; every
-other column of the prompt file arrives as a keyword argument holding one value per completion.
+other column of the prompt file arrives as a keyword argument holding one value per completion
+(a null as None), and ``completion_ids`` holds each completion's token ids (TRL's
+``trainer_state`` is not passed).
 ``None`` means "no opinion": the sample gets 0 from this source, is left out of its
 normalization, and is counted in ``reward/<name>/no_opinion``. An ``async def`` function is
 awaited. In a config: ``rewards=[{kind: python, function: "my_module:my_fn"}]`` or
@@ -82,7 +84,7 @@ def _import(location: str):
 
 
 TRL_ARGUMENTS = ("prompts", "completions", "completion_ids", "trainer_state")
-"""What TRL passes besides the dataset's columns (rlxf passes prompts and completions)."""
+"""What TRL passes besides the dataset's columns (rlxf passes all but trainer_state)."""
 
 
 def required_columns(function: Callable) -> tuple[str, ...]:

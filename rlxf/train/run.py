@@ -39,6 +39,9 @@ from rlxf.train.profiling import StepProfiler
 
 log = logging.getLogger(__name__)
 
+PENDING_CONFIG = ".config.pending.yaml"
+"""The changed config of a run continued with train.resume=force, until its first step."""
+
 
 class NonFiniteLoss(RuntimeError):
     """A NaN/Inf loss or gradient; the step is stopped before the weights change."""
@@ -163,6 +166,13 @@ class Run:
         """The checkpoint to resume: output_dir's latest; ``train.resume_from`` only while output_dir
         has none of its own (a restarted run goes on from its own progress, not back to the start)."""
         latest = checkpoint.latest_checkpoint(self.checkpoint_dir)
+        if latest is not None and self.train.resume_from:
+            log.warning(
+                "train.resume_from=%s is not used: %s goes on from its own %s",
+                self.train.resume_from,
+                self.dir,
+                latest.name,
+            )
         if latest is not None or not self.train.resume_from:
             return latest
         path = Path(self.train.resume_from).expanduser()
@@ -256,6 +266,8 @@ class Run:
         grad_norm = self.apply_gradients(loss)
         self.scheduler.step()
         self.step += 1
+        if self.step == self.resumed_from + 1:
+            self._adopt_pending_config()
         seconds = time.perf_counter() - self._step_started
         record = {
             "loss": loss,
@@ -278,6 +290,13 @@ class Run:
         if self.train.save_every and self.step % self.train.save_every == 0:
             self.save_checkpoint()
         return record
+
+    def _adopt_pending_config(self) -> None:
+        """A run continued with a changed config (train.resume=force) holds the new one aside
+        until it trains a step: a run that trains nothing leaves config.yaml as it was."""
+        pending = self.dir / PENDING_CONFIG
+        if distributed.is_main() and pending.is_file():
+            pending.replace(self.dir / "config.yaml")
 
     def apply_gradients(self, loss: float) -> float:
         """Clip and apply the accumulated gradients (no schedule step, no logging); returns the

@@ -25,7 +25,7 @@ SMALL = {
     "sft": [*TINY_POLICY, *TINY_DATA],
     "eval": ["reference=tiny-llama", "generation.num_prompts=2", "generation.max_new_tokens=4", *TINY_DATA],
 }
-SMALL_ONLINE = [*TINY_POLICY, "sampling.max_new_tokens=4", "task.eval_count=4", "task.limit=8"]
+SMALL_ONLINE = [*TINY_POLICY, "sampling.max_new_tokens=4", "task.limit=8"]
 PLACEHOLDERS = {"/path/to/hf_model": "tiny-llama"}
 
 

@@ -149,8 +149,9 @@ def test_a_trl_style_reward_function_with_a_column_of_the_prompt_file_drives_a_r
     )
     rewards = tmp_path / "my_rewards.py"
     rewards.write_text(
-        "def wants(completions, wanted, **kwargs):\n"
-        "    assert set(wanted) == {'digit'}\n"
+        "def wants(completions, wanted, completion_ids, **kwargs):\n"
+        "    assert set(wanted) == {'digit'} and len(completion_ids) == len(completions)\n"
+        "    assert all(isinstance(i, int) for ids in completion_ids for i in ids)\n"
         "    return [float(any(ch.isdigit() for ch in c)) for c in completions]\n"
     )
     out = tmp_path / "run"

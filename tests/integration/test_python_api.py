@@ -33,3 +33,16 @@ def test_bad_arguments_say_what_is_wrong(tmp_path):
         rlxf.dpo("tiny-llama", 42, output_dir=str(tmp_path))
     with pytest.raises(AttributeError, match="no attribute 'dpoo'"):
         rlxf.dpoo  # noqa: B018
+
+
+def test_an_online_run_holds_out_the_eval_dataset_it_is_given(tmp_path):
+    rows = [{"prompt": f"Say {n}.", "answer": str(n)} for n in range(8)]
+    held = [{"prompt": f"Repeat {n}.", "answer": str(n)} for n in range(3)]
+
+    def said(completions, answer, **kwargs):
+        return [float(a in c) for c, a in zip(completions, answer)]
+
+    small = {"sampling": {"n": 2, "max_new_tokens": 4}, "train": {"max_steps": 1, "batch_size": 2}}
+    result = rlxf.grpo("tiny-llama", rows, eval_dataset=held, rewards=[said], output_dir=str(tmp_path), **small)
+    assert result.metrics["before"]["prompts"] == 3 and "eval_path" in (tmp_path / "config.yaml").read_text()
+    assert [e["prompt"] for e in result.metrics["before"]["examples"]] == ["Repeat 0.", "Repeat 1.", "Repeat 2."]

@@ -46,6 +46,10 @@ def test_never_starts_fresh_in_a_subfolder_and_force_continues(tmp_path, small_h
     assert "beta: 0.5" in (fresh / "config.yaml").read_text() and (fresh / "model").is_dir()
     assert [r["step"] for r in read_metrics(fresh / "metrics.jsonl", "train")] == [1, 2, 3, 4]
 
+    before, card = (folder / "config.yaml").read_text(), (folder / "model" / "README.md").read_text()
+    dpo(folder, small_hh, "beta=0.5", "train.resume=force")  # finished: nothing trains, nothing is rewritten
+    assert (folder / "config.yaml").read_text() == before and "beta: 0.1" in before
+    assert (folder / "model" / "README.md").read_text() == card
     dpo(folder, small_hh, "train.max_steps=6", "train.resume=force")  # two more steps on the old run
     assert "max_steps: 6" in (folder / "config.yaml").read_text()
     assert [r["step"] for r in read_metrics(folder / "metrics.jsonl", "train")][-2:] == [5, 6]
@@ -87,23 +91,31 @@ def test_each_checkpoint_opens_with_from_pretrained_and_only_the_last_k_are_kept
     assert any("lora" in name for name, _ in adapted.named_parameters())
 
 
-def test_reference_log_probs_are_computed_only_for_the_pairs_the_steps_read(tmp_path, small_hh, monkeypatch):
+@pytest.mark.parametrize("recipe", ["dpo", "kto"])
+def test_reference_log_probs_are_computed_only_for_the_examples_the_steps_read(tmp_path, small_hh, monkeypatch, recipe):
     import rlxf.recipes.common as common
     import rlxf.recipes.dpo as dpo_recipe
+    import rlxf.recipes.kto as kto_recipe
 
+    module, config_class, train = {
+        "dpo": (dpo_recipe, DPOConfig, train_dpo),
+        "kto": (kto_recipe, kto_recipe.KTOConfig, kto_recipe.train_kto),
+    }[recipe]
     real, sizes = common.group_logps, {}
 
     def counting(model, groups, **kwargs):
         sizes[kwargs.get("desc")] = len(groups)
         return real(model, groups, **kwargs)
 
-    monkeypatch.setattr(common, "group_logps", counting)
-    dpo(tmp_path / "subset", small_hh, "train.max_steps=3", "train.save_every=0")
-    assert sizes["reference log-probs (train)"] <= 3 * 2  # three steps of two pairs, not the whole file
-    subset = [r["loss"] for r in read_metrics(tmp_path / "subset" / "metrics.jsonl", "train")]
+    def run(folder):
+        settings = [f"output_dir={folder}", "policy.name=tiny-llama", f"data.path={small_hh}", "data.max_length=128"]
+        train(load_config(config_class, None, [*settings, "train.max_steps=3", "train.batch_size=2", "train.lr=1e-3"]))
+        return [r["loss"] for r in read_metrics(folder / "metrics.jsonl", "train")]
 
-    monkeypatch.setattr(dpo_recipe, "examples_used", lambda count, *a, **k: list(range(count)))
-    dpo(tmp_path / "everything", small_hh, "train.max_steps=3", "train.save_every=0")
+    monkeypatch.setattr(common, "group_logps", counting)
+    subset = run(tmp_path / "subset")
+    assert sizes["reference log-probs (train)"] <= 3 * 2  # three steps of two examples, not the whole file
+    monkeypatch.setattr(module, "used_examples", lambda count, train: list(range(count)))
+    everything = run(tmp_path / "everything")
     assert sizes["reference log-probs (train)"] > 6
-    everything = [r["loss"] for r in read_metrics(tmp_path / "everything" / "metrics.jsonl", "train")]
     assert subset == pytest.approx(everything, abs=1e-6)  # the same run, less start-up

@@ -95,11 +95,11 @@ def test_a_field_set_after_construction_is_checked_and_the_old_value_kept():
 
 def test_a_prompt_file_too_small_for_its_batch_is_one_line_before_any_model_loads(capsys, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"Say {n}."}) + "\n" for n in range(10)))
-    # 10 rows: 2 held out (a fifth, not task.eval_count=100), 8 to train on, fewer than a batch of 16
+    prompts.write_text("".join(json.dumps({"prompt": f"Say {n}.", "answer": str(n)}) + "\n" for n in range(10)))
+    # 10 rows: 4 held out (two fifths, not task.eval_count=100), 6 to train on, fewer than a batch of 16
     argv = ["grpo", f"output_dir={tmp_path / 'run'}", "task.name=file", f"task.path={prompts}", "train.batch_size=16"]
     assert main([*argv, "policy.name=/nowhere/model-never-loaded"]) == 2
     said = capsys.readouterr().err.strip().splitlines()
-    assert "holding out 2 of 10 prompts (a fifth at most), not task.eval_count=100" in said[-2]
-    assert said[-1].endswith("task file: 8 training prompts cannot fill one batch of train.batch_size=16 prompts")
+    assert "holding out 4 of 10 prompts (two fifths at most), not task.eval_count=100" in said[-2]
+    assert said[-1].endswith("task file: 6 training prompts cannot fill one batch of train.batch_size=16 prompts")
     assert not (tmp_path / "run").exists()

@@ -98,3 +98,17 @@ def test_shipped_configs_load_into_their_commands():
     for path in configs:
         config = load_config(classes[command_of[path.stem]], path)
         assert config.output_dir.startswith("runs/"), path
+
+
+def test_a_misspelled_or_mistyped_field_set_later_is_refused_with_what_was_meant():
+    config = DPOConfig()
+    with pytest.raises(AttributeError, match=r"TrainSection has no field 'learning_rate'; did you mean lr\?"):
+        config.train.learning_rate = 1e-5
+    with pytest.raises(ValueError, match=r"DPOConfig.beta must be a number, got '0.5'"):
+        config.beta = "0.5"
+    with pytest.raises(ValueError, match=r"TrainSection.max_steps must be an integer, got 2.5"):
+        config.train.max_steps = 2.5
+    with pytest.raises(ValueError, match=r"must be an integer, got True"):
+        TrainSection(max_steps=True)
+    config.beta, config.train.max_steps = 1, 3  # an integer is a number
+    assert (config.beta, config.train.max_steps, config.train.lr) == (1, 3, 1e-6)

@@ -130,10 +130,10 @@ def test_a_prompt_file_hands_its_other_columns_and_its_shape_to_the_reward(tmp_p
     path = tmp_path / "prompts.jsonl"
     path.write_text(
         '{"prompt": "Name a colour.", "topic": "colour", "answer": 3}\n'
-        '{"prompt": [{"role": "user", "content": "Hi"}], "topic": "greeting"}\n'
+        '{"prompt": [{"role": "user", "content": "Hi"}], "topic": "greeting", "answer": null}\n'
     )
     prompts, _ = read_prompts(path)
-    assert [p.context for p in prompts] == [{"topic": "colour", "answer": "3"}, {"topic": "greeting"}]
+    assert [p.context for p in prompts] == [{"topic": "colour", "answer": "3"}, {"topic": "greeting", "answer": None}]
     assert [p.conversational for p in prompts] == [False, True]
 
 
@@ -175,3 +175,38 @@ def test_every_batch_logs_the_no_opinion_share_so_ranks_agree_on_the_keys():
     assert batch.flags == {"reward/all/no_opinion": 0.0}
     silent = PythonReward(lambda completions, **k: [None, None], name="none").score(PROMPTS, ["a", "b"])
     assert silent.metrics()["reward/none"] == 0.0  # not NaN, which would spoil the mean over ranks
+
+
+def test_a_callables_digest_follows_its_behaviour_not_its_place_or_address():
+    import functools
+
+    from rlxf.config.loading import _code_digest
+
+    source = "def score(completions, scale=1.0, **kwargs):\n    return [scale * len(c) for c in completions]\n"
+
+    def made(text, filename):
+        namespace = {}
+        exec(compile(text, filename, "exec"), namespace)
+        return namespace["score"]
+
+    here, moved = made(source, "/tmp/kernel_1/a.py"), made("\n\n" + source, "/tmp/kernel_2/b.py")
+    assert _code_digest(here) == _code_digest(moved)  # another file, other line numbers: the same code
+    assert _code_digest(here) != _code_digest(made(source.replace("scale=1.0", "scale=2.0"), "a.py"))
+
+    class Judge:
+        def __init__(self, threshold):
+            self.threshold = threshold
+
+        def __call__(self, completions, **kwargs):
+            return [float(len(c) > self.threshold) for c in completions]
+
+    class Client:  # an argument whose repr carries its address
+        pass
+
+    assert _code_digest(Judge(5)) == _code_digest(Judge(5)) != _code_digest(Judge(9))
+    assert _code_digest(functools.partial(here, client=Client())) == _code_digest(functools.partial(here, client=Client()))
+
+    def closure(word):
+        return lambda completions, **kwargs: [float(word in c) for c in completions]
+
+    assert _code_digest(closure("a")) != _code_digest(closure("b"))
