@@ -23,7 +23,7 @@ COMMANDS = {
         "rlxf.recipes.dpo",
         "DPOConfig",
         "train_dpo",
-        "offline preference optimization (dpo, ipo, cdpo, robust, hinge, simpo)",
+        "offline preference optimization (dpo, ipo, cdpo, robust, hinge, simpo, cpl)",
     ),
     "kto": ("rlxf.recipes.kto", "KTOConfig", "train_kto", "KTO on unpaired binary feedback"),
     "online": (
@@ -39,6 +39,12 @@ COMMANDS = {
         "FeedbackConfig",
         "run_feedback",
         "labeling setup and export: add-user, create-project, import, add-member, export",
+    ),
+    "games": (
+        "rlxf.games.testbed",
+        "GamesConfig",
+        "run_games",
+        "tabular preference games: every Nash and BT learner against the exact regularized equilibrium",
     ),
     "report": (
         "rlxf.eval.run_report",

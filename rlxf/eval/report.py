@@ -9,7 +9,7 @@ from typing import Any
 from rlxf.eval.stats import Estimate
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +40,7 @@ def plot_curves(
     hline: float | None = None,
 ) -> Path:
     """Per-step values (faint) with a moving average, plus held-out points if given."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
     window = max(1, len(rows) // 15)
     for key in keys:
@@ -68,7 +68,7 @@ def plot_curves(
 
 def plot_estimates(path: Path, estimates: dict[str, Estimate], *, title: str) -> Path:
     """Bars with 95% intervals against the 0.5 chance line."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
     names = list(estimates)
     values = [estimates[n].value for n in names]

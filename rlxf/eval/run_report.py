@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from math import sqrt
+from pathlib import Path
 from statistics import fmean, variance
 from typing import Any
 

@@ -193,6 +193,33 @@ def simpo(
     return loss, _reward_metrics(beta * policy_chosen_logps, beta * policy_rejected_logps)
 
 
+@_loss_spec(needs_reference=False)
+def cpl(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor | None = None,
+    ref_rejected_logps: Tensor | None = None,
+    *,
+    beta: float,
+    bias: float = 0.5,
+) -> tuple[Tensor, Metrics]:
+    """Contrastive Preference Learning: the regret preference model with the optimal advantage
+    α log π, so preferences train the policy directly, without a reward or RL.
+
+    Hejna et al., "Contrastive Preference Learning: Learning from Human Feedback without RL"
+    (ICLR 2024): the CPL objective with its conservative bias λ; with S = α Σ_t log π(a_t|s_t)
+    (β is α here; a completion's tokens are its actions, undiscounted as in the authors' code),
+    ``loss = -log [e^{S+} / (e^{S+} + e^{λ S-})] = softplus(λ S- - S+)``. λ = ``bias`` (the authors'
+    default 0.5) weighs down the rejected segment; λ = 1 is the plain contrastive loss.
+    Reference log-probs, if given, are ignored.
+    """
+    if not 0 < bias <= 1:
+        raise ValueError(f"cpl's bias must be in (0, 1], got {bias}")
+    chosen, rejected = beta * policy_chosen_logps, beta * policy_rejected_logps
+    loss = F.softplus(bias * rejected - chosen)
+    return loss, _reward_metrics(chosen, rejected)
+
+
 def kto(
     policy_logps: Tensor,
     ref_logps: Tensor,
@@ -246,4 +273,5 @@ PREFERENCE_LOSSES: dict[str, Callable[..., tuple[Tensor, Metrics]]] = {
     "ipo": ipo,
     "hinge": hinge,
     "simpo": simpo,
+    "cpl": cpl,
 }

@@ -26,7 +26,9 @@ def test_a_flat_online_run_says_why_in_words(tmp_path):
     results = {"before": {"greedy_reward": 0.05}, "after": {"greedy_reward": 0.05, "greedy_interval": [0.01, 0.2]}}
     (tmp_path / "eval.json").write_text(json.dumps(results))
     text = write_run_report(tmp_path).read_text()
-    assert "**The reward did not rise** beyond its step-to-step noise (0.05 in the first steps, 0.05 in the last)" in text
+    assert (
+        "**The reward did not rise** beyond its step-to-step noise (0.05 in the first steps, 0.05 in the last)" in text
+    )
     assert "92% of the groups had every sample rewarded alike" in text and "Every gradient was zero" in text
     assert "Held-out greedy reward 0.050 → 0.050 (95% interval after: 0.010 to 0.200)" in text
     assert "reward/math" in text and "reward/sandbox/unisolated" not in text

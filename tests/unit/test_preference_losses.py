@@ -134,7 +134,7 @@ def test_tie_loss_is_smallest_at_equal_rewards():
 
 
 def test_registry_lists_every_paired_loss_and_all_agree_on_shapes():
-    assert set(PREFERENCE_LOSSES) == {"dpo", "cdpo", "robust", "ipo", "hinge", "simpo"}
+    assert set(PREFERENCE_LOSSES) == {"dpo", "cdpo", "robust", "ipo", "hinge", "simpo", "cpl"}
     pc, pr, rc, rr = (torch.randn(5, requires_grad=True) for _ in range(4))
     for name, fn in PREFERENCE_LOSSES.items():
         loss, metrics = fn(pc, pr, rc, rr, beta=0.1)

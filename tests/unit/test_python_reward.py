@@ -204,7 +204,9 @@ def test_a_callables_digest_follows_its_behaviour_not_its_place_or_address():
         pass
 
     assert _code_digest(Judge(5)) == _code_digest(Judge(5)) != _code_digest(Judge(9))
-    assert _code_digest(functools.partial(here, client=Client())) == _code_digest(functools.partial(here, client=Client()))
+    assert _code_digest(functools.partial(here, client=Client())) == _code_digest(
+        functools.partial(here, client=Client())
+    )
 
     def closure(word):
         return lambda completions, **kwargs: [float(word in c) for c in completions]
