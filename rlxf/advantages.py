@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from rlxf.losses.nash import sppo_targets
+
 
 def gae(
     rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float = 1.0, lam: float = 0.95
@@ -211,6 +213,7 @@ class AdvantageInputs:
     lam: float = 0.95
     top_k: int = 1  # best-of-n: samples kept per prompt
     threshold: float = 0.5  # best-of-n: lowest kept reward; NFT: lowest correct reward
+    eta: float = 1.0  # SPPO's step η
     global_sum: Callable[[Tensor], Tensor] = _same  # this rank's sums -> the global batch's (whitening)
 
 
@@ -277,6 +280,18 @@ def _success_rate(x: AdvantageInputs) -> dict[str, Tensor]:
     return success_rates(x.rewards, x.group_size, threshold=x.threshold)
 
 
+def sppo_soft_mean(rewards: Tensor, group_size: int, *, eta: float) -> Tensor:
+    """SPPO's per-sample targets η (r - SoftMean_η(r)), the soft mean (1/η) log mean exp(η r)
+    over each prompt's samples (:func:`rlxf.losses.nash.sppo_targets`; Wu et al. 2024 as verl's
+    recipe computes it, per prompt rather than over the batch)."""
+    return sppo_targets(rewards.view(-1, group_size), eta=eta).flatten()
+
+
+@_estimator("sppo_targets", reads=("eta",), groups=True)
+def _sppo(x: AdvantageInputs) -> dict[str, Tensor]:
+    return {"sppo_targets": sppo_soft_mean(x.rewards, x.group_size, eta=x.eta)}
+
+
 ADVANTAGE_ESTIMATORS: dict[str, Callable[[AdvantageInputs], dict[str, Tensor]]] = {
     "group_normalized": _grpo,
     "group_centered": _dr_grpo,
@@ -286,6 +301,7 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[[AdvantageInputs], dict[str, Tensor]]] 
     "gae": _gae,
     "best_of_n": _best_of_n,
     "success_rate": _success_rate,
+    "sppo_soft_mean": _sppo,
 }
 """Per-sample training targets by name (``advantages``, ``returns``, ``keep``, ...): one function
 and one line here add an estimator. A ``trained`` target (B,) of 0/1 limits the loss to those samples."""

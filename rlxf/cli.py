@@ -8,6 +8,7 @@ import logging
 import sys
 
 from rlxf.config import ConfigError, describe, load_config
+from rlxf.recipes.nash_learners import LEARNERS
 from rlxf.recipes.online_algorithms import ALGORITHMS, PRESETS
 
 # command -> (module, config class, entry function, one-line summary)
@@ -17,6 +18,12 @@ COMMANDS = {
         "RewardModelConfig",
         "train_reward_model",
         "train a reward model on pairwise preferences (Bradley-Terry)",
+    ),
+    "pm": (
+        "rlxf.recipes.preference_model",
+        "PreferenceModelConfig",
+        "train_preference_model",
+        "train a general preference model P(a ≻ b | x) on pairwise preferences (antisymmetric; accuracy, calibration)",
     ),
     "sft": ("rlxf.recipes.sft", "SFTConfig", "train_sft", "supervised fine-tuning on prompt/completion pairs"),
     "dpo": (
@@ -46,6 +53,18 @@ COMMANDS = {
         "run_games",
         "tabular preference games: every Nash and BT learner against the exact regularized equilibrium",
     ),
+    "segments": (
+        "rlxf.segments.command",
+        "SegmentsConfig",
+        "run_segments",
+        "preference models over trajectory segments (partial return, regret, CPL) on human labels",
+    ),
+    "nash": (
+        "rlxf.recipes.nash",
+        "NashConfig",
+        "train_nash",
+        "Nash learners against a preference oracle: online_dpo|online_ipo|egpo|inpo|nash_md|nash_mp",
+    ),
     "report": (
         "rlxf.eval.run_report",
         "ReportConfig",
@@ -62,6 +81,9 @@ COMMANDS = {
 
 
 ALGORITHM_ALIASES = {name: ([f"algo={name}"], f"{name}: {row.source}") for name, row in ALGORITHMS.items()}
+NASH_ALIASES = {name: ([f"learner={name}"], f"{name}: {paper}") for name, paper in LEARNERS.items()}  # `rlxf nash_md`
+for _name, (_overrides, _summary) in NASH_ALIASES.items():
+    COMMANDS[_name] = ("rlxf.recipes.nash", "NashConfig", "train_nash", _summary[:140])
 for _name, (_overrides, _summary) in {**ALGORITHM_ALIASES, **PRESETS}.items():  # `rlxf grpo` = `rlxf online algo=grpo`
     COMMANDS[_name] = ("rlxf.recipes.online", "OnlineConfig", "train_online", _summary[:140])
 
@@ -113,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     path = args.args[0] if args.args and "=" not in args.args[0] else None
     overrides = args.args[1:] if path else args.args
-    if preset := {**ALGORITHM_ALIASES, **PRESETS}.get(args.command):  # `rlxf grpo ...` = `rlxf online algo=grpo ...`
+    if preset := {**ALGORITHM_ALIASES, **PRESETS, **NASH_ALIASES}.get(
+        args.command
+    ):  # `rlxf grpo ...` = `rlxf online algo=grpo ...`
         overrides = [*preset[0], *overrides]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "transformers", "huggingface_hub", "alembic"):

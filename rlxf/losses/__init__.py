@@ -7,6 +7,6 @@ Each function takes tensors and explicit keyword hyperparameters and returns
 
 from rlxf.losses.preference import PREFERENCE_LOSSES, kto
 from rlxf.losses.reduce import sequence_mean, token_mean
-from rlxf.losses.reward import bradley_terry
+from rlxf.losses.reward import bradley_terry, general_preference
 
-__all__ = ["PREFERENCE_LOSSES", "bradley_terry", "kto", "sequence_mean", "token_mean"]
+__all__ = ["PREFERENCE_LOSSES", "bradley_terry", "general_preference", "kto", "sequence_mean", "token_mean"]

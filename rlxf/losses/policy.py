@@ -19,6 +19,8 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
+from rlxf.losses.nash import sppo
+
 KLEstimator = Literal["k1", "k2", "k3"]
 Metrics = dict[str, Tensor]
 
@@ -123,10 +125,30 @@ def nft(
     return loss, {"ratio": ratio.detach(), "negative_floored": floored.detach()}
 
 
+@_policy_loss("sppo_targets")
+def sppo_regression(logprobs: Tensor, old_logprobs: Tensor, sppo_targets: Tensor) -> tuple[Tensor, Metrics]:
+    """SPPO's squared loss on the sequence log-ratio, spread over tokens with its exact gradient.
+
+    Wu et al., "Self-Play Preference Optimization for Language Model Alignment" (2024), as verl's
+    recipe trains it: ``(log π(y)/π_old(y) - target)²`` per sequence (:func:`rlxf.losses.nash.sppo`),
+    target from :func:`rlxf.advantages.sppo_soft_mean`. With S = Σ_t (log π_t - log π_old,t) its
+    gradient is ``2 (S - target) ∇S``, so the per-token loss ``2 sg(S - target) · log π_t``, summed
+    over a sequence's tokens (aggregation ``sequence_sum``), has it; ``sppo_loss`` in the metrics is
+    the squared loss itself. Padding holds 0 in both log-prob tensors, so S needs no mask.
+
+    logprobs, old_logprobs: (B, T); sppo_targets: (B,). Returns (B, T).
+    """
+    log_ratio = (logprobs - old_logprobs).sum(-1)
+    squared, _ = sppo(log_ratio, torch.zeros_like(log_ratio), sppo_targets)
+    residual = (log_ratio - sppo_targets.to(log_ratio.dtype)).detach()
+    return 2 * residual[:, None] * logprobs, {"sppo_loss": squared.detach()[:, None].expand_as(logprobs)}
+
+
 POLICY_LOSSES: dict[str, Callable[..., tuple[Tensor, Metrics]]] = {
     "clipped_pg": ppo_clip,
     "filtered_sft": filtered_sft,
     "nft": nft,
+    "sppo": sppo_regression,
 }
 """Per-token policy losses by name: one function and one line here add one."""
 

@@ -34,7 +34,16 @@ def _constant(per_token: Tensor, mask: Tensor, *, tokens, sequences, max_tokens)
     return (per_token * mask).sum() / (sequences * max_tokens)
 
 
-AGGREGATIONS = {"token_mean": _token_mean, "sequence_mean": _sequence_mean, "constant": _constant}
+def _sequence_sum(per_token: Tensor, mask: Tensor, *, tokens, sequences, max_tokens) -> Tensor:
+    return (per_token * mask).sum() / sequences
+
+
+AGGREGATIONS = {
+    "token_mean": _token_mean,
+    "sequence_mean": _sequence_mean,
+    "constant": _constant,
+    "sequence_sum": _sequence_sum,
+}
 """How per-token losses become one number (see :func:`aggregate`)."""
 
 
@@ -52,7 +61,8 @@ def aggregate(
     ``token_mean``: Σ loss / tokens of the global batch (DAPO's token-level loss, Yu et al. 2025).
     ``sequence_mean``: mean over sequences of each sequence's token mean (GRPO, Shao et al. 2024, Eq. 3).
     ``constant``: Σ loss / (sequences × max_tokens), Dr. GRPO's length-unbiased form
-    (Liu et al. 2025). Global counts default to this batch's own.
+    (Liu et al. 2025). ``sequence_sum``: mean over sequences of each sequence's token sum, for a
+    per-sequence loss spread over its tokens (SPPO). Global counts default to this batch's own.
     """
     if mode not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {mode!r}; use one of {sorted(AGGREGATIONS)}")

@@ -42,3 +42,22 @@ def bradley_terry(
         "rewards/accuracy": (decided > 0).float(),  # over non-tied pairs only
     }
     return loss, metrics
+
+
+def general_preference(logits: Tensor, *, tie: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Cross-entropy of a general (pairwise) preference model, the preferred response first.
+
+    ``logits`` (B,) are z = (f(x, y_w, y_l) - f(x, y_l, y_w)) / 2 of a classifier over both
+    responses (:func:`rlxf.models.preference_logits`), so P(y_w ≻ y_l) = σ(z) and the model is
+    antisymmetric: no scalar reward is assumed, and intransitive preferences can be represented.
+    As PairRM (Jiang et al., "LLM-Blender", ACL 2023) and the preference model of Munos et al.,
+    "Nash Learning from Human Feedback" (2023): ``loss = -log σ(z)``; a tie has target ½,
+    ``-½ log σ(z) - ½ log σ(-z)``.
+    """
+    loss = -F.logsigmoid(logits)
+    if tie is not None:
+        tie = tie.bool()
+        loss = torch.where(tie, -0.5 * F.logsigmoid(logits) - 0.5 * F.logsigmoid(-logits), loss)
+    decided = logits.detach() if tie is None else logits.detach()[~tie]
+    probability = torch.sigmoid(logits.detach())
+    return loss, {"preference": probability, "rewards/accuracy": (decided > 0).float()}

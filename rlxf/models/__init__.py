@@ -11,7 +11,7 @@ from rlxf.models.loading import (
     load_tokenizer,
     resolve_model_path,
 )
-from rlxf.models.logprobs import completion_logps, reward_scores
+from rlxf.models.logprobs import completion_logps, preference_logits, reward_scores
 from rlxf.models.lora import apply_lora, is_lora, unwrap
 from rlxf.models.tiny import TINY_LLAMA
 
@@ -29,6 +29,7 @@ __all__ = [
     "load_reward_model",
     "load_tokenizer",
     "resolve_model_path",
+    "preference_logits",
     "reward_scores",
     "unwrap",
 ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rlxf.data.batching import TokenBatch
+from rlxf.data.batching import TokenBatch, pad
 from rlxf.models.lora import unwrap
 from rlxf.models.packing import uses_packed_attention
 
@@ -232,3 +232,14 @@ def reward_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return base.score(pooled).squeeze(-1).float().to(home)
     return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float().to(home)
+
+
+def preference_logits(
+    model: nn.Module, first_order: list[list[int]], second_order: list[list[int]], pad_id: int
+) -> Tensor:
+    """z = (f(x, a, b) - f(x, b, a)) / 2 per pair (B,), f the scalar head on a pair input in each
+    order (:func:`rlxf.data.pairs.pair_inputs`): antisymmetric by construction, so
+    P(a ≻ b) = σ(z) = 1 - P(b ≻ a), and a pair against itself is ½ exactly."""
+    batch = pad([(ids, []) for ids in [*first_order, *second_order]], pad_id)
+    scores = reward_scores(model, batch.input_ids, batch.attention_mask)
+    return (scores[: len(first_order)] - scores[len(first_order) :]) / 2

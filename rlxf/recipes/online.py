@@ -255,6 +255,7 @@ def make_experience(config: OnlineConfig, roles: Roles, prompts, rollout, reward
             lam=config.lam,
             top_k=config.rft_top_k,
             threshold=config.success_threshold,
+            eta=config.sppo_eta,
             global_sum=distributed.all_reduce_sum,
         )
     )

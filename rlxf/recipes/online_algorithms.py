@@ -82,11 +82,24 @@ ALGORITHMS: dict[str, Algorithm] = {
         aggregation="token_mean",
         source="Chen et al., NFT, 2025: token-level normalization (App. C); no KL in their runs",
     ),
+    "sppo": Algorithm(
+        advantage="sppo_soft_mean",
+        policy_loss="sppo",
+        kl_penalty="loss",
+        kl_estimator="k3",
+        aggregation="sequence_sum",
+        source="Wu et al., SPPO, 2024, as verl's recipe: (log π/π_old − η(r − SoftMean_η(r)))² per sequence, η 1",
+    ),
 }
 """One line per algorithm: a new one is a row here (with an estimator and a loss from the registries)."""
 
 
 PRESETS = {
+    "spo": (
+        ["algo=grpo", "rewards=[{kind: win_rate}]"],
+        "SPO (Swamy et al. 2024): self-play with each sample's win proportion against its prompt's other samples as "
+        "the reward, under a preference oracle (rewards=[{kind: win_rate, model: runs/pm/model}], else an LLM judge)",
+    ),
     "dapo": (
         ["algo=grpo", "clip_high=0.28", "dynamic_sampling=true", "aggregation=token_mean", "updates_per_rollout=2"],
         "DAPO (Yu et al. 2025): GRPO with clip-higher 0.28, dynamic sampling, token-level loss and several "

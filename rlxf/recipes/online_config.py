@@ -65,7 +65,8 @@ class TaskSection(Checked):
 @dataclass
 class RewardSection(Checked):
     kind: str = "math"
-    """A reward source of rlxf.rewards.registry: math, unit_tests, format, length, reward_model, judge, python."""
+    """A reward source of rlxf.rewards.registry: math, unit_tests, format, length, reward_model, judge, python,
+    win_rate."""
     weight: float = 1.0
     """Weight in the sum of sources."""
     normalize: bool = False
@@ -73,7 +74,8 @@ class RewardSection(Checked):
     pattern: str = ""
     """format: regular expression a good completion matches."""
     model: str = ""
-    """reward_model: folder saved by `rlxf rm`; judge: the judge LLM (default the embedded model)."""
+    """reward_model: folder saved by `rlxf rm`; judge: the judge LLM (default the embedded model); win_rate: a
+    folder saved by `rlxf pm`, or a judge LLM asked in both orders."""
     mode: str = "pointwise"
     """judge: pointwise (rate each response) or pairwise (against the prompt's reference, both orders)."""
     rubric: str = ""
@@ -226,6 +228,8 @@ class OnlineConfig(Checked):
     """rft: keep only samples rewarded at least this; nft: samples at least this are correct."""
     rft_top_k: int = 1
     """rft: samples kept per prompt, best first (sampling.n keeps every one above the threshold)."""
+    sppo_eta: float = 1.0
+    """sppo: η of the targets η (r − SoftMean_η(r)) (verl's sppo_eta)."""
 
     def check(self):
         if self.algo not in ALGORITHMS:
@@ -291,6 +295,7 @@ def _check_ranges(config: OnlineConfig) -> None:
         (0 <= config.gamma <= 1 and 0 <= config.lam <= 1, "gamma and lam must be in [0, 1]"),
         (config.value_clip >= 0 and config.value_coef >= 0, "value_clip and value_coef must be >= 0"),
         (config.rft_top_k >= 1, "rft_top_k must be >= 1"),
+        (config.sppo_eta > 0, "sppo_eta must be > 0"),
         (math.isfinite(config.success_threshold), "success_threshold must be a number"),
         (math.isfinite(config.entropy_coef), "entropy_coef must be a number"),
     ]
@@ -355,6 +360,7 @@ _NEEDS: dict[str, tuple[Callable[[OnlineConfig], bool], str]] = {
     "value_coef": (_critic, "an estimator with a critic (advantage=gae, as algo=ppo)"),
     "gamma": (_estimator_reads("gamma"), ESTIMATOR),
     "rft_top_k": (_estimator_reads("top_k"), ESTIMATOR),
+    "sppo_eta": (_estimator_reads("eta"), ESTIMATOR),
     "success_threshold": (_estimator_reads("threshold"), ESTIMATOR),
     "clip_low": (_ratio_moves, "a clipped loss whose ratio leaves 1 (updates_per_rollout > 1 or async_rollouts)"),
     "clip_high": (_ratio_moves, "a clipped loss whose ratio leaves 1 (updates_per_rollout > 1 or async_rollouts)"),

@@ -65,6 +65,7 @@ def score(source, prompts: list[Prompt], rollout: Rollout) -> RewardBatch:
     context = {key: [p.context.get(key) for p in samples] for key in keys}
     context["conversational"] = [p.conversational for p in samples]
     context["completion_ids"] = rollout.completion_ids  # as TRL passes them to reward functions
+    context["prompt_index"] = rollout.prompt_index  # which samples share a prompt (SPO's win rate)
     return source.score([p.messages for p in samples], rollout.texts, **context)
 
 

@@ -45,6 +45,12 @@ def _judge(model: str = "", mode: str = "pointwise", rubric: str = "") -> Reward
     return LLMJudge(model or "smollm2-135m-instruct", mode=mode, rubric=rubric or DEFAULT_RUBRIC)
 
 
+def _win_rate(model: str = "") -> RewardSource:
+    from rlxf.rewards.preference import WinRateReward, preference_oracle
+
+    return WinRateReward(preference_oracle(model))
+
+
 def _python(function: str | Callable) -> RewardSource:
     from rlxf.rewards.python_function import PythonReward, load_function
 
@@ -61,12 +67,15 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
     "reward_model": _reward_model,
     "judge": _judge,
     "python": _python,
+    "win_rate": _win_rate,
 }
 """math: math-verify against the prompt's answer; unit_tests: MBPP-style asserts in the sandbox
 (bubblewrap; sandbox=process where it cannot be installed, not isolated);
 format: a regular expression; length: a penalty past free_chars; reward_model: a folder from
 `rlxf rm`; judge: an LLM with a rubric, pointwise or pairwise against the prompt's reference;
-python: a function of yours, called as TRL calls reward_funcs (`rlxf.rewards.python_function`)."""
+python: a function of yours, called as TRL calls reward_funcs (`rlxf.rewards.python_function`);
+win_rate: SPO's win proportion of each sample against its prompt's other samples under a preference
+oracle (a folder from `rlxf pm`, else an LLM judge asked in both orders)."""
 
 
 def reward_source_options(kind: str) -> list[str]:

@@ -37,7 +37,14 @@ def online(tmp_path, prompt_file, *overrides):
 
 @pytest.mark.parametrize(
     "algo, extra",
-    [("grpo", ""), ("rloo", ""), ("reinforce_pp", ""), ("rft", "rft_top_k=8 train.max_steps=20"), ("nft", "")],
+    [
+        ("grpo", ""),
+        ("rloo", ""),
+        ("reinforce_pp", ""),
+        ("rft", "rft_top_k=8 train.max_steps=20"),
+        ("nft", ""),
+        ("sppo", ""),
+    ],
 )
 def test_the_reward_of_an_easy_verifiable_task_rises(tmp_path, prompt_file, algo, extra):
     # reward 1 when the completion contains a digit: about half the random samples do at first
@@ -53,7 +60,7 @@ def test_the_reward_of_an_easy_verifiable_task_rises(tmp_path, prompt_file, algo
         "response_length",
         "generate_tokens_per_second",
         "tokens_per_second",
-        {"rft": "keep", "nft": "success"}.get(algo, "clip_fraction"),
+        {"rft": "keep", "nft": "success", "sppo": "sppo_loss"}.get(algo, "clip_fraction"),
     ):
         assert key in rows[-1], key
     assert (tmp_path / "model" / "model.safetensors").exists()
@@ -158,3 +165,18 @@ def test_a_trl_style_reward_function_with_a_column_of_the_prompt_file_drives_a_r
     _, rows = online(out, prompts, "train.max_steps=12", f"rewards=[{{kind: python, function: '{rewards}:wants'}}]")
     first, last = sum(r["reward"] for r in rows[:3]) / 3, sum(r["reward"] for r in rows[-3:]) / 3
     assert "reward/wants" in rows[-1] and first < 0.75 and last > 0.9, [r["reward"] for r in rows]
+
+
+def test_spo_rewards_each_sample_by_its_wins_and_the_policy_moves_toward_what_the_oracle_prefers(tmp_path, prompt_file):
+    oracle = tmp_path / "prefer_digits.py"
+    oracle.write_text(
+        "def digits(prompts, firsts, seconds):\n"
+        "    has = lambda text: any(ch.isdigit() for ch in text)\n"
+        "    return [0.5 + 0.5 * (has(a) - has(b)) for a, b in zip(firsts, seconds)]\n"
+    )
+    # a format reward of weight 0 trains nothing and logs the share of samples with a digit
+    rewards = f"rewards=[{{kind: win_rate, model: '{oracle}:digits'}}, {{kind: format, pattern: '[0-9]', weight: 0.0}}]"
+    _, rows = online(tmp_path / "run", prompt_file, "train.max_steps=12", rewards)
+    assert all(r["reward/win_rate"] == pytest.approx(0.5) for r in rows)  # win proportions average ½ in every group
+    first, last = (sum(r["reward/format"] for r in part) / 3 for part in (rows[:3], rows[-3:]))
+    assert first < 0.75 and last > 0.9, [r["reward/format"] for r in rows]

@@ -46,6 +46,10 @@ PER_SAMPLE_WEIGHTS = {
     "rft": torch.tensor([1.0, 0.0, 0.0, 1.0]) / 4,
     # NFT at R = 1: weight 1 - r̂ = 0.5 on correct samples, -r̂ = -0.5 on wrong ones; token mean
     "nft": torch.tensor([0.5, -0.5, -0.5, 0.5]) / TOKENS,
+    # SPPO at R = 1 (S = 0): the mean over 4 sequences of (S - c)² has gradient -(2/4) Σ c ∇S; c = r - SoftMean(r)
+    # (η = 1): log((e + 1)/2) = 0.620115 and log((e^0.2 + e^0.8)/2) = 0.544341 give c = 0.379885, -0.620115,
+    # -0.344341, 0.255659
+    "sppo": torch.tensor([0.379885, -0.620115, -0.344341, 0.255659]) / 2,
 }
 
 
@@ -78,7 +82,7 @@ def policy_logps(policy):
     return values  # (4, 4), zero beyond each completion
 
 
-@pytest.mark.parametrize("algo", ["grpo", "dr_grpo", "rloo", "remax", "reinforce_pp", "ppo", "rft", "nft"])
+@pytest.mark.parametrize("algo", ["grpo", "dr_grpo", "rloo", "remax", "reinforce_pp", "ppo", "rft", "nft", "sppo"])
 def test_each_algorithms_gradient_is_its_equations(tmp_path, algo):
     config = load_config(
         OnlineConfig,
