@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rlxf.config import load_config
 from rlxf.config.loading import build_config
 
@@ -33,6 +35,7 @@ RECIPES: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
     "dpo": ("rlxf.recipes.dpo", "DPOConfig", "train_dpo", "policy", {}),
     "kto": ("rlxf.recipes.kto", "KTOConfig", "train_kto", "policy", {}),
     "online": ("rlxf.recipes.online", "OnlineConfig", "train_online", "policy", {}),
+    "nash": ("rlxf.recipes.nash", "NashConfig", "train_nash", "policy", {}),
 }
 
 
@@ -60,7 +63,7 @@ def train(recipe: str, model: Any = None, dataset: Any = None, *, eval_dataset: 
     if model is not None:
         values.setdefault(model_field, {})["name"] = _model_path(model, tokenizer, folder)
     if dataset is not None or eval_dataset is not None:
-        _place_data(values, dataset, eval_dataset, folder, online=recipe == "online")
+        _place_data(values, dataset, eval_dataset, folder, online=recipe in ("online", "nash"))
     if rewards is not None:
         values["rewards"] = [_reward_section(r) for r in (rewards if isinstance(rewards, (list, tuple)) else [rewards])]
     config = build_config(config_class, values)
@@ -179,14 +182,26 @@ def _recipe_function(name: str, preset: dict[str, Any] | None = None):
     return run
 
 
+def _nash_function(learner: str):
+    def run(model: Any = None, dataset: Any = None, **fields: Any) -> Trained:
+        return train("nash", model, dataset, **{"learner": learner, **fields})
+
+    run.__name__ = run.__qualname__ = learner
+    run.__doc__ = f"Train with rlxf's Nash loop, learner {learner} (see `rlxf {learner} --help`); returns Trained."
+    return run
+
+
 def recipe_functions() -> dict[str, Any]:
     """``sft``, ``rm``, ``dpo``, ``kto``, ``online``, and one function per online algorithm and preset."""
+    from rlxf.recipes.nash_learners import LEARNERS
     from rlxf.recipes.online_algorithms import ALGORITHMS, PRESETS
 
     functions = {name: _recipe_function(name) for name in RECIPES}
+    functions.update({name: _nash_function(name) for name in LEARNERS})
     functions.update({name: _recipe_function(name, {"algo": name}) for name in ALGORITHMS})
-    for name, (overrides, _) in PRESETS.items():
-        functions[name] = _recipe_function(name, dict(o.split("=", 1) for o in overrides))
+    for name, (overrides, _) in PRESETS.items():  # values as the command line reads them (YAML)
+        preset = {key: yaml.safe_load(value) for key, value in (o.split("=", 1) for o in overrides)}
+        functions[name] = _recipe_function(name, preset)
     return functions
 
 

@@ -73,9 +73,10 @@ class RewardSection(Checked):
     """Standardize this source over each batch before weighting."""
     pattern: str = ""
     """format: regular expression a good completion matches."""
-    model: str = ""
+    model: Any = ""
     """reward_model: folder saved by `rlxf rm`; judge: the judge LLM (default the embedded model); win_rate: a
-    folder saved by `rlxf pm`, or a judge LLM asked in both orders."""
+    folder saved by `rlxf pm` or `rlxf rm`, a function "file.py:fn" (in Python the callable) giving
+    P(first ≻ second), or a judge LLM asked in both orders."""
     mode: str = "pointwise"
     """judge: pointwise (rate each response) or pairwise (against the prompt's reference, both orders)."""
     rubric: str = ""

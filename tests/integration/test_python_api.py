@@ -46,3 +46,18 @@ def test_an_online_run_holds_out_the_eval_dataset_it_is_given(tmp_path):
     result = rlxf.grpo("tiny-llama", rows, eval_dataset=held, rewards=[said], output_dir=str(tmp_path), **small)
     assert result.metrics["before"]["prompts"] == 3 and "eval_path" in (tmp_path / "config.yaml").read_text()
     assert [e["prompt"] for e in result.metrics["before"]["examples"]] == ["Repeat 0.", "Repeat 1.", "Repeat 2."]
+
+
+def test_nash_learners_take_a_callable_oracle_and_presets_read_their_values_as_the_command_line_does(tmp_path):
+    rows = [{"prompt": f"Say {n}."} for n in range(10)]
+
+    def prefer_shorter(prompts, firsts, seconds):
+        return [0.9 if len(a) < len(b) else 0.1 if len(a) > len(b) else 0.5 for a, b in zip(firsts, seconds)]
+
+    small = {"max_new_tokens": 4, "train": {"max_steps": 1, "batch_size": 2}, "task": {"eval_count": 2}}
+    result = rlxf.online_ipo("tiny-llama", rows, oracle=prefer_shorter, output_dir=str(tmp_path / "ipo"), **small)
+    assert result.metrics["learner"] == "online_ipo" and result.config.oracle is prefer_shorter
+    spo = rlxf.spo("tiny-llama", rows, rewards=[{"kind": "win_rate", "model": prefer_shorter}],
+                   output_dir=str(tmp_path / "spo"), sampling={"n": 2, "max_new_tokens": 4},
+                   train={"max_steps": 1, "batch_size": 2}, task={"eval_count": 2})  # fmt: skip
+    assert spo.config.algo == "grpo" and spo.config.rewards[0].kind == "win_rate"
