@@ -26,6 +26,11 @@ SMALL = {
     "eval": ["reference=tiny-llama", "generation.num_prompts=2", "generation.max_new_tokens=4", *TINY_DATA],
 }
 SMALL_ONLINE = [*TINY_POLICY, "sampling.max_new_tokens=4", "task.limit=8"]
+SMALL.update(
+    pm=["train.max_steps=1", "train.batch_size=2", *TINY_DATA],
+    nash_md=[*TINY_POLICY, "max_new_tokens=4", "task.limit=8", "task.eval_count=4"],
+    games=["iterations=10", "sweep=[0.1]", "responses=3"],
+)
 PLACEHOLDERS = {"/path/to/hf_model": "tiny-llama"}
 
 
@@ -67,7 +72,7 @@ def user_folder(tmp_path, monkeypatch):
 def test_the_readme_commands_run_as_written(user_folder, capsys):
     """The first block is one user's session (each command reads what an earlier one wrote); the
     online block's lines are alternatives, each run in a folder of its own."""
-    session, alternatives = readme_blocks()
+    session, alternatives, beyond = readme_blocks()
     assert len(session) >= 8 and len(alternatives) >= 7, "the section lost its commands"
     for args in session:
         extra = [] if "--help" in args else SMALL.get(args[0], SMALL_ONLINE)
@@ -80,6 +85,12 @@ def test_the_readme_commands_run_as_written(user_folder, capsys):
         extra = [] if "--help" in args else [*SMALL_ONLINE, f"output_dir=runs/example-{number}"]
         assert main([*args, *extra]) == 0, args
         assert "--help" in args or (user_folder / f"runs/example-{number}/model").is_dir(), args
+    for args in beyond:  # one session again: the preference model first, then a learner against it
+        assert main([*args, *SMALL[args[0]]]) == 0, args
+    assert (user_folder / "runs" / "pm" / "reliability.png").is_file()
+    assert (user_folder / "runs" / "nash" / "eval.json").is_file() and (
+        user_folder / "runs" / "games" / "report.md"
+    ).is_file()
 
 
 def test_the_readme_python_example_runs_as_written(tmp_path):
