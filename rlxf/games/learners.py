@@ -6,8 +6,9 @@ Each learner's step maps log π_t to log π_{t+1} (``step(log_policy, game, t, e
 last-iterate convergence to the β-regularized equilibrium π*, ``target`` is "regularized"; the
 multiplicative-weights learners (SPO, SPPO) reach the unregularized Nash equilibrium with their
 average iterate ("average"); the Bradley-Terry learners (online DPO, RLHF with a BT reward, CPL)
-do not reach π* under intransitive preferences ("none": the failure the game-theoretic learners
-exist to fix): CPL and RLHF settle elsewhere, online DPO keeps cycling.
+do not reach π* ("none"): their fixed points, π ∝ μ exp(r/β) for a fitted r, solve another
+objective, even for transitive P; on intransitive P no r fits at all (docs/games.md separates the
+two). Online DPO at a step of 1 keeps cycling; at 0.1 it settles.
 """
 
 from __future__ import annotations

@@ -10,12 +10,15 @@ the learner's paper plays against:
 - egpo: an extragradient step: a half step from θ_t on pairs of the policy, new pairs drawn at the
   half point, then the full step from θ_t (weights and optimizer state restored) on those;
 - nash_mp: a mirror-prox step as two prox phases of ``anchor_every`` policy-gradient steps each,
-  both anchored at π_k: against π_k, then against the half point π_{k+1/2}.
+  both from π_k and anchored at it: against π_k (reaching the half point π_{k+1/2}), then, back at
+  π_k's weights and optimizer state, against π_{k+1/2}.
 
 μ is the initial policy. Their exact tabular counterparts, run against the known equilibrium,
 are in rlxf.games (docs/games.md). Ends with the held-out win rate over the reference judged by
 ``eval_oracle``, an oracle the policy did not train against. The frozen iterates of inpo and
-nash_mp are not checkpointed: a resumed run takes them afresh from the resumed weights.
+nash_mp are not checkpointed: a resumed run takes them afresh from the resumed weights. EGPO draws
+both samples from the policy and scores them by token sums (the authors' code can draw from μ and
+uses per-token means). One process: no data parallelism and no micro-batches in this loop.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Roles:
     tokenizer: Any
     anchor: nn.Module | None = None  # inpo's π_t, nash_mp's π_k
     opponent: nn.Module | None = None  # nash_mp's half point in its second phase
+    anchor_optimizer: dict | None = None  # nash_mp: the optimizer state at π_k
 
 
 def train_nash(config: NashConfig) -> dict:
@@ -102,15 +106,21 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 def refresh_anchors(config: NashConfig, roles: Roles) -> None:
     """inpo: π_t ← π every anchor_every steps. nash_mp: every 2·anchor_every steps π_k ← π (the
-    first phase plays against π_k), and halfway the half point π_{k+1/2} ← π (the second phase)."""
+    first prox phase plays against π_k); halfway, the half point π_{k+1/2} ← π becomes the
+    opponent and the policy goes back to π_k's weights and optimizer state, from which mirror prox
+    takes its full step. A run resumed between refreshes takes them from the resumed weights."""
     step, every = roles.run.step, config.anchor_every
-    if config.learner == "inpo" and step % every == 0:
+    if config.learner == "inpo" and (step % every == 0 or roles.anchor is None):
         roles.anchor = frozen_copy(roles.policy)
-    if config.learner == "nash_mp":
-        if step % (2 * every) == 0:
-            roles.anchor = roles.opponent = frozen_copy(roles.policy)
-        elif step % (2 * every) == every:
-            roles.opponent = frozen_copy(roles.policy)
+    if config.learner != "nash_mp":
+        return
+    if step % (2 * every) == 0 or roles.anchor is None:
+        roles.anchor = roles.opponent = frozen_copy(roles.policy)
+        roles.anchor_optimizer = copy.deepcopy(roles.run.optimizer.state_dict())
+    elif step % (2 * every) == every:
+        roles.opponent = frozen_copy(roles.policy)
+        roles.policy.load_state_dict(roles.anchor.state_dict())
+        roles.run.optimizer.load_state_dict(copy.deepcopy(roles.anchor_optimizer))
 
 
 def sampling(config: NashConfig, n: int = 1) -> SamplingParams:
@@ -179,7 +189,8 @@ def learn(config: NashConfig, roles: Roles, prompts, firsts: Rollout, seconds: R
     loss.backward()
     sums = MetricSums()
     sums.add({**metrics, "preference": preference})
-    return sums.means(), loss.item()
+    unparsed = getattr(roles.oracle, "unparsed", None)  # an LLM judge's unreadable verdicts, counted as ties
+    return sums.means() | ({"oracle_unparsed": float(unparsed)} if unparsed is not None else {}), loss.item()
 
 
 def _inpo_expected(config: NashConfig, logp_a, logp_b, ref_a, ref_b, old_a, old_b, preference):
@@ -208,8 +219,9 @@ def extragradient_step(config: NashConfig, roles: Roles, prompts):
 
 def win_rate(config: NashConfig, roles: Roles) -> dict:
     """Held-out win rate of the policy over the reference, each sampling once with the same seed,
-    judged by ``eval_oracle`` in both orders (ties count half), with a sign test on the decided."""
+    judged by ``eval_oracle`` (its P(policy ≻ reference) averaged), with a sign test on the decided."""
     if not config.eval_oracle or not roles.held_prompts:
+        say("no held-out win rate: " + ("no eval_oracle given" if not config.eval_oracle else "no held-out prompts"))
         return {}
     messages = [p.messages for p in roles.held_prompts]
     torch.manual_seed(config.train.seed + 1)

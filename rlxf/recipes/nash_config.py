@@ -55,6 +55,10 @@ class NashConfig(Checked):
             raise ValueError(f"mixture must be in [0, 1], got {self.mixture}")
         if self.learner == "inpo" and self.eta * self.beta > 1:
             raise ValueError(f"inpo needs eta * beta <= 1, got {self.eta} * {self.beta}")
+        if self.learner in ("nash_md", "nash_mp") and self.temperature != 1.0:
+            raise ValueError(f"{self.learner} needs samples of the policy itself: temperature must be 1")
+        if self.train.micro_batch_size not in (0, self.train.batch_size):
+            raise ValueError("the Nash loop takes each step's batch whole: leave train.micro_batch_size at 0")
         if self.eval_oracle and self.eval_oracle == self.oracle:
             raise ValueError(
                 "eval_oracle must differ from oracle: the win rate needs a judge the policy did not train against"

@@ -15,6 +15,7 @@ reward for any online algorithm.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -113,7 +114,7 @@ class FunctionPreference:
 
     def prefer(self, prompts, firsts: Sequence[str], seconds: Sequence[str]) -> Tensor:
         values = list(self.function(prompts=list(prompts), firsts=list(firsts), seconds=list(seconds)))
-        if len(values) != len(firsts) or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values):
+        if len(values) != len(firsts) or not all(isinstance(v, numbers.Real) and 0 <= v <= 1 for v in values):
             name = getattr(self.function, "__name__", self.name)
             raise ValueError(
                 f"preference function {name} must return {len(firsts)} probabilities in [0, 1], got {values!r:.200}"

@@ -11,6 +11,7 @@ from rlxf.cli import main
 from rlxf.config import load_config
 from rlxf.data.templating import ChatEncoder
 from rlxf.models import load_tokenizer
+from rlxf.models.packing import use_packed_attention
 from rlxf.models.tiny import tiny_llama
 from rlxf.recipes import nash
 from rlxf.recipes.nash_config import NashConfig
@@ -84,12 +85,11 @@ def test_the_mixture_samples_the_geometric_mixture_token_by_token():
         GeometricMixtureEngine(policy, reference, encoder, alpha=1.5)
 
 
-def test_frozen_iterates_refresh_on_their_schedule():
+def test_frozen_iterates_refresh_on_their_schedule_and_nash_mp_takes_its_full_step_from_the_anchor():
     class Roles:
-        policy, anchor, opponent = torch.nn.Linear(1, 1), None, None
-
-        class run:
-            step = 0
+        def __init__(self):
+            self.policy, self.anchor, self.opponent, self.anchor_optimizer = torch.nn.Linear(1, 1), None, None, None
+            self.run = type("Run", (), {"step": 0, "optimizer": torch.optim.SGD(self.policy.parameters(), lr=1.0)})()
 
     seen = {}
     for learner in ("inpo", "nash_mp"):
@@ -100,6 +100,10 @@ def test_frozen_iterates_refresh_on_their_schedule():
             before = (roles.anchor, roles.opponent)
             nash.refresh_anchors(config, roles)
             seen[learner].append((roles.anchor is not before[0], roles.opponent is not before[1]))
+            if learner == "nash_mp" and step == 2:  # back at π_k's weights for the full step
+                assert torch.equal(roles.policy.weight, roles.anchor.weight)
+            with torch.no_grad():
+                roles.policy.weight += 1.0  # a training step
     assert [a for a, _ in seen["inpo"]] == [True, False, True, False, True, False]  # π_t every 2 steps
     # nash_mp: anchor and opponent at 0 and 4 (π_k), the opponent alone at 2 (the half point π_{k+1/2})
     assert seen["nash_mp"] == [
@@ -110,6 +114,113 @@ def test_frozen_iterates_refresh_on_their_schedule():
         (True, True),
         (False, False),
     ]
+    resumed = Roles()
+    resumed.run.step = 3  # a run resumed between refreshes takes its iterates from the resumed weights
+    nash.refresh_anchors(NashConfig(learner="nash_mp", anchor_every=2), resumed)
+    assert resumed.anchor is not None and resumed.opponent is not None
+
+
+@pytest.mark.parametrize("learner", ["inpo", "nash_mp"])
+def test_a_run_with_frozen_iterates_resumes_between_refreshes(tmp_path, setup, learner):
+    argv = arguments(tmp_path, setup, learner, "train.max_steps=3", "train.save_every=1", "anchor_every=2")
+    assert main(argv) == 0
+    import shutil
+
+    shutil.rmtree(tmp_path / learner / "checkpoints" / "checkpoint-3")
+    shutil.rmtree(tmp_path / learner / "model")
+    assert main(argv) == 0  # resumes at step 2, between refreshes
+    steps = [json.loads(line)["step"] for line in (tmp_path / learner / "metrics.jsonl").read_text().splitlines()]
+    assert steps.count(3) >= 1 and (tmp_path / learner / "model").is_dir()
+
+
+class Recorder:
+    """An engine that records which models it was built with and returns fixed completions."""
+
+    built: list = []
+
+    def __init__(self, *models, alpha=None, **kwargs):
+        Recorder.built.append((models[:-1] if alpha is not None else models[:1], alpha))
+
+    def generate(self, messages, params):
+        from rlxf.rollout.base import Rollout
+
+        rows = len(messages) * params.n
+        return Rollout([[1, 2]] * rows, [[5, 6]] * rows, torch.zeros(rows, 2), torch.ones(rows, 2),
+                       ["x"] * rows, ["eos"] * rows, [i // params.n for i in range(rows)])  # fmt: skip
+
+
+def test_each_learner_draws_its_pairs_from_the_opponent_its_paper_names(monkeypatch):
+    monkeypatch.setattr(nash, "HFEngine", Recorder)
+    monkeypatch.setattr(nash, "GeometricMixtureEngine", Recorder)
+    live, reference, anchor, opponent = (torch.nn.Linear(1, 1) for _ in range(4))
+    roles = nash.Roles(
+        None, live, reference, Recorder(live), None, None, [], [], None, anchor=anchor, opponent=opponent
+    )
+    drawn = {}
+    for learner in LEARNERS:
+        Recorder.built = []
+        nash.draw_pairs(NashConfig(learner=learner, mixture=0.25), roles, [type("P", (), {"messages": []})()] * 2)
+        drawn[learner] = Recorder.built
+    assert drawn["online_dpo"] == drawn["online_ipo"] == drawn["egpo"] == []  # two samples of the live policy
+    assert drawn["inpo"] == [((anchor,), None)]  # two samples of the frozen π_t
+    assert drawn["nash_md"] == [((live, reference), 0.25)]  # the geometric mixture of π and μ
+    assert drawn["nash_mp"] == [((opponent,), None)]  # π_k, then the half point
+
+
+def test_each_learners_loss_is_its_equation_on_the_pairs_it_drew(tmp_path, setup):
+    config = load_config(
+        NashConfig, None, arguments(tmp_path, setup, "inpo", "train.max_steps=1")[1:] + ["learner=inpo"]
+    )
+    roles = nash.start(config)
+    roles.anchor = tiny_llama(seed=9).eval()  # π_t apart from μ, so a loss reading the wrong one fails
+    use_packed_attention(roles.anchor)
+    prompts = roles.train_prompts[:2]
+    firsts, seconds = nash.draw_pairs(NashConfig(learner="online_dpo"), roles, prompts)
+    preference = torch.tensor([0.8, 0.3])
+    with torch.no_grad():
+        pa, pb = nash.logps(roles.policy, firsts, grad=False), nash.logps(roles.policy, seconds, grad=False)
+        ra, rb = nash.logps(roles.reference, firsts, grad=False), nash.logps(roles.reference, seconds, grad=False)
+        oa, ob = nash.logps(roles.anchor, firsts, grad=False), nash.logps(roles.anchor, seconds, grad=False)
+    from rlxf.losses.nash import egpo, inpo, nash_md, nash_mp, online_ipo
+
+    def expected(learner):
+        if learner == "inpo":  # a wins with probability p: p L(a, b) + (1 - p) L(b, a)
+            win, _ = inpo(pa, pb, ra, rb, oa, ob, eta=config.eta, tau=config.beta)
+            lose, _ = inpo(pb, pa, rb, ra, ob, oa, eta=config.eta, tau=config.beta)
+            return (preference * win + (1 - preference) * lose).mean()
+        if learner == "egpo":  # one distribution for a, b and the opponent: the gap is P(a ≻ b) - ½
+            return egpo(pa, pb, ra, rb, preference - 0.5, beta=config.beta)[0].mean()
+        if learner == "online_ipo":
+            return online_ipo(pa, pb, ra, rb, preference, beta=config.beta)[0].mean()
+        if learner == "nash_md":  # the gradient flows through the policy's own sample only
+            return nash_md(pa, ra, preference, beta=config.beta)[0].mean()
+        return nash_mp(pa, ra, oa, preference, beta=config.beta, eta=config.eta)[0].mean()
+
+    for learner in ("inpo", "egpo", "online_ipo", "nash_md", "nash_mp"):
+        roles.policy.zero_grad()
+        _, loss = nash.learn(NashConfig(learner=learner, beta=config.beta, eta=config.eta), roles, prompts, firsts,
+                             seconds, preference)  # fmt: skip
+        assert loss == pytest.approx(expected(learner).item(), rel=1e-5), learner
+        if learner in ("nash_md", "nash_mp"):  # the same gradient as the equation's on the policy's own samples
+            own = nash.logps(roles.policy, firsts, grad=True)
+            objective = nash_md(own, ra, preference, beta=config.beta)[0] if learner == "nash_md" else (
+                nash_mp(own, ra, oa, preference, beta=config.beta, eta=config.eta)[0])  # fmt: skip
+            parameters = [p for p in roles.policy.parameters() if p.grad is not None]
+            wanted = torch.autograd.grad(objective.mean(), parameters)
+            assert all(torch.allclose(p.grad, w, atol=1e-6) for p, w in zip(parameters, wanted)), learner
+
+
+def test_a_preference_model_and_a_reward_model_serve_as_oracles(tmp_path, small_hh):
+    common = ["model.name=tiny-llama", f"data.path={small_hh}", "data.max_length=64", "data.max_prompt_length=32",
+              "train.max_steps=2", "train.batch_size=4"]  # fmt: skip
+    assert main(["pm", f"output_dir={tmp_path / 'pm'}", *common]) == 0
+    assert main(["rm", f"output_dir={tmp_path / 'rm'}", *common]) == 0
+    argv = ["nash_md", f"output_dir={tmp_path / 'nash'}", "policy.name=tiny-llama", f"task.path={small_hh}",
+            "task.on_bad_row=skip", "task.eval_count=4", "max_new_tokens=4", "train.max_steps=2", "train.batch_size=2",
+            f"oracle={tmp_path / 'pm' / 'model'}", f"eval_oracle={tmp_path / 'rm' / 'model'}"]  # fmt: skip
+    assert main(argv) == 0
+    held = json.loads((tmp_path / "nash" / "eval.json").read_text())["held_out"]
+    assert held["prompts"] == 4 and held["judge"] == str(tmp_path / "rm" / "model")
 
 
 def test_an_extragradient_step_restores_the_weights_and_the_optimizer_before_the_full_step(

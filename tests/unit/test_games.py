@@ -8,7 +8,7 @@ import torch
 
 from rlxf.games import exploitability, kl, play, random_intransitive, regularized_equilibrium, rock_paper_scissors
 from rlxf.games.bradley_terry import bt_fit_error, rlhf_policy
-from rlxf.games.learners import TABULAR_LEARNERS
+from rlxf.games.learners import TABULAR_LEARNERS, mirror_descent
 from rlxf.games.matrices import Game, check_preference_matrix, transitive
 from rlxf.games.testbed import GamesConfig, reference_policy, run_games
 
@@ -106,7 +106,7 @@ def test_bradley_terry_learners_never_reach_the_equilibrium_of_intransitive_pref
     cpl = play("cpl", RANDOM, 600, equilibrium=equilibrium).exploitability
     assert abs(cpl[-100] - cpl[-1]) < 0.02 * cpl[-1] and cpl[-1] > 1e-2  # settles where a best response gains
     online_dpo = play("online_dpo", RANDOM, 1500, equilibrium=equilibrium).exploitability
-    # self-play on a BT loss keeps cycling: exploitability swings between about 0.007 and 0.034
+    # self-play on a BT loss at a step of 1 keeps cycling: exploitability swings between about 0.007 and 0.034
     assert min(online_dpo[100:]) > 5e-3 and sum(online_dpo[500:]) / 1000 > 0.02
 
 
@@ -134,3 +134,48 @@ def test_the_games_command_writes_tables_and_plots(tmp_path):
     assert (tmp_path / "nash_mp_rate.png").is_file() and (tmp_path / "results.json").is_file()
     with pytest.raises(ValueError, match="unknown games or learners"):
         GamesConfig(learners=["nash_mdd"])
+
+
+# three responses, μ = (0.5, 0.3, 0.2), β = 0.5, from π = (0.2, 0.5, 0.3), η = 1
+STEP = Game(t(0.5, 0.8, 0.3, 0.2, 0.5, 0.6, 0.7, 0.4, 0.5).view(3, 3), t(0.5, 0.3, 0.2), 0.5)
+START = t(0.2, 0.5, 0.3).log()
+
+
+def test_one_step_of_each_tabular_learner_by_hand():
+    """Each paper's update written out (normalize at the end of each line):
+    mirror descent: π^(1-ηβ) μ^(ηβ) exp(η Pπ)                      -> (0.358791, 0.389738, 0.251471)
+    Nash-MD: m = π^½ μ^½, then m exp(η P m) (against m, not π)    -> (0.357157, 0.378365, 0.264478)
+    EGPO: π½ = the mirror-descent step, then π^½ μ^½ exp(η Pπ½)   -> (0.356646, 0.376290, 0.267064)
+      (the full step taken from π½ instead would give (0.453034, 0.315073, 0.231893))
+    multiplicative weights, η = 0.05: π exp(η Pπ)                  -> (0.2009015, 0.4992493, 0.2998492)
+    """
+    from rlxf.games.learners import egpo, multiplicative_weights, nash_md
+
+    step = {
+        "md": mirror_descent(START, STEP, 0, 1.0),
+        "nash_md": nash_md(START, STEP, 0, 1.0),
+        "egpo": egpo(START, STEP, 0, 1.0),
+        "mwu": multiplicative_weights(START, STEP, 0, 0.05),
+    }
+    assert step["md"].exp().tolist() == pytest.approx([0.358791, 0.389738, 0.251471], abs=1e-6)
+    assert step["nash_md"].exp().tolist() == pytest.approx([0.357157, 0.378365, 0.264478], abs=1e-6)
+    assert step["egpo"].exp().tolist() == pytest.approx([0.356646, 0.376290, 0.267064], abs=1e-6)
+    assert step["mwu"].exp().tolist() == pytest.approx([0.2009015, 0.4992493, 0.2998492], abs=1e-7)
+
+
+def test_one_step_of_the_bradley_terry_learners_by_hand():
+    from rlxf.games.learners import cpl_step, online_dpo_step
+
+    # two responses, μ uniform, P(y0 ≻ y1) = 0.75, β = 0.5, from π = μ (h = 0): the online-DPO gradient
+    # on θ_0 is Σ π_i π_j β (½ - P_ij)(1[i=0] - 1[j=0]) = 2 · ¼ · 0.5 · (½ - 0.75) = -0.0625; a step of 1
+    # moves θ by ±0.0625, so π(y0) = σ(0.125) = 0.531209
+    game = Game(t(0.5, 0.75, 0.25, 0.5).view(2, 2), t(0.5, 0.5), 0.5)
+    assert online_dpo_step(game.reference.log(), game, 0, 1.0).exp()[0].item() == pytest.approx(0.531209, abs=1e-6)
+    # CPL from pairs of μ labelled by P moves toward the preferred response
+    assert cpl_step(game.reference.log(), game, 0, 1.0).exp()[0].item() > 0.5
+
+
+def test_self_play_on_an_intransitive_game_of_five():
+    equilibrium = regularized_equilibrium(RANDOM.preferences, RANDOM.reference, RANDOM.beta)
+    trace = play("sppo", RANDOM, 20_000, equilibrium=equilibrium)
+    assert trace.exploitability[-1] < 5e-3 < trace.exploitability[100]

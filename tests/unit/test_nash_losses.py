@@ -75,10 +75,10 @@ def test_nash_mp_adds_the_pull_back_to_the_anchor():
 
 
 def test_inpo_by_hand():
-    # η = 2, τ = 0.1 (ητ = 0.2); Δ log π = -10 - (-12) = 2, Δ log μ = 0.5, Δ log π_t = 0.5
-    # h = 2 - 0.2 * 0.5 - 0.8 * 0.5 = 1.5; loss (1.5 - η/2)² = 0.25
-    loss, _ = inpo(t(-10.0), t(-12.0), t(-11.0), t(-11.5), t(-11.0), t(-11.5), eta=2.0, tau=0.1)
-    assert loss.item() == pytest.approx(0.25)
+    # η = 2, τ = 0.1 (ητ = 0.2); Δ log π = -10 - (-12) = 2, Δ log μ = -11 - (-12) = 1, Δ log π_t = 0.5
+    # h = 2 - 0.2 * 1 - 0.8 * 0.5 = 1.4; loss (1.4 - η/2)² = 0.16 (the weights swapped would give 0.01)
+    loss, _ = inpo(t(-10.0), t(-12.0), t(-11.0), t(-12.0), t(-11.0), t(-11.5), eta=2.0, tau=0.1)
+    assert loss.item() == pytest.approx(0.16)
     with pytest.raises(ValueError, match="eta \\* tau"):
         inpo(t(0.0), t(0.0), t(0.0), t(0.0), t(0.0), t(0.0), eta=20.0, tau=0.1)
 
@@ -90,6 +90,8 @@ def test_sppo_targets_subtract_each_prompts_soft_mean():
     # per prompt: a second prompt's rewards do not move the first's targets
     two = sppo_targets(t(1.0, 0.0, 5.0, 9.0).view(2, 2), eta=1.0)
     assert two[0].tolist() == pytest.approx(targets.tolist())
+    # η = 2: SoftMean = ½ log((e² + 1)/2) = ½ log 4.194528 = 0.716890; targets 2(1 - 0.716890), 2(0 - 0.716890)
+    assert sppo_targets(t(1.0, 0.0)[None], eta=2.0)[0].tolist() == pytest.approx([0.566220, -1.433780], abs=1e-6)
     # log-ratios 0.1 and -0.05: (0.1 - 0.379885)² = 0.078336, (-0.05 + 0.620115)² = 0.325031
     loss, _ = sppo(t(0.1, -0.05), t(0.0, 0.0), targets)
     assert loss.tolist() == pytest.approx([0.078336, 0.325031], abs=1e-6)
@@ -143,3 +145,16 @@ def test_the_nash_md_surrogate_gives_the_exact_policy_gradient_over_a_table():
     advantage = preferences @ opponent - 0.5 - beta * (pi.log() - reference.log())
     exact = pi * (advantage - (pi * advantage).sum())
     assert torch.allclose(-gradient, exact, atol=1e-12)
+
+
+def test_sppos_token_loss_has_the_sequence_losss_gradient_off_policy_too():
+    from rlxf.losses.policy import sppo_regression
+
+    # tokens -1, -2 under π and -1.5, -2.5 under π_old: S = 1.0; target 0.3: (S - 0.3)² = 0.49, and
+    # d/d log π_t of (S - target)² = 2 (S - target) = 1.4 for each token (0 on padding)
+    logprobs = t(-1.0, -2.0, 0.0).view(1, 3).requires_grad_(True)
+    per_token, metrics = sppo_regression(logprobs, t(-1.5, -2.5, 0.0).view(1, 3), t(0.3))
+    (gradient,) = torch.autograd.grad((per_token * t(1.0, 1.0, 0.0)).sum(), logprobs)
+    assert gradient[0].tolist() == pytest.approx([1.4, 1.4, 0.0]) and metrics["sppo_loss"][
+        0, 0
+    ].item() == pytest.approx(0.49)
