@@ -26,9 +26,9 @@ TINY_DATA = ["data.max_length=160", "data.max_prompt_length=96", "data.eval_frac
 FEW_PAIRS = ["data.limit=8"]  # a handful of pairs seen many times: learning shows within seconds
 
 
-@pytest.mark.parametrize("loss", ["dpo", "ipo", "simpo"])
+@pytest.mark.parametrize("loss", ["dpo", "ipo", "simpo", "cpl"])
 def test_preference_losses_fall_and_accuracy_rises(tmp_path, small_hh, loss):
-    options = ["loss_options={gamma: 0.5}", "beta=2.0"] if loss == "simpo" else []
+    options = {"simpo": ["loss_options={gamma: 0.5}", "beta=2.0"], "cpl": ["logps=mean", "beta=2.0"]}.get(loss, [])
     config = load_config(
         DPOConfig,
         None,
