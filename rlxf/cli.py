@@ -19,6 +19,12 @@ COMMANDS = {
         "train_reward_model",
         "train a reward model on pairwise preferences (Bradley-Terry)",
     ),
+    "cm": (
+        "rlxf.recipes.reward_model",
+        "CostModelConfig",
+        "train_cost_model",
+        "train a cost model on harmlessness pairs and harmful/harmless labels (Safe RLHF), for safety.costs",
+    ),
     "pm": (
         "rlxf.recipes.preference_model",
         "PreferenceModelConfig",

@@ -98,6 +98,10 @@ class Cell:
             raise self.error("weight", f"expected a positive number, got {value!r}")
         return value
 
+    def optional_flag(self, field: str) -> bool | None:
+        """true/false, or None when the column is missing or null (no label)."""
+        return None if self.row.get(field) is None else self.flag(field)
+
     def flag(self, field: str) -> bool:
         value = self.row.get(field, False)
         if isinstance(value, str):

@@ -49,7 +49,12 @@ def _extras(cell: Cell) -> dict[str, Any]:
     ):
         raise cell.error("aspects", "expected an object of aspect name -> number in [-1, 1]")
     annotator = cell.row.get("annotator")
+    chosen_safe, rejected_safe = cell.optional_flag("chosen_safe"), cell.optional_flag("rejected_safe")
+    if chosen_safe is False and rejected_safe is True:
+        raise cell.error("chosen_safe", "chosen is labeled harmful and rejected harmless: chosen must be the safer one")
     return {
+        "chosen_safe": chosen_safe,
+        "rejected_safe": rejected_safe,
         "tie": cell.flag("tie"),
         "margin": cell.number("margin"),
         "aspects": {str(k): float(v) for k, v in aspects.items()},

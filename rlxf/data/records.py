@@ -42,6 +42,11 @@ class Preference:
     """Who gave the judgement (labeler id, judge name)."""
     weight: float = 1.0
     """How much this judgement counts relative to the others (e.g. its labeler's reliability)."""
+    chosen_safe: bool | None = None
+    """Whether ``chosen`` is harmless (True) or harmful (False); None: not labeled. A cost model
+    (`rlxf cm`) reads it, with ``chosen`` the safer response."""
+    rejected_safe: bool | None = None
+    """The same for ``rejected``."""
     source: str = ""
 
     @property

@@ -33,6 +33,18 @@ def score_pair_batch(model: nn.Module, pairs: Sequence[Pair], pad_id: int) -> tu
     return scores[: len(pairs)], scores[len(pairs) :]
 
 
+def score_pairs_and_singles(
+    model: nn.Module, pairs: Sequence[Pair], singles: Sequence[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores of chosen and rejected sequences (B,) and of single sequences (S,), in one padded
+    forward pass (one forward per backward, as data parallelism wants)."""
+    sequences = [(c, []) for c, _ in pairs] + [(r, []) for _, r in pairs] + [(s, []) for s in singles]
+    batch = pad(sequences, pad_id)
+    scores = reward_scores(model, batch.input_ids, batch.attention_mask)
+    b = len(pairs)
+    return scores[:b], scores[b : 2 * b], scores[2 * b :]
+
+
 @torch.no_grad()
 def pairwise_accuracy(
     model: nn.Module, pairs: Sequence[Pair], ties: Sequence[bool], pad_id: int, max_tokens: int = 8192

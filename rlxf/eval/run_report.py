@@ -17,6 +17,8 @@ from rlxf.eval.report import plot_curves
 PANELS: dict[str, tuple[str, ...]] = {
     "loss": ("loss",),
     "reward": ("reward",),
+    "cost": ("cost", "cost_window_mean"),
+    "multiplier": ("multiplier",),
     "kl": ("kl", "kl_coef"),
     "entropy": ("entropy",),
     "length": ("response_length", "greedy_length"),
@@ -136,6 +138,7 @@ def verdicts(train: list[dict], held: list[dict], results: dict) -> list[str]:
         moved = "fell" if way == "down" else "**did not fall** beyond its step-to-step noise"
         said.append(f"The loss {moved}: {first:.4g} in the first steps, {last:.4g} in the last.")
         said += [] if way != "unclear" else ["Too few steps were logged to tell a change from noise."]
+    said += _constraint(train)
     before, after = results.get("before", {}), results.get("after", {})
     if "greedy_reward" in before and "greedy_reward" in after:
         said.append(
@@ -143,6 +146,19 @@ def verdicts(train: list[dict], held: list[dict], results: dict) -> list[str]:
             + (f" (95% interval after: {_interval(after['greedy_interval'])})." if "greedy_interval" in after else ".")
         )
     return said
+
+
+def _constraint(train: list[dict]) -> list[str]:
+    """Safe RLHF's constraint at the end of the run: the last window's mean cost against the limit."""
+    last = next((r for r in reversed(train) if "cost_window_mean" in r), None)
+    if last is None:
+        return []
+    mean, limit = last["cost_window_mean"], last["cost_window_mean"] - last["cost_violation"]
+    held = "held" if mean <= limit else "**was not met**"
+    return [
+        f"The cost constraint {held} at the end: mean cost {mean:.3g} over the last window against the limit "
+        f"{limit:.3g}, with λ = {last['multiplier']:.3g}."
+    ]
 
 
 def _why_flat(train: list[dict]) -> list[str]:

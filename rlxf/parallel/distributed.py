@@ -110,6 +110,16 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return {name: float(total) / world_size() for name, total in zip(names, summed)}
 
 
+def gathered_equal(value: torch.Tensor) -> torch.Tensor:
+    """Every rank's tensor of the same shape, concatenated in rank order (a collective; the
+    tensor itself when alone)."""
+    if not is_initialized():
+        return value
+    slots = torch.zeros((world_size(), *value.shape), dtype=value.dtype, device=value.device)
+    slots[rank()] = value
+    return all_reduce_sum(slots).flatten(0, 1)
+
+
 def from_main(value: Any) -> Any:
     """The main rank's ``value`` on every rank (a collective; the value itself when alone)."""
     if not is_initialized():

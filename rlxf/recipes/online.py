@@ -39,6 +39,7 @@ from rlxf.recipes.online_rollout import (
     score,
     zero_variance_groups,
 )
+from rlxf.recipes.online_safety import LagrangeMultiplier
 from rlxf.recipes.run_folder import prepare_output_dir
 from rlxf.rollout import SamplingParams
 from rlxf.train import Run
@@ -54,8 +55,10 @@ class Roles:
     run: Run
     sampler: PolicySampler  # generation from the live policy (engine, vLLM or rollout workers)
     source: Any  # the reward source (the configured sources summed, or reward workers)
+    costs: Any  # the cost source (safety.costs summed); None without a constraint
+    multiplier: LagrangeMultiplier | None  # Safe RLHF's λ; None without a constraint
     reference: Any  # log π_ref (in the trainer or a Ray worker); None without a KL term
-    critic: nn.Module | None  # V(s_t) for estimators that need values (ppo)
+    critics: nn.ModuleDict  # V(s_t) for estimators that need values (ppo): "critic", and "cost_critic" with costs
     kl: KLCoefficient
     train_prompts: list[Prompt]
     held_prompts: list[Prompt]
@@ -72,7 +75,8 @@ def train_online(config: OnlineConfig) -> dict:
     ahead = None  # async_rollouts: the next step's generation, in flight on the rollout workers
     for batch in run.steps():
         prompts, rollout, rewards, ahead, metrics = collect(config, roles, batch, ahead)  # 1-2. rollout, score
-        experience = make_experience(config, roles, prompts, rollout, rewards.rewards)  # 3. experience
+        costs = score_costs(roles, prompts, rollout, metrics)
+        experience = make_experience(config, roles, prompts, rollout, rewards.rewards, costs)  # 3. experience
         sums = MetricSums()
         total, tokens = update_policy(config, run, experience, roles.kl.coef, sums)  # 4. loss, update(s)
         metrics.update(rewards.metrics(), **sums.means(), **step_metrics(config, roles, rollout, rewards, experience))
@@ -103,8 +107,9 @@ def start(config: OnlineConfig) -> Roles:
     ray_joined = start_ray_for_workers(config.distributed, output_dir, config.distributed.workers_per_rank)
     engine, source = setup.rollout_engine(config, policy, encoder), setup.reward_source(config)
     reference = setup.reference_model(config, policy) if config.kl_coef > 0 else None
-    critic = setup.build_critic(config) if "values" in config.estimator.needs else None
-    trained = nn.ModuleDict({"policy": policy, "critic": critic}) if critic is not None else policy
+    costs = setup.reward_function(config.safety.costs) if config.safety.constrained else None
+    critics = setup.build_critics(config)
+    trained = nn.ModuleDict({"policy": policy, **critics}) if critics else policy
     strategy = config.distributed.strategy
     run = Run(
         output_dir,
@@ -118,12 +123,26 @@ def start(config: OnlineConfig) -> Roles:
     )
     sampler = PolicySampler(engine, run, functools.partial(setup.vllm_weights, config, policy))
     kl = KLCoefficient(config, run)
-    return Roles(run, sampler, source, reference, critic, kl, train_prompts, held_prompts, tokenizer, ray_joined)
+    multiplier = LagrangeMultiplier(config.safety, run) if costs is not None else None
+    return Roles(
+        run,
+        sampler,
+        source,
+        costs,
+        multiplier,
+        reference,
+        critics,
+        kl,
+        train_prompts,
+        held_prompts,
+        tokenizer,
+        ray_joined,
+    )
 
 
 def held_out_eval(config: OnlineConfig, roles: Roles) -> dict | None:
     """Greedy reward on the held-out prompts, logged (on the main rank; None elsewhere)."""
-    evaluation = roles.sampler.evaluate(roles.source, roles.held_prompts, config.sampling.max_new_tokens)
+    evaluation = roles.sampler.evaluate(roles.source, roles.held_prompts, config.sampling.max_new_tokens, roles.costs)
     if evaluation is not None:
         roles.run.log_eval(scalars(evaluation))
     return evaluation
@@ -142,7 +161,7 @@ def finish(config: OnlineConfig, roles: Roles, results: dict) -> dict:
     if results.get("before"):
         before, after = results["before"]["greedy_reward"], results["after"]["greedy_reward"]
         say(f"held-out greedy reward: {before:.3f} -> {after:.3f}")
-    model = run.model["policy"] if roles.critic is not None else run.model
+    model = run.model["policy"] if roles.critics else run.model
     title, base = f"{config.algo.upper()} policy", config.policy.name
     save_results(
         Path(config.output_dir),
@@ -212,24 +231,34 @@ def async_rollout(run: Run, engine, train_prompts, prompts, seeds, sampling, see
     return rollout, ahead
 
 
-def greedy_rewards(config: OnlineConfig, sampler: PolicySampler, source, prompts) -> Tensor | None:
-    """ReMax's baseline: the reward of each prompt's greedy completion (when the estimator needs it)."""
+def score_costs(roles: Roles, prompts, rollout, metrics: dict[str, float]) -> Tensor | None:
+    """The samples' costs (with a constraint), logged, and λ stepped on them (Safe RLHF)."""
+    if roles.costs is None:
+        return None
+    costs = score(roles.costs, prompts, rollout)
+    metrics.update({"cost" + name[len("reward") :]: value for name, value in costs.metrics().items()})
+    roles.multiplier.observe(costs.rewards, metrics)
+    return costs.rewards
+
+
+def greedy_rollout(config: OnlineConfig, sampler: PolicySampler, prompts):
+    """ReMax's baseline: each prompt's greedy completion (when the estimator needs it), else None."""
     if "greedy_rewards" not in config.estimator.needs:
         return None
     s = config.sampling
-    greedy = sampler.generate(
-        prompts, SamplingParams(max_new_tokens=s.max_new_tokens, temperature=0, stop=tuple(s.stop))
-    )
-    return score(source, prompts, greedy).rewards
+    return sampler.generate(prompts, SamplingParams(max_new_tokens=s.max_new_tokens, temperature=0, stop=tuple(s.stop)))
 
 
 # ---- 3. experience: reference log-probs, KL, advantages -------------------------------------------
 
 
-def make_experience(config: OnlineConfig, roles: Roles, prompts, rollout, rewards: Tensor) -> Experience:
-    """The rollout with its reference log-probs and KL, the critic's values, and the estimator's
-    targets (advantages, ...) from the rewards, KL-shaped where the algorithm puts KL in the reward."""
-    n, mask, reference, critic = config.sampling.n, rollout.mask, roles.reference, roles.critic
+def make_experience(
+    config: OnlineConfig, roles: Roles, prompts, rollout, rewards: Tensor, costs: Tensor | None = None
+) -> Experience:
+    """The rollout with its reference log-probs and KL, the critics' values, and the estimator's
+    targets (advantages, ...) from the rewards, KL-shaped where the algorithm puts KL in the reward;
+    with costs, the Lagrangian's advantage (:mod:`rlxf.recipes.online_safety`)."""
+    n, mask, reference = config.sampling.n, rollout.mask, roles.reference
     sequences = list(zip(rollout.prompt_ids, rollout.completion_ids))
     experience = Experience(sequences, mask, {}, rollout.logprobs)
     if reference is not None:
@@ -237,20 +266,36 @@ def make_experience(config: OnlineConfig, roles: Roles, prompts, rollout, reward
         ref = reference.token_logps(packed, config.sampling.temperature)
         experience.ref_logps, _ = TokenLogps(ref, packed.score_owner, packed.num_sequences).as_matrix()
         experience.kl = kl_estimate(rollout.logprobs, experience.ref_logps, config.kl_kind) * mask
-    if critic is not None:
-        with torch.no_grad(), roles.run.full_weights():
-            experience.old_values, _ = token_values(critic, pack_samples(sequences, n)).as_matrix()
+    with torch.no_grad(), roles.run.full_weights():
+        for name, critic in roles.critics.items():
+            experience.old_values[name], _ = token_values(critic, pack_samples(sequences, n)).as_matrix()
+    greedy = greedy_rollout(config, roles.sampler, prompts)
+    channel = functools.partial(advantage_targets, config, experience, prompts, greedy)
+    experience.targets = channel(rewards, roles.source, experience.old_values.get("critic"), roles.kl.coef)
+    if costs is not None:  # the cost carries +β·KL, so (A_r − λ A_c) / (1 + λ) carries β·KL
+        cost_targets = channel(costs, roles.costs, experience.old_values.get("cost_critic"), -roles.kl.coef)
+        experience.targets = roles.multiplier.combine(experience.targets, cost_targets)
+    return experience
+
+
+def advantage_targets(
+    config: OnlineConfig, experience: Experience, prompts, greedy, rewards: Tensor, source, values, kl_coef: float
+) -> dict[str, Tensor]:
+    """The estimator's targets for one channel (the reward, or the cost): its values from that
+    channel's critic, its greedy baseline scored by that channel's source, ``-kl_coef·KL`` in it
+    where the algorithm puts KL in the reward."""
+    mask = experience.mask
     kl_in_reward = experience.kl if config.kl_in_reward else None
-    shaped = kl_shaped_rewards(rewards, mask, kl_in_reward, kl_coef=roles.kl.coef)
-    sequence_rewards = rewards if kl_in_reward is None else rewards - roles.kl.coef * kl_in_reward.sum(-1)
-    experience.targets = config.estimator(
+    shaped = kl_shaped_rewards(rewards, mask, kl_in_reward, kl_coef=kl_coef)
+    sequence_rewards = rewards if kl_in_reward is None else rewards - kl_coef * kl_in_reward.sum(-1)
+    return config.estimator(
         AdvantageInputs(
             rewards=sequence_rewards,
             token_rewards=shaped,
             mask=mask,
-            group_size=n,
-            greedy_rewards=greedy_rewards(config, roles.sampler, roles.source, prompts),
-            values=experience.old_values,
+            group_size=config.sampling.n,
+            greedy_rewards=None if greedy is None else score(source, prompts, greedy).rewards,
+            values=values,
             gamma=config.gamma,
             lam=config.lam,
             top_k=config.rft_top_k,
@@ -259,7 +304,6 @@ def make_experience(config: OnlineConfig, roles: Roles, prompts, rollout, reward
             global_sum=distributed.all_reduce_sum,
         )
     )
-    return experience
 
 
 # ---- 4. loss and update(s) -------------------------------------------------------------------------

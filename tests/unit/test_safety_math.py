@@ -1,0 +1,134 @@
+"""Safe RLHF's equations against numbers worked by hand: the cost model's loss, λ's ascent step,
+the Lagrangian advantage, and the two channels (reward and cost) through the online loop's own code."""
+
+import math
+
+import pytest
+import torch
+
+from rlxf.config import load_config
+from rlxf.losses.safety import cost_model_loss, lagrangian_advantages, multiplier_update, sign_loss
+from rlxf.recipes.online import advantage_targets
+from rlxf.recipes.online_config import OnlineConfig
+from rlxf.recipes.online_loss import Experience
+from rlxf.recipes.online_safety import LagrangeMultiplier
+
+
+def softplus(x: float) -> float:  # -log σ(-x) = log(1 + e^x)
+    return math.log1p(math.exp(x))
+
+
+def test_cost_model_loss_is_the_pairwise_term_plus_the_sign_terms():
+    """Pair 0: safer cost 0.5 labeled harmless (s = -1), costlier 1.5 labeled harmful (s = +1):
+    -log σ(1.5 - 0.5) - log σ(-0.5) - log σ(1.5) = softplus(-1) + softplus(0.5) + softplus(-1.5) (the
+    harmless response's positive cost puts it on the harmful side).
+    Pair 1: safer -1 unlabeled, costlier -2 labeled harmful: softplus(1) + softplus(2) (the pair is
+    ordered wrong, and the harmful response sits on the harmless side of 0)."""
+    loss, metrics = cost_model_loss(
+        torch.tensor([0.5, -1.0]),
+        torch.tensor([1.5, -2.0]),
+        safer_sign=torch.tensor([-1.0, 0.0]),
+        costlier_sign=torch.tensor([1.0, 1.0]),
+    )
+    expected = [softplus(-1) + softplus(0.5) + softplus(-1.5), softplus(1) + softplus(2)]
+    assert loss.tolist() == pytest.approx(expected, rel=1e-6)
+    assert metrics["costs/accuracy"].tolist() == [1.0, 0.0]
+    assert metrics["costs/safer_sign_accuracy"].tolist() == [0.0]  # only the labeled safer response
+    assert metrics["costs/costlier_sign_accuracy"].tolist() == [1.0, 0.0]
+
+
+def test_cost_model_loss_without_labels_is_bradley_terry_on_costs_and_the_l2_and_tie_terms():
+    plain, _ = cost_model_loss(torch.tensor([0.5]), torch.tensor([1.5]))
+    assert plain.item() == pytest.approx(softplus(-1.0))
+    # η (0.5² + 1.5²) / 2 = 0.1 · 1.25
+    regularized, _ = cost_model_loss(torch.tensor([0.5]), torch.tensor([1.5]), regularization=0.1)
+    assert regularized.item() == pytest.approx(softplus(-1.0) + 0.125)
+    tied, metrics = cost_model_loss(torch.tensor([0.5]), torch.tensor([1.5]), tie=torch.tensor([True]))
+    assert tied.item() == pytest.approx(0.5 * softplus(-1.0) + 0.5 * softplus(1.0))
+    assert metrics["costs/accuracy"].numel() == 0  # a tie has no right order
+
+
+def test_sign_loss_puts_harmful_responses_above_zero():
+    loss, metrics = sign_loss(torch.tensor([2.0, 2.0]), torch.tensor([1.0, -1.0]))
+    assert loss.tolist() == pytest.approx([softplus(-2.0), softplus(2.0)])
+    assert metrics["costs/sign_accuracy"].tolist() == [1.0, 0.0]
+
+
+def test_the_lagrangian_advantage_is_scaled_by_one_plus_lambda():
+    # λ = 2: ((1 - 2·0.5) / 3, (-1 - 2·2) / 3)
+    combined = lagrangian_advantages(torch.tensor([1.0, -1.0]), torch.tensor([0.5, 2.0]), multiplier=2.0)
+    assert combined.tolist() == pytest.approx([0.0, -5 / 3])
+
+
+@pytest.mark.parametrize(
+    "log_lambda, cost, expected",
+    [
+        (0.0, 0.7, 0.1 * 1.0 * (0.7 - 0.2)),  # over the limit: ln λ rises by α λ (J_C - d) = 0.05
+        (0.0, 0.0, 0.1 * 1.0 * (0.0 - 0.2)),  # under it: falls by 0.02
+        (math.log(2.0), 0.7, math.log(2.0) + 0.1 * 2.0 * 0.5),  # the step grows with λ
+        (math.log(4.9), 10.2, math.log(5.0)),  # clamped at λ_max = 5
+    ],
+)
+def test_the_multiplier_steps_in_log_space_toward_the_violation(log_lambda, cost, expected):
+    stepped = multiplier_update(log_lambda, cost, cost_limit=0.2, lr=0.1, max_multiplier=5.0)
+    assert stepped == pytest.approx(expected, rel=1e-12)
+
+
+class FakeRun:
+    def __init__(self, step=0, resumed=None):
+        self.step, self.resumed_files, self.saved = step, resumed or {}, {}
+
+    def save_with_checkpoint(self, name, tensors):
+        self.saved[name] = tensors
+
+
+def safety_config(*overrides):
+    return load_config(OnlineConfig, None, ["safety.costs=[{kind: length}]", *overrides]).safety
+
+
+def test_the_multiplier_moves_on_the_window_mean_after_the_delay_and_resumes():
+    safety = safety_config("safety.cost_window=4", "safety.multiplier_delay=1", "safety.cost_limit=0.5")
+    run = FakeRun(step=0)
+    multiplier, metrics = LagrangeMultiplier(safety, run), {}
+    multiplier.observe(torch.tensor([1.0, 1.0, 1.0]), metrics)
+    assert multiplier.value == 1.0 and metrics["cost_window_mean"] == 1.0  # step 0 < delay: λ waits
+    run.step = 1
+    multiplier.observe(torch.tensor([0.0, 0.0]), metrics)  # window keeps the last 4: 1, 1, 0, 0
+    assert metrics["cost_window_mean"] == 0.5 and metrics["cost_violation"] == 0.0
+    assert multiplier.value == 1.0  # exactly at the limit: no move
+    multiplier.observe(torch.tensor([1.0, 1.0]), metrics)  # 0, 0, 1, 1 → still 0.5
+    run.step = 2
+    multiplier.observe(torch.tensor([1.0, 1.0]), metrics)  # 1, 1, 1, 1: ln λ += 0.1 · 1 · 0.5
+    assert multiplier.value == pytest.approx(math.exp(0.05))
+    resumed = LagrangeMultiplier(safety, FakeRun(step=3, resumed=run.saved))
+    assert resumed.value == pytest.approx(multiplier.value) and list(resumed.window) == [1.0] * 4
+
+
+def test_reward_and_cost_channels_through_the_loop_carry_beta_kl_whatever_lambda():
+    """RLOO (KL in the reward, k1), λ = 2, β = 0.1; two prompts, two samples each, the KL of each
+    sample on its first token: s = 0.2, 0.4, 0.1, 0.3.
+    reward channel r − β s = 0.98, −0.04, 0.19, 0.77 → leave-one-out: 1.02, −1.02, −0.58, 0.58
+    cost channel   c + β s = 0.02,  1.04, 0.51, 0.53 → leave-one-out: −1.02, 1.02, −0.02, 0.02
+    (A_r − 2 A_c) / 3 = 1.02, −1.02, −0.18, 0.18 — the same as loo(r − 2c)/3 − β·loo(s): the KL
+    weight stays β."""
+    config = load_config(
+        OnlineConfig,
+        None,
+        [
+            "algo=rloo",
+            "sampling.n=2",
+            "kl_coef=0.1",
+            "safety.costs=[{kind: length}]",
+            "safety.multiplier_init=2",
+        ],
+    )
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    kl = torch.tensor([[0.2, 0.0], [0.4, 0.0], [0.1, 0.0], [0.3, 0.0]])
+    experience = Experience([([1], [2, 3])] * 4, mask, {}, torch.zeros(4, 2), kl=kl)
+    rewards, costs = torch.tensor([1.0, 0.0, 0.2, 0.8]), torch.tensor([0.0, 1.0, 0.5, 0.5])
+    reward_targets = advantage_targets(config, experience, [], None, rewards, None, None, 0.1)
+    cost_targets = advantage_targets(config, experience, [], None, costs, None, None, -0.1)
+    multiplier = LagrangeMultiplier(config.safety, FakeRun())
+    combined = multiplier.combine(reward_targets, cost_targets)["advantages"]
+    assert combined[:, 0].tolist() == pytest.approx([1.02, -1.02, -0.18, 0.18], abs=1e-6)
+    assert combined[1, 1] == 0  # padding stays out
