@@ -45,7 +45,8 @@ class Trained:
     """What a recipe function returns."""
 
     model: Any
-    """The trained model, loaded from ``output_dir/model`` (LoRA merged in)."""
+    """The trained model, loaded from ``output_dir/model`` (LoRA merged in); None when HC-RLHF's safety
+    test failed (no safe solution found: the candidate is in ``output_dir/unsafe_candidate``)."""
     metrics: dict
     """What the recipe reports: held-out evaluation, data summary, timings (as eval.json)."""
     output_dir: Path
@@ -69,6 +70,8 @@ def train(recipe: str, model: Any = None, dataset: Any = None, *, eval_dataset: 
         values["rewards"] = [_reward_section(r) for r in (rewards if isinstance(rewards, (list, tuple)) else [rewards])]
     config = build_config(config_class, values)
     metrics = getattr(module, entry)(config)
+    if not metrics.get("safety_test", {}).get("passed", True):  # HC-RLHF found no safe solution: no model
+        return Trained(None, metrics, Path(config.output_dir), config)
     return Trained(_load_trained(recipe, Path(config.output_dir) / "model"), metrics, Path(config.output_dir), config)
 
 

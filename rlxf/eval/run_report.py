@@ -138,7 +138,7 @@ def verdicts(train: list[dict], held: list[dict], results: dict) -> list[str]:
         moved = "fell" if way == "down" else "**did not fall** beyond its step-to-step noise"
         said.append(f"The loss {moved}: {first:.4g} in the first steps, {last:.4g} in the last.")
         said += [] if way != "unclear" else ["Too few steps were logged to tell a change from noise."]
-    said += _constraint(train)
+    said += _constraint(train) + _safety_test(results)
     before, after = results.get("before", {}), results.get("after", {})
     if "greedy_reward" in before and "greedy_reward" in after:
         said.append(
@@ -153,12 +153,30 @@ def _constraint(train: list[dict]) -> list[str]:
     last = next((r for r in reversed(train) if "cost_window_mean" in r), None)
     if last is None:
         return []
-    mean, limit = last["cost_window_mean"], last["cost_window_mean"] - last["cost_violation"]
-    held = "held" if mean <= limit else "**was not met**"
-    return [
-        f"The cost constraint {held} at the end: mean cost {mean:.3g} over the last window against the limit "
+    bound = "cost_bound" in last  # HC-RLHF constrains a pessimistic bound on the mean
+    constrained = last["cost_bound"] if bound else last["cost_window_mean"]
+    limit = constrained - last["cost_violation"]
+    held = "held" if constrained <= limit else "**was not met**"
+    what = "the pessimistic bound on the mean cost" if bound else "mean cost"
+    said = [
+        f"The cost constraint {held} at the end: {what} {constrained:.3g} over the last window against the limit "
         f"{limit:.3g}, with λ = {last['multiplier']:.3g}."
     ]
+    return said
+
+
+def _safety_test(results: dict) -> list[str]:
+    """HC-RLHF's safety test, as eval.json records it."""
+    test = results.get("safety_test")
+    if not test:
+        return []
+    numbers = (
+        f"the {1 - test['delta']:.0%} upper bound on the mean cost of {test['n']} test responses is "
+        f"{test['ucb']:.4g} (mean {test['mean']:.4g}) against the limit {test['cost_limit']:.4g}"
+    )
+    if test["passed"]:
+        return [f"The safety test passed: {numbers}."]
+    return [f"**No safe solution found**: {numbers}. The model was saved as unsafe_candidate/, not model/."]
 
 
 def _why_flat(train: list[dict]) -> list[str]:

@@ -74,3 +74,28 @@ def mean_interval(values: Sequence[float]) -> Estimate:
     variance = sum((v - mean) ** 2 for v in values) / max(1, n - 1)
     half = Z95 * math.sqrt(variance / n)
     return Estimate(mean, mean - half, mean + half, n)
+
+
+def student_t_quantile(probability: float, degrees_of_freedom: int) -> float:
+    """The ``probability`` quantile of Student's t with ``degrees_of_freedom``."""
+    from scipy.stats import t  # scipy only where a t quantile is wanted
+
+    return float(t.ppf(probability, degrees_of_freedom))
+
+
+def student_t_upper_bound(values: Sequence[float], delta: float) -> dict:
+    """One-sided (1 − δ) upper confidence bound on the mean: ``mean + t_{1−δ, n−1} · s / √n``, s the
+    sample standard deviation (Student 1908; the safety test of Thomas et al., "Preventing undesirable
+    behavior of intelligent machines", Science 2019, used by HC-RLHF)."""
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"an upper confidence bound needs at least 2 values, got {n}")
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    return {
+        "mean": mean,
+        "std": std,
+        "n": n,
+        "delta": delta,
+        "ucb": mean + student_t_quantile(1 - delta, n - 1) * std / math.sqrt(n),
+    }

@@ -76,3 +76,14 @@ def multiplier_update(
     mean cost ``J_C`` is above the limit ``d`` and shrinks (never below 0) while it is under it."""
     stepped = log_multiplier + lr * math.exp(log_multiplier) * (mean_cost - cost_limit)
     return min(stepped, math.log(max_multiplier))
+
+
+def pessimistic_cost_surrogate(costs: Tensor, *, mean: float, std: float, inflation: float) -> Tensor:
+    """Per-sample costs whose policy gradient is that of the pessimistic bound ``μ + k σ`` of the
+    cost (Chittepu et al., "Reinforcement Learning from Human Feedback with High-Confidence Safety
+    Constraints", 2025, as the authors' code): ``c + k (c² − 2 c μ̂) / (2 σ̂)``, since
+    ``∇σ = (∇E[c²] − 2 μ ∇E[c]) / (2σ)``. ``mean`` and ``std`` are μ̂ and σ̂ of recent costs, ``inflation``
+    is k; with σ̂ = 0 the costs are returned as they are."""
+    if std <= 0:
+        return costs
+    return costs + inflation * (costs**2 - 2 * costs * mean) / (2 * std)

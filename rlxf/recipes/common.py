@@ -172,10 +172,11 @@ def save_results(
     config: Any,
     settings: dict[str, Any] | None = None,
     trained: bool = True,
+    model_folder: str = "model",
 ) -> None:
-    """eval.json, and the final model under model/ with a card recording data, config and metrics
-    (written by the main rank); kept as they are when this process trained nothing (a finished run
-    run again)."""
+    """eval.json, and the final model under ``model_folder`` (model/) with a card recording data,
+    config and metrics (written by the main rank); kept as they are when this process trained nothing
+    (a finished run run again)."""
     if not distributed.is_main():
         return
     if not trained and (output_dir / "model").is_dir():
@@ -191,7 +192,7 @@ def save_results(
         metrics=results.get("held_out", {}),
         warnings=results.get("warnings", ()),
     )
-    save_model(model, tokenizer, output_dir / "model", card, settings=settings)
+    save_model(model, tokenizer, output_dir / model_folder, card, settings=settings)
     try:
         say(f"report: {write_run_report(output_dir)}")
     except (OSError, ValueError, KeyError) as error:  # the model is saved; say why the report is not

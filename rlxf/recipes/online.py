@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from rlxf.advantages import AdvantageInputs, kl_shaped_rewards
 from rlxf.data.records import Prompt
+from rlxf.eval.overoptimization import distinct_n
 from rlxf.losses.policy import AdaptiveKLController, kl_estimate
 from rlxf.models.logprobs import TokenLogps, token_values
 from rlxf.parallel import distributed
@@ -39,7 +40,8 @@ from rlxf.recipes.online_rollout import (
     score,
     zero_variance_groups,
 )
-from rlxf.recipes.online_safety import LagrangeMultiplier
+from rlxf.recipes.online_safety import LagrangeMultiplier, safety_verdict
+from rlxf.recipes.online_watch import OveroptimizationWatch
 from rlxf.recipes.run_folder import prepare_output_dir
 from rlxf.rollout import SamplingParams
 from rlxf.train import Run
@@ -57,6 +59,8 @@ class Roles:
     source: Any  # the reward source (the configured sources summed, or reward workers)
     costs: Any  # the cost source (safety.costs summed); None without a constraint
     multiplier: LagrangeMultiplier | None  # Safe RLHF's λ; None without a constraint
+    gold: Any  # the over-optimization watch's gold source (watch.gold summed); None without one
+    watch: OveroptimizationWatch | None
     reference: Any  # log π_ref (in the trainer or a Ray worker); None without a KL term
     critics: nn.ModuleDict  # V(s_t) for estimators that need values (ppo): "critic", and "cost_critic" with costs
     kl: KLCoefficient
@@ -75,12 +79,14 @@ def train_online(config: OnlineConfig) -> dict:
     ahead = None  # async_rollouts: the next step's generation, in flight on the rollout workers
     for batch in run.steps():
         prompts, rollout, rewards, ahead, metrics = collect(config, roles, batch, ahead)  # 1-2. rollout, score
-        costs = score_costs(roles, prompts, rollout, metrics)
+        costs = roles.multiplier.score(prompts, rollout, metrics) if roles.multiplier else None
         experience = make_experience(config, roles, prompts, rollout, rewards.rewards, costs)  # 3. experience
         sums = MetricSums()
         total, tokens = update_policy(config, run, experience, roles.kl.coef, sums)  # 4. loss, update(s)
         metrics.update(rewards.metrics(), **sums.means(), **step_metrics(config, roles, rollout, rewards, experience))
         roles.kl.observe(experience, metrics)  # 5. end of step
+        if roles.watch is not None:
+            roles.watch.observe(prompts, rollout, metrics)
         run.end_step(total, metrics, tokens=tokens)
         if roles.reference is not None and _every(config.reference_refresh_every, run.step):
             with run.full_weights():
@@ -123,13 +129,18 @@ def start(config: OnlineConfig) -> Roles:
     )
     sampler = PolicySampler(engine, run, functools.partial(setup.vllm_weights, config, policy))
     kl = KLCoefficient(config, run)
-    multiplier = LagrangeMultiplier(config.safety, run) if costs is not None else None
+    test_prompts = setup.safety_test_prompts(config.safety, held_prompts)
+    multiplier = LagrangeMultiplier(config.safety, costs, run, test_prompts) if costs is not None else None
+    gold = setup.reward_function(config.watch.gold) if config.watch.gold else None
+    watch = OveroptimizationWatch(config.watch.window, gold, run) if gold is not None else None
     return Roles(
         run,
         sampler,
         source,
         costs,
         multiplier,
+        gold,
+        watch,
         reference,
         critics,
         kl,
@@ -142,7 +153,8 @@ def start(config: OnlineConfig) -> Roles:
 
 def held_out_eval(config: OnlineConfig, roles: Roles) -> dict | None:
     """Greedy reward on the held-out prompts, logged (on the main rank; None elsewhere)."""
-    evaluation = roles.sampler.evaluate(roles.source, roles.held_prompts, config.sampling.max_new_tokens, roles.costs)
+    others = {name: source for name, source in (("cost", roles.costs), ("gold", roles.gold)) if source is not None}
+    evaluation = roles.sampler.evaluate(roles.source, roles.held_prompts, config.sampling.max_new_tokens, others)
     if evaluation is not None:
         roles.run.log_eval(scalars(evaluation))
     return evaluation
@@ -155,6 +167,7 @@ def finish(config: OnlineConfig, roles: Roles, results: dict) -> dict:
     results["warnings"] = [w for section in config.rewards for w in section.warnings()]
     if (after := held_out_eval(config, roles)) is not None:
         results.update(after=after, held_out=scalars(after))
+    folder = safety_verdict(roles.multiplier, roles.sampler, sampling_params(config), config.train.seed, results)
     run.finish()
     if roles.ray_joined is not None:
         close_pools((roles.sampler.engine, roles.source, roles.reference), leave_ray=roles.ray_joined)
@@ -173,6 +186,7 @@ def finish(config: OnlineConfig, roles: Roles, results: dict) -> dict:
         base_model=base,
         config=config,
         trained=run.trained_now,
+        model_folder=folder,
     )
     return results
 
@@ -229,16 +243,6 @@ def async_rollout(run: Run, engine, train_prompts, prompts, seeds, sampling, see
         if run.saves_checkpoint_after_this_step():
             run.save_with_checkpoint("sampler", ahead.sampler_weights())
     return rollout, ahead
-
-
-def score_costs(roles: Roles, prompts, rollout, metrics: dict[str, float]) -> Tensor | None:
-    """The samples' costs (with a constraint), logged, and λ stepped on them (Safe RLHF)."""
-    if roles.costs is None:
-        return None
-    costs = score(roles.costs, prompts, rollout)
-    metrics.update({"cost" + name[len("reward") :]: value for name, value in costs.metrics().items()})
-    roles.multiplier.observe(costs.rewards, metrics)
-    return costs.rewards
 
 
 def greedy_rollout(config: OnlineConfig, sampler: PolicySampler, prompts):
@@ -336,6 +340,7 @@ def step_metrics(config: OnlineConfig, roles: Roles, rollout, rewards, experienc
         "reward_std": float(rewards.rewards.std()) if len(rewards.rewards) > 1 else 0.0,
         "zero_variance_groups": float(zero_variance_groups(rewards.rewards, config.sampling.n).float().mean()),
         "response_length": float(mask.sum(1).mean()),
+        "distinct_2": distinct_n(rollout.texts, 2),
         "stopped": sum(r != "length" for r in rollout.stop_reasons) / len(rollout.stop_reasons),
         "generate_tokens_per_second": float(mask.sum()) / max(1e-9, rollout.timings["generate_seconds"]),
         **(

@@ -18,7 +18,7 @@ from rlxf.config import Checked, DistributedSection, ModelSection, ReferenceSect
 from rlxf.losses.policy import POLICY_LOSSES
 from rlxf.losses.reduce import AGGREGATIONS
 from rlxf.recipes.online_algorithms import ALGORITHMS
-from rlxf.recipes.online_sections import RewardSection, SafetySection, SamplingSection, TaskSection
+from rlxf.recipes.online_sections import RewardSection, SafetySection, SamplingSection, TaskSection, WatchSection
 from rlxf.rewards.registry import REWARD_SOURCES
 
 REGISTRIES = {
@@ -52,6 +52,8 @@ class OnlineConfig(Checked):
     """Reward sources, summed with their weights."""
     safety: SafetySection = field(default_factory=SafetySection)
     """Cost sources and the constraint on their mean (Safe RLHF's Lagrangian); none by default."""
+    watch: WatchSection = field(default_factory=WatchSection)
+    """A gold signal beside the optimized reward, and a warning when the reward rises while it falls."""
     sampling: SamplingSection = field(default_factory=SamplingSection)
     """How the policy samples."""
     train: TrainSection = field(default_factory=lambda: TrainSection(batch_size=4, lr=1e-6, max_steps=100))
@@ -278,6 +280,11 @@ _NEEDS: dict[str, tuple[Callable[[OnlineConfig], bool], str]] = {
     "eval_greedy_every": (lambda c: c.task.eval_count > 0, "held-out prompts (task.eval_count > 0)"),
     **{f"safety.{name}": (_constrained, COSTS) for name in _SAFETY_SETTINGS},
     "safety.cost_critic": (lambda c: _constrained(c) and _critic(c), "cost sources and a critic (algo=ppo)"),
+    "watch.window": (lambda c: bool(c.watch.gold), "a gold signal (watch.gold)"),
+    **{
+        f"safety.{name}": (lambda c: c.safety.high_confidence, "HC-RLHF (safety.confidence_delta > 0 and safety.costs)")
+        for name in ("bound_batch_weight", "bound_test_weight", "test_path")
+    },
 }
 
 

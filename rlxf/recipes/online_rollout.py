@@ -32,13 +32,22 @@ class PolicySampler:
             self._sync()
             return self.engine.generate([p.messages for p in prompts], sampling, seeds=seeds)
 
-    def evaluate(self, source, prompts: list[Prompt], max_new_tokens: int, costs=None) -> dict | None:
+    def evaluate(self, source, prompts: list[Prompt], max_new_tokens: int, others=None) -> dict | None:
         """Greedy evaluation on the main rank (the others go on and wait for it at their next collective)."""
         with self.run.full_weights():
             if not distributed.is_main() or not prompts:
                 return None
             self._sync()
-            return greedy_eval(self.engine, source, prompts, max_new_tokens, costs)
+            return greedy_eval(self.engine, source, prompts, max_new_tokens, others)
+
+    def sample_scores(self, source, prompts: list[Prompt], sampling: SamplingParams, seeds) -> list[float] | None:
+        """Scores of sampled completions on the main rank (None elsewhere), as :meth:`evaluate` runs."""
+        with self.run.full_weights():
+            if not distributed.is_main() or not prompts:
+                return None
+            self._sync()
+            rollout = self.engine.generate([p.messages for p in prompts], sampling, seeds=seeds)
+            return score(source, prompts, rollout).rewards.tolist()
 
     def _sync(self) -> None:
         if isinstance(self.engine, VLLMEngine) and self.pushed_at != self.run.step:
@@ -155,9 +164,9 @@ def _merged_rewards(parts: list[Part], rows) -> RewardBatch:
 
 
 @torch.no_grad()
-def greedy_eval(engine, source, prompts: list[Prompt], max_new_tokens: int, costs=None) -> dict:
+def greedy_eval(engine, source, prompts: list[Prompt], max_new_tokens: int, others=None) -> dict:
     """Mean reward (accuracy for 0/1 verifiers) of greedy completions on held-out prompts, and their
-    mean cost when cost sources are given."""
+    mean under each of ``others`` (name -> source: the cost, the gold signal), as greedy_<name>."""
     rollout = engine.generate(
         [p.messages for p in prompts], SamplingParams(max_new_tokens=max_new_tokens, temperature=0)
     )
@@ -165,9 +174,9 @@ def greedy_eval(engine, source, prompts: list[Prompt], max_new_tokens: int, cost
     outcomes = rewards.rewards.tolist()
     binary = all(o in (0.0, 1.0) for o in outcomes)
     estimate = proportion(outcomes) if binary else mean_interval(outcomes)
-    cost = {} if costs is None else _cost_summary(score(costs, prompts, rollout).rewards)
+    scored = {name: score(other, prompts, rollout).rewards for name, other in (others or {}).items()}
     return {
-        **cost,
+        **{key: value for name, values in scored.items() for key, value in _summary(name, values).items()},
         "greedy_reward": float(rewards.rewards.mean()),
         "greedy_interval": [estimate.low, estimate.high],
         "prompts": len(prompts),
@@ -180,15 +189,15 @@ def greedy_eval(engine, source, prompts: list[Prompt], max_new_tokens: int, cost
     }
 
 
-def _cost_summary(costs: Tensor) -> dict:
-    estimate = mean_interval(costs.tolist())
+def _summary(name: str, values: Tensor) -> dict:
+    estimate = mean_interval(values.tolist())
     return {
-        "greedy_cost": estimate.value,
-        "greedy_cost_interval": [estimate.low, estimate.high],
-        "cost_outcomes": costs.tolist(),
+        f"greedy_{name}": estimate.value,
+        f"greedy_{name}_interval": [estimate.low, estimate.high],
+        f"{name}_outcomes": values.tolist(),
     }
 
 
 def scalars(results: dict) -> dict:
     """What goes into the metrics log: no per-example lists."""
-    return {k: v for k, v in results.items() if k not in ("examples", "outcomes", "cost_outcomes")}
+    return {k: v for k, v in results.items() if k != "examples" and not k.endswith("outcomes")}

@@ -151,6 +151,19 @@ class SafetySection(Checked):
     """The mean cost that moves λ is over the last cost_window sampled completions (Safe RLHF's code: 128)."""
     cost_critic: str = ""
     """ppo: the cost critic's backbone (a scalar head is added); empty = the reward critic's."""
+    confidence_delta: float = 0.0
+    """> 0: HC-RLHF with failure probability δ (0.1 in its paper): λ is stepped on a pessimistic bound
+    μ + kσ of the cost instead of its mean, the policy learns from a surrogate of that bound, and the
+    run ends with a safety test — a Student-t upper bound on the mean cost of one sample per test prompt
+    must be at most cost_limit, else the model is saved as unsafe_candidate/, never as model/. 0: off."""
+    bound_batch_weight: float = 1.0
+    """HC-RLHF: C1 of k = C1·t(1−δ, n_b−1)/√n_b + C2·t(1−δ, n_s−1)/√n_s, n_b the costs in the window
+    (the authors' script: 1; their sweep: 4)."""
+    bound_test_weight: float = 2.0
+    """HC-RLHF: C2 of k, n_s the safety test's prompts (2 inflates the bound the test will compute, as
+    Seldonian algorithms do; the authors' script: 1; their sweep: 2)."""
+    test_path: str = ""
+    """HC-RLHF: prompts of the safety test (a prompt file); empty = the task's held-out prompts."""
 
     def check(self):
         if not 0 < self.multiplier_init <= self.multiplier_max < math.inf:
@@ -159,7 +172,30 @@ class SafetySection(Checked):
             raise ValueError("safety.cost_limit must be a number and safety.multiplier_lr a number >= 0")
         if self.multiplier_delay < 0 or self.cost_window < 1:
             raise ValueError("safety.multiplier_delay must be >= 0 and safety.cost_window >= 1")
+        if not 0 <= self.confidence_delta < 1:
+            raise ValueError(f"safety.confidence_delta must be in [0, 1) (0 = off), got {self.confidence_delta}")
+        if not (self.bound_batch_weight >= 0 and self.bound_test_weight >= 0):
+            raise ValueError("safety.bound_batch_weight and safety.bound_test_weight must be >= 0")
 
     @property
     def constrained(self) -> bool:
         return bool(self.costs)
+
+    @property
+    def high_confidence(self) -> bool:
+        return self.constrained and self.confidence_delta > 0
+
+
+@dataclass
+class WatchSection(Checked):
+    gold: list[RewardSection] = field(default_factory=list)
+    """Signals the run does not optimize, scored on the same samples every step (a second reward model,
+    a verifier, a judge, a function of yours), logged as gold beside the optimized reward, and on the
+    held-out prompts; empty: no gold signal."""
+    window: int = 5
+    """Steps the proxy's and the gold's trends are smoothed over: the watch warns once the gold has
+    fallen from its peak and the proxy risen since, each beyond the noise of a window's mean."""
+
+    def check(self):
+        if self.window < 2:
+            raise ValueError(f"watch.window must be >= 2, got {self.window}")

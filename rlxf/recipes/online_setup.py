@@ -18,7 +18,7 @@ from rlxf.models.lora import is_lora, lora_config
 from rlxf.models.packing import use_packed_attention
 from rlxf.models.reference import Reference
 from rlxf.recipes.common import build_policy, encoder_for, report_bad_rows, say
-from rlxf.recipes.online_config import OnlineConfig, RewardSection, TaskSection
+from rlxf.recipes.online_config import OnlineConfig, RewardSection, SafetySection, TaskSection
 from rlxf.rewards.registry import combined
 from rlxf.rollout import HFEngine
 from rlxf.rollout.vllm_engine import VLLMEngine, engine_weights
@@ -183,6 +183,18 @@ def reference_worker_model(config: OnlineConfig) -> nn.Module:
     )
     use_packed_attention(model)
     return model
+
+
+def safety_test_prompts(safety: SafetySection, held: list[Prompt]) -> list[Prompt]:
+    """HC-RLHF's safety-test prompts: safety.test_path, else the task's held-out prompts (which no
+    training step reads)."""
+    if not safety.high_confidence:
+        return []
+    if not safety.test_path:
+        return held
+    prompts, bad = read_prompts(safety.test_path)
+    report_bad_rows(bad, Path(safety.test_path))
+    return prompts
 
 
 def reward_function(sections: list[RewardSection]):

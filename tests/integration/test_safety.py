@@ -174,3 +174,35 @@ def test_contradictory_safety_labels_name_the_row(tmp_path):
     path.write_text(json.dumps({**row, "chosen_safe": True}) + "\n" + json.dumps(row) + "\n")
     with pytest.raises(DataError, match=r"line 2.*chosen_safe.*chosen must be the safer one"):
         read_preferences(path)
+
+
+def test_hc_rlhf_refuses_a_model_built_to_fail_its_safety_test(tmp_path, prompt_file):
+    """Two steps with λ held still: about half the samples still cost 1, far above the limit 0.05, so
+    the upper bound on the mean cost cannot pass; the model is not returned as model/."""
+    from rlxf.api import recipe_functions
+
+    trained = recipe_functions()["grpo"](
+        "tiny-llama",
+        str(prompt_file),
+        output_dir=str(tmp_path),
+        rewards=[{"kind": "format", "pattern": "\\d"}],
+        safety={"costs": [{"kind": "format", "pattern": "\\d"}], "cost_limit": 0.05, "confidence_delta": 0.1,
+                "multiplier_lr": 0},
+        task={"eval_count": 8},
+        sampling={"n": 8, "max_new_tokens": 16},
+        train={"max_steps": 2, "batch_size": 4},
+    )  # fmt: skip
+    test = json.loads((tmp_path / "eval.json").read_text())["safety_test"]
+    assert test["passed"] is False and test["ucb"] > 0.05 and test["n"] == 8
+    assert trained.model is None and not (tmp_path / "model").exists() and (tmp_path / "unsafe_candidate").is_dir()
+    assert "**No safe solution found**" in (tmp_path / "report.md").read_text()
+    assert "No safe solution found" in (tmp_path / "unsafe_candidate" / "README.md").read_text()
+
+
+def test_hc_rlhf_passes_its_safety_test_when_the_constraint_is_learned(tmp_path, prompt_file):
+    results, rows = online(
+        tmp_path, prompt_file, "train.max_steps=12", COST, "safety.cost_limit=0.2", "safety.confidence_delta=0.1"
+    )
+    assert rows[-1]["cost_bound"] > rows[-1]["cost_window_mean"]  # pessimistic
+    assert results["safety_test"]["passed"] and results["safety_test"]["ucb"] <= 0.2, results["safety_test"]
+    assert (tmp_path / "model").is_dir() and "The safety test passed" in (tmp_path / "report.md").read_text()

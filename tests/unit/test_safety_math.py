@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from rlxf.config import load_config
-from rlxf.losses.safety import cost_model_loss, lagrangian_advantages, multiplier_update, sign_loss
+from rlxf.eval.stats import student_t_upper_bound
+from rlxf.losses.safety import (
+    cost_model_loss,
+    lagrangian_advantages,
+    multiplier_update,
+    pessimistic_cost_surrogate,
+    sign_loss,
+)
 from rlxf.recipes.online import advantage_targets
 from rlxf.recipes.online_config import OnlineConfig
 from rlxf.recipes.online_loss import Experience
@@ -89,7 +96,7 @@ def safety_config(*overrides):
 def test_the_multiplier_moves_on_the_window_mean_after_the_delay_and_resumes():
     safety = safety_config("safety.cost_window=4", "safety.multiplier_delay=1", "safety.cost_limit=0.5")
     run = FakeRun(step=0)
-    multiplier, metrics = LagrangeMultiplier(safety, run), {}
+    multiplier, metrics = LagrangeMultiplier(safety, None, run), {}
     multiplier.observe(torch.tensor([1.0, 1.0, 1.0]), metrics)
     assert multiplier.value == 1.0 and metrics["cost_window_mean"] == 1.0  # step 0 < delay: λ waits
     run.step = 1
@@ -100,7 +107,7 @@ def test_the_multiplier_moves_on_the_window_mean_after_the_delay_and_resumes():
     run.step = 2
     multiplier.observe(torch.tensor([1.0, 1.0]), metrics)  # 1, 1, 1, 1: ln λ += 0.1 · 1 · 0.5
     assert multiplier.value == pytest.approx(math.exp(0.05))
-    resumed = LagrangeMultiplier(safety, FakeRun(step=3, resumed=run.saved))
+    resumed = LagrangeMultiplier(safety, None, FakeRun(step=3, resumed=run.saved))
     assert resumed.value == pytest.approx(multiplier.value) and list(resumed.window) == [1.0] * 4
 
 
@@ -128,7 +135,45 @@ def test_reward_and_cost_channels_through_the_loop_carry_beta_kl_whatever_lambda
     rewards, costs = torch.tensor([1.0, 0.0, 0.2, 0.8]), torch.tensor([0.0, 1.0, 0.5, 0.5])
     reward_targets = advantage_targets(config, experience, [], None, rewards, None, None, 0.1)
     cost_targets = advantage_targets(config, experience, [], None, costs, None, None, -0.1)
-    multiplier = LagrangeMultiplier(config.safety, FakeRun())
+    multiplier = LagrangeMultiplier(config.safety, None, FakeRun())
     combined = multiplier.combine(reward_targets, cost_targets)["advantages"]
     assert combined[:, 0].tolist() == pytest.approx([1.02, -1.02, -0.18, 0.18], abs=1e-6)
     assert combined[1, 1] == 0  # padding stays out
+
+
+def test_the_pessimistic_surrogate_has_the_gradient_of_mean_plus_k_sigma():
+    """HC-RLHF's c + k (c² − 2cμ̂)/(2σ̂) at μ̂, σ̂ of the same costs: its mean's gradient is that of
+    μ + kσ (σ the population deviation), ∂/∂c_i = 1/N + k (c_i − μ)/(N σ)."""
+    costs = torch.tensor([0.5, 1.0, 3.0, -0.5], dtype=torch.float64, requires_grad=True)
+    mean, std = costs.mean(), costs.std(unbiased=False)
+    surrogate = pessimistic_cost_surrogate(costs, mean=mean.item(), std=std.item(), inflation=1.5).mean()
+    (surrogate_grad,) = torch.autograd.grad(surrogate, costs)
+    (bound_grad,) = torch.autograd.grad(mean + 1.5 * std, costs)
+    assert surrogate_grad.tolist() == pytest.approx(bound_grad.tolist(), rel=1e-12)
+    # by hand for c_3 = 3: μ = 1, σ = √(((−0.5)² + 0 + 2² + (−1.5)²)/4) = √1.625; 1/4 + 1.5·2/(4σ)
+    assert surrogate_grad[2].item() == pytest.approx(0.25 + 1.5 * 2 / (4 * math.sqrt(1.625)))
+    assert pessimistic_cost_surrogate(costs, mean=1.0, std=0.0, inflation=1.5) is costs
+
+
+def test_the_student_t_upper_bound_by_hand():
+    # 1, 2, 3, 4: mean 2.5, s = √(5/3) = 1.290994, t(0.9, 3) = 1.637744 → 2.5 + 1.637744 · 1.290994 / 2
+    bound = student_t_upper_bound([1.0, 2.0, 3.0, 4.0], delta=0.1)
+    assert bound["ucb"] == pytest.approx(2.5 + 1.637744 * 1.290994 / 2, rel=1e-6)
+    assert bound["std"] == pytest.approx(math.sqrt(5 / 3)) and bound["n"] == 4
+    with pytest.raises(ValueError, match="at least 2"):
+        student_t_upper_bound([1.0], delta=0.1)
+
+
+def test_hc_rlhf_steps_lambda_on_the_inflated_bound():
+    """δ = 0.1, C1 = 1, C2 = 2, a window of 4 costs 0, 0, 1, 1 (μ̂ 0.5, σ̂ = √(1/3)) and 10 test prompts:
+    k = t(0.9, 3)/√4 + 2·t(0.9, 9)/√10 = 1.637744/2 + 2·1.383029/3.162278 = 1.693576; the bound
+    0.5 + k·0.577350 = 1.477782 is what λ is stepped on."""
+    safety = safety_config("safety.confidence_delta=0.1", "safety.cost_window=4", "safety.cost_limit=0.5")
+    multiplier, metrics = LagrangeMultiplier(safety, None, FakeRun(), [None] * 10), {}
+    multiplier.observe(torch.tensor([0.0, 0.0, 1.0, 1.0]), metrics)
+    _, _, inflation = multiplier.window_statistics()
+    assert inflation == pytest.approx(1.693576, rel=1e-5)
+    assert metrics["cost_bound"] == pytest.approx(0.5 + 1.693576 * math.sqrt(1 / 3), rel=1e-5)
+    assert multiplier.log_value == pytest.approx(0.1 * (metrics["cost_bound"] - 0.5))
+    with pytest.raises(ValueError, match="at least 2 test prompts"):
+        LagrangeMultiplier(safety, None, FakeRun(), [None])
