@@ -71,6 +71,12 @@ COMMANDS = {
         "train_nash",
         "Nash learners against a preference oracle: online_dpo|online_ipo|egpo|inpo|nash_md|nash_mp",
     ),
+    "overoptimization": (
+        "rlxf.recipes.overoptimization",
+        "OveroptimizationConfig",
+        "run_overoptimization",
+        "best-of-n over-optimization curve: a gold reward model's score of a proxy's pick against KL (Gao et al.)",
+    ),
     "report": (
         "rlxf.eval.run_report",
         "ReportConfig",

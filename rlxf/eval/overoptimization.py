@@ -54,9 +54,10 @@ def best_of_n_kl(n: int) -> float:
     return math.log(n) - (n - 1) / n
 
 
-def best_of_n_curve(proxy: Tensor, gold: Tensor, ns: Sequence[int]) -> list[dict[str, float]]:
+def best_of_n_curve(proxy: Tensor, gold: Tensor, ns: Sequence[int]) -> list[dict]:
     """For each n: the expected gold and proxy reward of the sample best by the proxy among n drawn
-    without replacement from each prompt's N samples, averaged over prompts, and best-of-n's KL.
+    without replacement from each prompt's N samples, averaged over prompts (with the standard error
+    over prompts, and each prompt's value), and best-of-n's KL.
 
     proxy, gold: (P, N). The expectation is exact over all n-subsets: ranked by proxy (ascending,
     rank i = 1..N), the i-th sample is a subset's best with probability C(i−1, n−1) / C(N, n)
@@ -69,12 +70,24 @@ def best_of_n_curve(proxy: Tensor, gold: Tensor, ns: Sequence[int]) -> list[dict
         if not 1 <= n <= count:
             raise ValueError(f"best-of-n needs 1 <= n <= {count} samples per prompt, got n={n}")
         weights = torch.tensor([math.comb(i - 1, n - 1) / math.comb(count, n) for i in range(1, count + 1)])
+        per_prompt = (gold_sorted * weights).sum(1)
         curve.append(
             {
                 "n": n,
                 "kl": best_of_n_kl(n),
-                "gold": float((gold_sorted * weights).sum(1).mean()),
+                "gold": float(per_prompt.mean()),
+                "gold_se": float(per_prompt.std() / math.sqrt(prompts)) if prompts > 1 else 0.0,
                 "proxy": float((proxy_sorted * weights).sum(1).mean()),
+                "gold_per_prompt": per_prompt.tolist(),
             }
         )
     return curve
+
+
+def gold_fall(curve: list[dict]) -> dict:
+    """From the gold's peak to the largest n: the fall of its mean, and the standard error of that
+    fall over prompts (paired: the same prompts at both n)."""
+    peak, last = max(curve, key=lambda p: p["gold"]), curve[-1]
+    differences = [a - b for a, b in zip(peak["gold_per_prompt"], last["gold_per_prompt"])]
+    spread = pstdev(differences) * math.sqrt(len(differences) / (len(differences) - 1)) if len(differences) > 1 else 0.0
+    return {"peak_n": peak["n"], "fall": fmean(differences), "fall_se": spread / math.sqrt(len(differences))}

@@ -17,7 +17,9 @@ from rlxf.eval.report import plot_curves
 PANELS: dict[str, tuple[str, ...]] = {
     "loss": ("loss",),
     "reward": ("reward",),
-    "cost": ("cost", "cost_window_mean"),
+    "gold": ("reward", "gold"),
+    "diversity": ("distinct_2",),
+    "cost": ("cost", "cost_window_mean", "cost_bound"),
     "multiplier": ("multiplier",),
     "kl": ("kl", "kl_coef"),
     "entropy": ("entropy",),
@@ -53,8 +55,10 @@ def read_rows(path: Path) -> tuple[list[dict], list[dict]]:
 def panel_keys(name: str, rows: list[dict]) -> list[str]:
     logged = {key for row in rows for key, value in row.items() if isinstance(value, (int, float))}
     keys = [key for key in PANELS[name] if key in logged]
-    if name == "reward":  # each source's own score, not the flags logged beside them
-        keys += sorted(k for k in logged if k.startswith("reward/") and k.count("/") == 1)
+    if name in ("reward", "gold", "cost"):  # each source's own score, not the flags logged beside them
+        keys += sorted(k for k in logged if k.startswith(f"{name}/") and k.count("/") == 1)
+    if name == "gold" and "gold" not in keys:
+        return []
     return keys
 
 
@@ -138,7 +142,7 @@ def verdicts(train: list[dict], held: list[dict], results: dict) -> list[str]:
         moved = "fell" if way == "down" else "**did not fall** beyond its step-to-step noise"
         said.append(f"The loss {moved}: {first:.4g} in the first steps, {last:.4g} in the last.")
         said += [] if way != "unclear" else ["Too few steps were logged to tell a change from noise."]
-    said += _constraint(train) + _safety_test(results)
+    said += _constraint(train) + _safety_test(results) + _overoptimization(train)
     before, after = results.get("before", {}), results.get("after", {})
     if "greedy_reward" in before and "greedy_reward" in after:
         said.append(
@@ -163,6 +167,24 @@ def _constraint(train: list[dict]) -> list[str]:
         f"{limit:.3g}, with λ = {last['multiplier']:.3g}."
     ]
     return said
+
+
+def _overoptimization(train: list[dict]) -> list[str]:
+    """The watch's verdict: whether the reward rose while the gold signal fell, and from which step."""
+    gold = [r for r in train if "gold" in r]
+    if not gold:
+        return []
+    parted = next((r for r in gold if r.get("overoptimization")), None)
+    if parted is None:
+        return [
+            f"The gold signal did not fall while the reward rose ({gold[0]['gold']:.3g} at the first step, {gold[-1]['gold']:.3g} at the last)."
+        ]
+    peak = int(parted["gold_peak_step"])
+    at_peak = next((r["gold"] for r in gold if r["step"] == peak), float("nan"))
+    return [
+        f"**Over-optimization**: the reward rose while the gold signal fell from step {peak} on (gold {at_peak:.3g} "
+        f"there, {gold[-1]['gold']:.3g} at the end; seen at step {parted['step']}). The policy is exploiting its reward."
+    ]
 
 
 def _safety_test(results: dict) -> list[str]:

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from rlxf.config import ConfigError
 from rlxf.data.batching import pad, token_budget_batches
 from rlxf.data.templating import ChatEncoder
 from rlxf.rewards.base import RewardBatch, single_source
@@ -36,7 +37,7 @@ class LearnedReward:
             settings = saved_settings(self.model_path)
             saved_kind = settings.get("kind", self.kind)
             if saved_kind in ("reward_model", "cost_model") and saved_kind != self.kind:
-                raise ValueError(
+                raise ConfigError(
                     f"{self.model_path} is a {saved_kind.replace('_', ' ')}: use it as {{kind: {saved_kind}}}"
                     + (" in safety.costs" if saved_kind == "cost_model" else " in rewards")
                 )

@@ -265,7 +265,7 @@ def test_the_kl_goes_where_the_algorithms_paper_puts_it(tmp_path, algo):
     rollout = Rollout([p for p, _ in SEQUENCES], COMPLETIONS, logps, MASK, [""] * 4, ["eos"] * 4, [0, 0, 1, 1])
     reference = SimpleNamespace(token_logps=lambda batch, temperature: (logps - DELTA)[MASK > 0])
     roles = SimpleNamespace(
-        reference=reference, critic=None, kl=SimpleNamespace(coef=beta), run=run, sampler=None, source=None
+        reference=reference, critics={}, kl=SimpleNamespace(coef=beta), run=run, sampler=None, source=None
     )
     experience = make_experience(config, roles, None, rollout, REWARDS)
     # the KL logged: k1 = log π − log π_ref for the reward-side algorithms, k3 for GRPO's loss term

@@ -1,0 +1,87 @@
+"""The over-optimization watch and best-of-n curve against numbers worked by hand."""
+
+import math
+
+import pytest
+import torch
+
+from rlxf.eval.overoptimization import (
+    best_of_n_curve,
+    best_of_n_kl,
+    distinct_n,
+    gold_fall,
+    moving_average,
+    parting_step,
+    step_noise,
+)
+
+
+def test_distinct_n_counts_unique_ngrams_over_all():
+    # bigrams: (a b) (b a) (a b) | (a b) → 4 in all, 2 distinct
+    assert distinct_n(["a b a b", "a b"], 2) == 0.5
+    assert distinct_n(["a b c"], 1) == 1.0 and distinct_n(["a"], 2) == 0.0
+
+
+def test_moving_average_and_noise():
+    assert moving_average([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
+    # differences 1, -1, 1: population deviation 0.942809, / √2
+    assert step_noise([0, 1, 0, 1]) == pytest.approx(math.sqrt(8 / 9) / math.sqrt(2))
+
+
+def test_parting_step_finds_the_gold_peak_when_the_proxy_goes_on_rising():
+    proxy = [0.1 * i for i in range(20)]
+    gold = [min(i, 19 - i) * 0.1 for i in range(20)]  # rises to step 9, falls after
+    # smoothed over 3 steps, gold peaks where the last three are 0.8, 0.9, 0.9 or 0.9, 0.9, 0.8: index 10
+    assert parting_step(proxy, gold, window=3) == 10
+    assert parting_step(proxy, proxy, window=3) is None  # the gold rises with the proxy
+    assert parting_step(proxy[:5], gold[:5], window=3) is None  # too short to tell
+
+
+def test_parting_step_stays_quiet_when_the_fall_is_within_the_noise():
+    proxy = [0.1 * i for i in range(20)]
+    noisy_flat = [0.5 + (0.3 if i % 2 else -0.3) for i in range(20)]
+    assert parting_step(proxy, noisy_flat, window=4) is None
+    falling_gold_flat_proxy = [1.0 - 0.05 * i for i in range(20)]
+    assert parting_step([0.5] * 20, falling_gold_flat_proxy, window=4) is None  # the proxy did not rise
+
+
+def test_best_of_n_by_hand():
+    """Three samples of one prompt, proxy 0.1, 0.3, 0.2 and gold 1, 0, 2. Ranked by proxy: (0.1, 1),
+    (0.2, 2), (0.3, 0). Best of 2 of 3: rank i wins C(i−1, 1)/C(3, 2) = 0, 1/3, 2/3 of the subsets:
+    gold 2/3 and proxy 0.2/3 + 0.6/3; best of 1 is the mean; best of 3 the top sample."""
+    proxy, gold = torch.tensor([[0.1, 0.3, 0.2]]), torch.tensor([[1.0, 0.0, 2.0]])
+    one, two, three = best_of_n_curve(proxy, gold, [1, 2, 3])
+    assert one["gold"] == pytest.approx(1.0) and one["kl"] == 0.0
+    assert two["gold"] == pytest.approx(2 / 3) and two["proxy"] == pytest.approx(0.8 / 3)
+    assert three["gold"] == pytest.approx(0.0) and three["proxy"] == pytest.approx(0.3)
+    assert two["kl"] == pytest.approx(math.log(2) - 0.5) == best_of_n_kl(2)
+    with pytest.raises(ValueError, match="1 <= n <= 3"):
+        best_of_n_curve(proxy, gold, [4])
+
+
+def test_best_of_n_matches_drawing_subsets():
+    torch.manual_seed(0)
+    proxy, gold = torch.randn(2, 6), torch.randn(2, 6)
+    from itertools import combinations
+
+    for n in (2, 4):
+        exact = best_of_n_curve(proxy, gold, [n])[0]["gold"]
+        by_subsets = torch.stack(
+            [
+                torch.tensor(
+                    [float(gold[p, max(s, key=lambda i: proxy[p, i])]) for s in combinations(range(6), n)]
+                ).mean()
+                for p in range(2)
+            ]
+        ).mean()
+        assert exact == pytest.approx(float(by_subsets), rel=1e-6)
+
+
+def test_the_gold_fall_is_paired_over_prompts():
+    # peak (n=2) per prompt 1 and 2, last (n=4) 0 and 0: fall 1.5, sample deviation √0.5, standard error √0.5/√2
+    curve = [
+        {"n": 1, "gold": 0.5, "gold_per_prompt": [0.5, 0.5]},
+        {"n": 2, "gold": 1.5, "gold_per_prompt": [1.0, 2.0]},
+        {"n": 4, "gold": 0.0, "gold_per_prompt": [0.0, 0.0]},
+    ]
+    assert gold_fall(curve) == pytest.approx({"peak_n": 2, "fall": 1.5, "fall_se": 0.5})
