@@ -71,6 +71,12 @@ COMMANDS = {
         "train_nash",
         "Nash learners against a preference oracle: online_dpo|online_ipo|egpo|inpo|nash_md|nash_mp",
     ),
+    "pareto": (
+        "rlxf.pipelines.pareto",
+        "ParetoConfig",
+        "run_pareto",
+        "one online run per weighting of the reward sources, and the Pareto front of their held-out scores",
+    ),
     "overoptimization": (
         "rlxf.recipes.overoptimization",
         "OveroptimizationConfig",

@@ -14,6 +14,7 @@ from rlxf.data.records import Prompt
 from rlxf.eval.stats import mean_interval, proportion
 from rlxf.parallel import distributed
 from rlxf.rewards import RewardBatch
+from rlxf.rewards.base import mean_of_opinions
 from rlxf.rollout import Rollout, SamplingParams
 from rlxf.rollout.vllm_engine import VLLMEngine
 
@@ -182,6 +183,7 @@ def greedy_eval(engine, source, prompts: list[Prompt], max_new_tokens: int, othe
         "prompts": len(prompts),
         "outcomes": outcomes,
         "greedy_length": float(rollout.mask.sum(1).mean()),
+        **{f"greedy_reward/{name}": mean_of_opinions(values) for name, values in rewards.by_source.items()},
         "examples": [
             {"prompt": p.messages[-1]["content"], "completion": t, "reward": float(r)}
             for p, t, r in list(zip(prompts, rollout.texts, rewards.rewards))[:3]

@@ -25,7 +25,7 @@ class RewardBatch:
     def metrics(self) -> dict[str, float]:
         """Mean reward overall and per source, and the flags, for logging."""
         out = {"reward": float(self.rewards.float().mean())}
-        out.update({f"reward/{name}": _mean_of_opinions(values) for name, values in self.by_source.items()})
+        out.update({f"reward/{name}": mean_of_opinions(values) for name, values in self.by_source.items()})
         return out | self.flags
 
 
@@ -46,7 +46,7 @@ def single_source(name: str, values: Sequence[float], details: list[dict] | None
     return RewardBatch(rewards, {name: rewards}, details or [{} for _ in values])
 
 
-def _mean_of_opinions(values: Tensor) -> float:
+def mean_of_opinions(values: Tensor) -> float:
     """The mean over samples with a value; 0 where a source had no opinion on any (a NaN would
     spoil the average over ranks)."""
     values = values.float()

@@ -14,7 +14,8 @@ from rlxf.rewards.base import RewardBatch, RewardSource
 class WeightedSum:
     """``r = Σ_k w_k · norm_k(r_k)``, where ``norm_k`` standardizes source k over the batch when
     ``normalize[k]`` is set (so sources on different scales contribute by their weights).
-    Every source's raw score is kept in ``by_source``. A sample a source has no opinion on gets 0
+    Every source's raw score is kept in ``by_source`` (a name already taken gets the source's
+    position: ``reward_model_2``). A sample a source has no opinion on gets 0
     from it and is left out of its standardization (TRL sums its reward functions the same way,
     skipping None)."""
 
@@ -31,9 +32,12 @@ class WeightedSum:
     def score(self, prompts, completions, **context) -> RewardBatch:
         total = torch.zeros(len(completions))
         by_source, flags, details = {}, {}, [{} for _ in completions]
-        for source, weight, normalize in zip(self.sources, self.weights, self.normalize):
+        for position, (source, weight, normalize) in enumerate(zip(self.sources, self.weights, self.normalize)):
             batch = source.score(prompts, completions, **context)
-            by_source.update(batch.by_source)
+            # two sources of one kind (two reward models) are logged apart: the second as <name>_2
+            by_source.update(
+                {name if name not in by_source else f"{name}_{position + 1}": v for name, v in batch.by_source.items()}
+            )
             flags.update(batch.flags)
             total += weight * _standardized(batch) if normalize else weight * batch.rewards.float()
             for row, detail in zip(details, batch.details):
