@@ -32,6 +32,7 @@ RECIPES: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
     "sft": ("rlxf.recipes.sft", "SFTConfig", "train_sft", "policy", {}),
     "rm": ("rlxf.recipes.reward_model", "RewardModelConfig", "train_reward_model", "model", {}),
     "cm": ("rlxf.recipes.reward_model", "CostModelConfig", "train_cost_model", "model", {}),
+    "reactions": ("rlxf.recipes.reaction_model", "ReactionModelConfig", "train_reaction_model", "model", {}),
     "pm": ("rlxf.recipes.preference_model", "PreferenceModelConfig", "train_preference_model", "model", {}),
     "dpo": ("rlxf.recipes.dpo", "DPOConfig", "train_dpo", "policy", {}),
     "kto": ("rlxf.recipes.kto", "KTOConfig", "train_kto", "policy", {}),
@@ -172,7 +173,7 @@ def _reward_section(reward: Any) -> dict[str, Any]:
 def _load_trained(recipe: str, folder: Path):
     from rlxf.models import load_causal_lm, load_reward_model
 
-    return load_reward_model(str(folder)) if recipe in ("rm", "cm", "pm") else load_causal_lm(str(folder))
+    return load_reward_model(str(folder)) if recipe in ("rm", "cm", "pm", "reactions") else load_causal_lm(str(folder))
 
 
 def _recipe_function(name: str, preset: dict[str, Any] | None = None):

@@ -25,6 +25,12 @@ COMMANDS = {
         "train_cost_model",
         "train a cost model on harmlessness pairs and harmful/harmless labels (Safe RLHF), for safety.costs",
     ),
+    "reactions": (
+        "rlxf.recipes.reaction_model",
+        "ReactionModelConfig",
+        "train_reaction_model",
+        "train P[positive reaction] on users' binary feedback (RLUF), for {kind: reaction_model} rewards",
+    ),
     "pm": (
         "rlxf.recipes.preference_model",
         "PreferenceModelConfig",

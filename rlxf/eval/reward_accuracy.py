@@ -77,3 +77,56 @@ def length_baseline(records: Sequence[Preference]) -> dict:
         [1.0 if len(r.chosen) > len(r.rejected) else 0.5 if len(r.chosen) == len(r.rejected) else 0.0 for r in decided]
     )
     return {"longer_wins": estimate.value, "longer_wins_interval": [estimate.low, estimate.high], "pairs": estimate.n}
+
+
+@torch.no_grad()
+def classifier_accuracy(
+    model: nn.Module, sequences: Sequence[list[int]], labels: Sequence[float], pad_id: int, bins: int = 10
+) -> dict:
+    """A binary classifier of feedback on held-out responses: accuracy (P > ½, 95% interval), AUROC
+    (the chance a positive response scores above a negative one, ties half: Mann–Whitney) and the
+    expected calibration error of P(the observed label)."""
+    from rlxf.eval.calibration import calibration
+
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    logits = [0.0] * len(sequences)
+    for batch in token_budget_batches([len(sequences[i]) for i in order], 8192):
+        rows = [order[i] for i in batch]
+        padded = pad([(sequences[i], []) for i in rows], pad_id)
+        for row, value in zip(rows, reward_scores(model, padded.input_ids, padded.attention_mask).tolist()):
+            logits[row] = value
+    model.train(was_training)
+    probabilities = torch.sigmoid(torch.tensor(logits)).tolist()
+    observed = [p if y > 0 else 1 - p for p, y in zip(probabilities, labels)]
+    estimate = proportion([1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0 for p in observed])
+    calibrated = calibration(observed, bins)
+    return {
+        "accuracy": estimate.value,
+        "accuracy_interval": [estimate.low, estimate.high],
+        "responses": estimate.n,
+        "auroc": auroc(logits, labels),
+        "ece": calibrated["ece"],
+        "positive_rate": sum(1 for y in labels if y > 0) / max(1, len(labels)),
+    }
+
+
+def auroc(scores: Sequence[float], labels: Sequence[float]) -> float | None:
+    """Area under the ROC curve: P(score of a random positive > that of a random negative), ties ½
+    (the Mann–Whitney U from average ranks); None without both classes."""
+    positives = sum(1 for y in labels if y > 0)
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        return None
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks, start = [0.0] * len(scores), 0
+    while start < len(order):  # tied scores share their average rank
+        end = start
+        while end + 1 < len(order) and scores[order[end + 1]] == scores[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    positive_ranks = sum(r for r, y in zip(ranks, labels) if y > 0)
+    return (positive_ranks - positives * (positives + 1) / 2) / (positives * negatives)

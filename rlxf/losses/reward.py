@@ -61,3 +61,14 @@ def general_preference(logits: Tensor, *, tie: Tensor | None = None) -> tuple[Te
     decided = logits.detach() if tie is None else logits.detach()[~tie]
     probability = torch.sigmoid(logits.detach())
     return loss, {"preference": probability, "rewards/accuracy": (decided > 0).float()}
+
+
+def binary_feedback(logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Binary cross-entropy of a classifier of users' reactions, P[positive | x, y] = σ(f):
+    ``-y log σ(f) - (1 - y) log σ(-f)``, y = 1 for a positive reaction (Han et al., "Reinforcement
+    Learning from User Feedback", 2025: the P[Love] reward model). logits, labels: (B,)."""
+    loss = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
+    return loss, {
+        "accuracy": ((logits.detach() > 0).float() == labels.float()).float(),
+        "positive_probability": torch.sigmoid(logits.detach()),
+    }

@@ -23,7 +23,10 @@ class LearnedReward:
     max_tokens: int = 8192
     name: str = "reward_model"
     kind: str = "reward_model"
-    """What the folder must have been saved as: reward_model (`rlxf rm`) or cost_model (`rlxf cm`)."""
+    """What the folder must have been saved as: reward_model (`rlxf rm`), cost_model (`rlxf cm`) or
+    reaction_model (`rlxf reactions`)."""
+    probability: bool = False
+    """Score σ(logit), a probability (a reaction model's P[positive]), instead of the logit."""
     _loaded: tuple = field(default=(), repr=False)
 
     def load(self):
@@ -36,7 +39,7 @@ class LearnedReward:
             model = load_reward_model(self.model_path, pad_token_id=tokenizer.pad_token_id).eval()
             settings = saved_settings(self.model_path)
             saved_kind = settings.get("kind", self.kind)
-            if saved_kind in ("reward_model", "cost_model") and saved_kind != self.kind:
+            if saved_kind in ("reward_model", "cost_model", "reaction_model") and saved_kind != self.kind:
                 raise ConfigError(
                     f"{self.model_path} is a {saved_kind.replace('_', ' ')}: use it as {{kind: {saved_kind}}}"
                     + (" in safety.costs" if saved_kind == "cost_model" else " in rewards")
@@ -66,4 +69,6 @@ class LearnedReward:
             padded = pad([(sequences[i], []) for i in rows], encoder.tokenizer.pad_token_id)
             for row, value in zip(rows, reward_scores(model, padded.input_ids, padded.attention_mask).tolist()):
                 scores[row] = value
+        if self.probability:
+            scores = torch.sigmoid(torch.tensor(scores)).tolist()
         return single_source(self.name, scores)

@@ -45,6 +45,12 @@ def _cost_model(model: str) -> RewardSource:
     return LearnedReward(model, name="cost_model", kind="cost_model")
 
 
+def _reaction_model(model: str) -> RewardSource:
+    from rlxf.rewards.learned import LearnedReward
+
+    return LearnedReward(model, name="reaction_model", kind="reaction_model", probability=True)
+
+
 def _judge(model: str = "", mode: str = "pointwise", rubric: str = "") -> RewardSource:
     from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 
@@ -72,6 +78,7 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
     "length": _length,
     "reward_model": _reward_model,
     "cost_model": _cost_model,
+    "reaction_model": _reaction_model,
     "judge": _judge,
     "python": _python,
     "win_rate": _win_rate,
@@ -79,7 +86,8 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
 """math: math-verify against the prompt's answer; unit_tests: MBPP-style asserts in the sandbox
 (bubblewrap; sandbox=process where it cannot be installed, not isolated);
 format: a regular expression; length: a penalty past free_chars; reward_model: a folder from
-`rlxf rm`; cost_model: a folder from `rlxf cm` (for safety.costs); judge: an LLM with a rubric, pointwise or pairwise against the prompt's reference;
+`rlxf rm`; cost_model: a folder from `rlxf cm` (for safety.costs); reaction_model: P[positive reaction]
+from `rlxf reactions`; judge: an LLM with a rubric, pointwise or pairwise against the prompt's reference;
 python: a function of yours, called as TRL calls reward_funcs (`rlxf.rewards.python_function`);
 win_rate: SPO's win proportion of each sample against its prompt's other samples under a preference
 oracle (a folder from `rlxf pm`, else an LLM judge asked in both orders)."""

@@ -177,3 +177,19 @@ def test_hc_rlhf_steps_lambda_on_the_inflated_bound():
     assert multiplier.log_value == pytest.approx(0.1 * (metrics["cost_bound"] - 0.5))
     with pytest.raises(ValueError, match="at least 2 test prompts"):
         LagrangeMultiplier(safety, None, FakeRun(), [None])
+
+
+def test_binary_feedback_is_the_bernoulli_likelihood_of_the_reaction():
+    from rlxf.losses.reward import binary_feedback
+
+    loss, metrics = binary_feedback(torch.tensor([2.0, 2.0, -1.0]), torch.tensor([1.0, 0.0, 0.0]))
+    assert loss.tolist() == pytest.approx([softplus(-2.0), softplus(2.0), softplus(-1.0)])
+    assert metrics["accuracy"].tolist() == [1.0, 0.0, 1.0]
+
+
+def test_auroc_counts_ties_as_half():
+    from rlxf.eval.reward_accuracy import auroc
+
+    # positives 0.9, 0.5; negatives 0.5, 0.1: pairs (0.9>0.5, 0.9>0.1, 0.5=0.5, 0.5>0.1) = 3.5 / 4
+    assert auroc([0.9, 0.5, 0.5, 0.1], [1, 1, 0, 0]) == 0.875
+    assert auroc([0.1, 0.9], [1, 0]) == 0.0 and auroc([1.0], [1]) is None
