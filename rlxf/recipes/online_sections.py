@@ -3,6 +3,7 @@ safety constraint."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,12 @@ class RewardSection(Checked):
     function: Any = ""
     """python: "module:function" or "path/to/file.py:function" (in Python, the callable itself), called as
     TRL calls reward_funcs: fn(prompts=..., completions=..., **columns) -> list of floats or None."""
+    factors: list = field(default_factory=list)
+    """heron: reward sources ranked by importance, most important first (each {kind: ..., options}), e.g.
+    [{kind: unit_tests}, {kind: length, free_chars: 400}]."""
+    margins: list = field(default_factory=list)
+    """heron: per factor, how many of its standard deviations over the batch two samples must differ by for
+    that factor to decide (empty: 0 for each, any difference decides)."""
 
     def check(self):
         if self.kind not in REWARD_SOURCES:
@@ -78,9 +85,8 @@ class RewardSection(Checked):
     def options(self) -> dict[str, Any]:
         """The options set away from their defaults: the builder refuses one its kind does not take
         and asks for one it needs, naming what the kind takes."""
-        defaults = RewardSection.__dataclass_fields__
-        options = ("pattern", "model", "mode", "rubric", "free_chars", "sandbox", "function")
-        return {name: getattr(self, name) for name in options if getattr(self, name) != defaults[name].default}
+        options = ("pattern", "model", "mode", "rubric", "free_chars", "sandbox", "function", "factors", "margins")
+        return {name: getattr(self, name) for name in options if getattr(self, name) != _default_of(name)}
 
     def build(self):
         return build_reward_source(self.kind, **self.options())
@@ -91,6 +97,11 @@ class RewardSection(Checked):
     def columns(self) -> tuple[str, ...]:
         """The prompt-file columns this source reads."""
         return reward_columns(self.kind, **self.options())
+
+
+def _default_of(name: str) -> Any:
+    spec = RewardSection.__dataclass_fields__[name]
+    return spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
 
 
 @dataclass

@@ -63,6 +63,20 @@ def _win_rate(model: str = "") -> RewardSource:
     return WinRateReward(preference_oracle(model))
 
 
+def _heron(factors: list, margins: list | None = None) -> RewardSource:
+    from rlxf.rewards.hierarchy import HierarchicalReward
+
+    if len(factors) < 2 or not all(isinstance(f, dict) and "kind" in f for f in factors):
+        raise ValueError(
+            "heron: factors is a list of at least two sources, most important first, e.g. [{kind: math}, {kind: length}]"
+        )
+    margins = [0.0] * len(factors) if margins is None else [float(m) for m in margins]
+    if len(margins) != len(factors) or min(margins) < 0:
+        raise ValueError(f"heron: give one margin >= 0 per factor ({len(factors)}), got {margins}")
+    built = [build_reward_source(f["kind"], **_options_of(f)) for f in factors]
+    return HierarchicalReward(built, margins)
+
+
 def _python(function: str | Callable) -> RewardSource:
     from rlxf.rewards.python_function import PythonReward, load_function
 
@@ -82,6 +96,7 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
     "judge": _judge,
     "python": _python,
     "win_rate": _win_rate,
+    "heron": _heron,
 }
 """math: math-verify against the prompt's answer; unit_tests: MBPP-style asserts in the sandbox
 (bubblewrap; sandbox=process where it cannot be installed, not isolated);
@@ -90,7 +105,8 @@ format: a regular expression; length: a penalty past free_chars; reward_model: a
 from `rlxf reactions`; judge: an LLM with a rubric, pointwise or pairwise against the prompt's reference;
 python: a function of yours, called as TRL calls reward_funcs (`rlxf.rewards.python_function`);
 win_rate: SPO's win proportion of each sample against its prompt's other samples under a preference
-oracle (a folder from `rlxf pm`, else an LLM judge asked in both orders)."""
+oracle (a folder from `rlxf pm`, else an LLM judge asked in both orders); heron: HERON's hierarchical
+comparison of the prompt's samples by factors ranked by importance, as win proportions."""
 
 
 def reward_source_options(kind: str) -> list[str]:
@@ -123,11 +139,20 @@ def reward_columns(kind: str, **options: Any) -> tuple[str, ...]:
         return required_columns(function if callable(function) else load_function(function))
     if kind == "judge" and options.get("mode") == "pairwise":
         return ("reference",)
+    if kind == "heron":  # what its factors read
+        factors = options.get("factors", [])
+        return tuple(dict.fromkeys(c for f in factors for c in reward_columns(f["kind"], **_options_of(f))))
     return {"math": ("answer",), "unit_tests": ("tests",)}.get(kind, ())
+
+
+def _options_of(factor: dict) -> dict:
+    return {k: v for k, v in factor.items() if k != "kind"}
 
 
 def reward_warnings(kind: str, **options: Any) -> list[str]:
     """What a model card must say about a source of ``kind`` built with ``options``."""
+    if kind == "heron":
+        return [w for f in options.get("factors", []) for w in reward_warnings(f["kind"], **_options_of(f))]
     return [UNISOLATED] if kind == "unit_tests" and options.get("sandbox") == "process" else []
 
 

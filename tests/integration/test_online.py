@@ -80,6 +80,7 @@ def test_the_reward_of_an_easy_verifiable_task_rises(tmp_path, prompt_file, algo
         ["algo=rft", "kl_coef=0.05", "rft_top_k=2"],
         ["algo=nft", "updates_per_rollout=2"],
         ["rewards=[{kind: judge, model: tiny-llama}, {kind: length, free_chars: 5, weight: 0.1}]"],
+        ['rewards=[{kind: heron, factors: [{kind: format, pattern: "[0-9]"}, {kind: length, free_chars: 5}], margins: [0, 0.5]}]'],
     ],
 )
 def test_every_algorithm_and_knob_runs(tmp_path, prompt_file, overrides):
@@ -97,6 +98,8 @@ def test_every_algorithm_and_knob_runs(tmp_path, prompt_file, overrides):
         assert 0 < rows[-1]["keep"] <= 2 / 8
     if "algo=nft" in overrides:
         assert "success" in rows[-1] and "negative_floored" in rows[-1]
+    if any("heron" in o for o in overrides):
+        assert 0 <= rows[-1]["reward/heron"] <= 1 and "reward/heron/length" in rows[-1]
     if any("judge" in o for o in overrides):
         assert rows[-1]["reward/judge_unparsed"] >= 0 and "reward/length" in rows[-1]
     assert results["steps"] == 2
