@@ -8,6 +8,7 @@ import logging
 import sys
 
 from rlxf.config import ConfigError, describe, load_config
+from rlxf.config.checked import defaults_of
 from rlxf.recipes.nash_learners import LEARNERS
 from rlxf.recipes.online_algorithms import ALGORITHMS, PRESETS
 
@@ -76,6 +77,12 @@ COMMANDS = {
         "NashConfig",
         "train_nash",
         "Nash learners against a preference oracle: online_dpo|online_ipo|egpo|inpo|nash_md|nash_mp",
+    ),
+    "mpo": (
+        "rlxf.pipelines.mpo",
+        "MPOConfig",
+        "run_mpo",
+        "Mixed Preference Optimization: pairs split by reward margin, DPO on the easy ones, then online RL on the hard",
     ),
     "pareto": (
         "rlxf.pipelines.pareto",
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlxf {args.command}: {summary}\n\nusage: rlxf {args.command} [config.yaml] [key=value ...]\n\nfields:")
         action = next((a.split("=", 1)[1] for a in args.args if a.startswith("action=")), None)
         only = module.action_fields(action) if args.command == "feedback" and action else None
-        print("\n".join(describe(config_class(), only=only)))
+        print("\n".join(describe(defaults_of(config_class), only=only)))
         if registries := getattr(module, "REGISTRIES", {}):
             print("\nchoices:")
             print("\n".join(f"  {field}: {', '.join(registry)}" for field, registry in registries.items()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import typing
@@ -9,6 +10,7 @@ import typing
 from rlxf.config.suggestions import suggestion
 
 _UNSET = object()
+_SKIP_CHECKS = contextvars.ContextVar("skip_checks", default=False)
 _PLAIN = {float: (int, float), int: (int,), bool: (bool,), str: (str,)}
 _KIND = {float: "a number", int: "an integer", bool: "true or false", str: "text"}
 
@@ -25,7 +27,8 @@ class Checked:
     def __post_init__(self):
         for name in _plain_fields(type(self)):
             _check_type(self, name, getattr(self, name))
-        self.check()
+        if not _SKIP_CHECKS.get():
+            self.check()
         object.__setattr__(self, "_checked", True)
 
     def __setattr__(self, name: str, value) -> None:
@@ -63,3 +66,13 @@ def _check_type(section: Checked, name: str, value) -> None:
     kind = _plain_fields(type(section))[name]
     if isinstance(value, bool) and kind is not bool or not isinstance(value, _PLAIN[kind]):
         raise ValueError(f"{type(section).__name__}.{name} must be {_KIND[kind]}, got {value!r}")
+
+
+def defaults_of(cls: type):
+    """``cls()`` without its checks: the defaults to show in --help, where a required field (a run
+    folder, a reward model) is still empty."""
+    token = _SKIP_CHECKS.set(True)
+    try:
+        return cls()
+    finally:
+        _SKIP_CHECKS.reset(token)

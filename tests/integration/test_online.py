@@ -80,7 +80,9 @@ def test_the_reward_of_an_easy_verifiable_task_rises(tmp_path, prompt_file, algo
         ["algo=rft", "kl_coef=0.05", "rft_top_k=2"],
         ["algo=nft", "updates_per_rollout=2"],
         ["rewards=[{kind: judge, model: tiny-llama}, {kind: length, free_chars: 5, weight: 0.1}]"],
-        ['rewards=[{kind: heron, factors: [{kind: format, pattern: "[0-9]"}, {kind: length, free_chars: 5}], margins: [0, 0.5]}]'],
+        [
+            'rewards=[{kind: heron, factors: [{kind: format, pattern: "[0-9]"}, {kind: length, free_chars: 5}], margins: [0, 0.5]}]'
+        ],
     ],
 )
 def test_every_algorithm_and_knob_runs(tmp_path, prompt_file, overrides):

@@ -5,6 +5,8 @@ import dataclasses
 import importlib
 import typing
 
+import pytest
+
 from rlxf.cli import ALGORITHM_ALIASES, COMMANDS, PRESETS, main
 from rlxf.config import field_docs, load_config
 from rlxf.recipes.online import OnlineConfig
@@ -39,3 +41,11 @@ def undocumented(cls, prefix=""):
 def test_every_field_of_every_command_has_a_description():
     for command, (module, config_class, *_) in COMMANDS.items():
         assert list(undocumented(getattr(importlib.import_module(module), config_class))) == [], command
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_shows_its_help_even_with_required_fields_empty(command, capsys):
+    from rlxf.cli import main
+
+    assert main([command, "--help"]) == 0
+    assert "fields:" in capsys.readouterr().out
