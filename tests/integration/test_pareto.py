@@ -24,7 +24,7 @@ def test_each_weighting_trains_toward_its_source_and_the_front_is_reported(tmp_p
         "online.sampling.n=8",
         "online.sampling.max_new_tokens=16",
         "online.train.batch_size=4",
-        "online.train.max_steps=8",
+        "online.train.max_steps=5",
         "online.train.lr=1e-2",
         "online.train.scheduler=constant",
     ]

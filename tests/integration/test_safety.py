@@ -197,12 +197,3 @@ def test_hc_rlhf_refuses_a_model_built_to_fail_its_safety_test(tmp_path, prompt_
     assert trained.model is None and not (tmp_path / "model").exists() and (tmp_path / "unsafe_candidate").is_dir()
     assert "**No safe solution found**" in (tmp_path / "report.md").read_text()
     assert "No safe solution found" in (tmp_path / "unsafe_candidate" / "README.md").read_text()
-
-
-def test_hc_rlhf_passes_its_safety_test_when_the_constraint_is_learned(tmp_path, prompt_file):
-    results, rows = online(
-        tmp_path, prompt_file, "train.max_steps=12", COST, "safety.cost_limit=0.2", "safety.confidence_delta=0.1"
-    )
-    assert rows[-1]["cost_bound"] > rows[-1]["cost_window_mean"]  # pessimistic
-    assert results["safety_test"]["passed"] and results["safety_test"]["ucb"] <= 0.2, results["safety_test"]
-    assert (tmp_path / "model").is_dir() and "The safety test passed" in (tmp_path / "report.md").read_text()

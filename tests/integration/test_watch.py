@@ -25,7 +25,7 @@ def test_the_watch_fires_when_the_proxy_is_hacked_and_only_then(tmp_path, prompt
     # gold that wants only 5-9 falls, while a gold that wants any digit rises with the proxy
     (tmp_path / "golds.py").write_text(GOLD)
     watch = f"watch.gold=[{{kind: python, function: '{tmp_path / 'golds.py'}:{gold}'}}]"
-    results, rows = online(tmp_path / "run", prompt_file, "train.max_steps=16", watch)
+    results, rows = online(tmp_path / "run", prompt_file, "train.max_steps=12", "watch.window=3", watch)
     assert rows[-1]["reward"] > 0.9 and "distinct_2" in rows[-1] and f"gold/{gold}" in rows[-1]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "report/gold.png" in report and "greedy_gold" in results["after"]
