@@ -36,9 +36,10 @@ def step_noise(values: Sequence[float]) -> float:
 
 
 def parting_step(proxy: Sequence[float], gold: Sequence[float], window: int = 5) -> int | None:
-    """The index of the step where the gold signal peaked, if since then the gold has fallen and the
-    proxy risen, each by more than the noise of a difference of two ``window``-step means
-    (2·√2·noise/√window); else None. Both series are smoothed by a trailing ``window``-step mean."""
+    """The index of the step where the gold signal peaked, if since then (at least ``window`` steps)
+    the gold has fallen and the proxy risen, each by more than two standard errors of a difference of
+    two ``window``-step means (2·√2·noise/√window, noise from :func:`step_noise`); else None. Both
+    series are smoothed by a trailing ``window``-step mean; the peak is sought from the first full window."""
     if len(gold) < 2 * window:
         return None
     gold_smooth, proxy_smooth = moving_average(gold, window), moving_average(proxy, window)
@@ -50,7 +51,9 @@ def parting_step(proxy: Sequence[float], gold: Sequence[float], window: int = 5)
 
 
 def best_of_n_kl(n: int) -> float:
-    """KL(π_best-of-n ‖ π) = log n − (n − 1)/n (Stiennon et al. 2020, App. G; Gao et al. 2023)."""
+    """KL(π_best-of-n ‖ π) as Gao et al. 2023 plot it: log n − (n − 1)/n (Stiennon et al. 2020,
+    App. G); an upper bound on the true KL, exact only when the proxy never ties (Beirami et al.,
+    "Theoretical guarantees on the best-of-n alignment policy", 2024)."""
     return math.log(n) - (n - 1) / n
 
 

@@ -15,6 +15,7 @@ here, the signed margin so a pair the reward model contradicts counts as hard) i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class MPOConfig(Checked):
             raise ValueError("give the reward model that splits the pairs: reward_model=runs/rm/model")
         if not 0 < self.easy_fraction < 1:
             raise ValueError(f"easy_fraction must be in (0, 1), got {self.easy_fraction}")
+        if self.online.kl_coef <= 0:
+            raise ValueError("online.kl_coef must be > 0: MPO keeps the DPO model as the online stage's KL reference")
 
 
 def run_mpo(config: MPOConfig) -> dict:
@@ -81,13 +84,24 @@ def split_by_margin(config: MPOConfig, folder: Path) -> dict:
     each once), and margins.json; kept as they are when an earlier run of the same split wrote them."""
     folder.mkdir(parents=True, exist_ok=True)
     summary_path = folder / "margins.json"
-    key = {"data": str(config.data.path), "reward_model": config.reward_model, "easy_fraction": config.easy_fraction}
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if summary["key"] != key:
-            raise ConfigError(f"{folder} holds a split made otherwise ({summary['key']}): use another output_dir")
-        return summary
     path = resolve_path(config.data.path)
+    key = {
+        "data": str(config.data.path),
+        "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "reward_model": config.reward_model,
+        "easy_fraction": config.easy_fraction,
+    }
+    if summary_path.exists():
+        try:
+            summary = json.loads(summary_path.read_text())
+            made_otherwise = summary["key"] != key
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{summary_path} is not a split rlxf mpo wrote: delete {folder} to split again") from None
+        if made_otherwise:
+            raise ConfigError(
+                f"{folder} holds a split of other data or settings ({summary['key']}): use another output_dir"
+            )
+        return summary
     records, bad = read_preferences(path, format=config.data.format, on_bad_row=config.data.on_bad_row)
     report_bad_rows(bad, path)
     judge = LearnedReward(config.reward_model)
@@ -119,7 +133,10 @@ def split_by_margin(config: MPOConfig, folder: Path) -> dict:
 
 
 def pair_row(record) -> dict:
-    return {"prompt": record.prompt, "chosen": record.chosen, "rejected": record.rejected, "source": record.source}
+    """The pair as rlxf's preference layout writes it, its tie, margin and weight kept."""
+    row = {"prompt": record.prompt, "chosen": record.chosen, "rejected": record.rejected, "tie": record.tie}
+    row.update(weight=record.weight, **({"margin": record.margin} if record.margin is not None else {}))
+    return row
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:

@@ -11,6 +11,7 @@ multi-objective RLHF generally).
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from rlxf.recipes.online import OnlineConfig, train_online
 @dataclass
 class ParetoConfig(Checked):
     output_dir: str = "runs/pareto"
-    """One folder per weighting (weights_<w1>_<w2>...), and pareto.json, pareto.png, report.md."""
+    """One folder per weighting (weighting_1, weighting_2, ... in the order given), and pareto.json,
+    pareto.png, report.md."""
     online: OnlineConfig = field(default_factory=OnlineConfig)
     """The run every weighting shares; its reward sources are the objectives (their weights are replaced)."""
     weights: list[list[float]] = field(default_factory=list)
@@ -35,20 +37,30 @@ class ParetoConfig(Checked):
             raise ValueError("a Pareto front needs at least two reward sources in online.rewards")
         if len(self.weights) < 2 or any(len(w) != sources for w in self.weights):
             raise ValueError(f"give at least two weightings, each with {sources} weights (one per reward source)")
-        if any(x < 0 for w in self.weights for x in w) or any(sum(w) == 0 for w in self.weights):
-            raise ValueError("weights must be >= 0, and not all 0 in a weighting")
+        if not all(math.isfinite(x) and x >= 0 for w in self.weights for x in w) or any(
+            sum(w) == 0 for w in self.weights
+        ):
+            raise ValueError("weights must be finite numbers >= 0, and not all 0 in a weighting")
+        if len({tuple(w) for w in self.weights}) < len(self.weights):
+            raise ValueError("a weighting is given twice: each needs a run of its own")
+        if self.online.task.eval_count < 1:
+            raise ValueError("the front is drawn from held-out scores: online.task.eval_count must be >= 1")
 
 
 def run_pareto(config: ParetoConfig) -> dict:
     output_dir = Path(config.output_dir)
     runs = []
-    for weights in config.weights:
-        label = "_".join(f"{w:g}" for w in weights)
-        say(f"pareto: weights {weights}")
-        results = train_online(weighted(config.online, weights, output_dir / f"weights_{label}"))
-        after = results["after"]
+    for position, weights in enumerate(config.weights):
+        folder = f"weighting_{position + 1}"  # by position: two close weightings never share a folder
+        say(f"pareto: {folder}, weights {weights}")
+        results = train_online(weighted(config.online, weights, output_dir / folder))
+        after = results.get("after")
+        if after is None:  # a rank other than the main one evaluates nothing
+            continue
         scores = {k.removeprefix("greedy_reward/"): v for k, v in after.items() if k.startswith("greedy_reward/")}
-        runs.append({"weights": weights, "folder": f"weights_{label}", "held_out": scores})
+        runs.append({"weights": weights, "folder": folder, "held_out": scores})
+    if not runs:
+        return {}
     objectives = list(runs[0]["held_out"])
     points = [[run["held_out"][name] for name in objectives] for run in runs]
     front = pareto_front(points)
@@ -56,7 +68,7 @@ def run_pareto(config: ParetoConfig) -> dict:
         run["on_front"] = i in front
     summary = {"objectives": objectives, "runs": runs}
     write_json(output_dir / "pareto.json", summary)
-    plot_front(output_dir / "pareto.png", points, [r["folder"].removeprefix("weights_") for r in runs], objectives)
+    plot_front(output_dir / "pareto.png", points, [str(r["weights"]) for r in runs], objectives)
     write_report(output_dir, summary)
     say(f"pareto: {len(front)} of {len(runs)} weightings on the front; report: {output_dir / 'report.md'}")
     return summary

@@ -129,7 +129,7 @@ def start(config: OnlineConfig) -> Roles:
     )
     sampler = PolicySampler(engine, run, functools.partial(setup.vllm_weights, config, policy))
     kl = KLCoefficient(config, run)
-    test_prompts = setup.safety_test_prompts(config.safety, held_prompts)
+    test_prompts = setup.safety_test_prompts(config.safety, held_prompts, train_prompts)
     multiplier = LagrangeMultiplier(config.safety, costs, run, test_prompts) if costs is not None else None
     gold = setup.reward_function(config.watch.gold) if config.watch.gold else None
     watch = OveroptimizationWatch(config.watch.window, gold, run) if gold is not None else None
@@ -270,9 +270,10 @@ def make_experience(
         ref = reference.token_logps(packed, config.sampling.temperature)
         experience.ref_logps, _ = TokenLogps(ref, packed.score_owner, packed.num_sequences).as_matrix()
         experience.kl = kl_estimate(rollout.logprobs, experience.ref_logps, config.kl_kind) * mask
-    with torch.no_grad(), roles.run.full_weights():
-        for name, critic in roles.critics.items():
-            experience.old_values[name], _ = token_values(critic, pack_samples(sequences, n)).as_matrix()
+    if roles.critics:  # gathering a sharded model's weights costs a collective: only for critics
+        with torch.no_grad(), roles.run.full_weights():
+            for name, critic in roles.critics.items():
+                experience.old_values[name], _ = token_values(critic, pack_samples(sequences, n)).as_matrix()
     greedy = greedy_rollout(config, roles.sampler, prompts)
     channel = functools.partial(advantage_targets, config, experience, prompts, greedy)
     experience.targets = channel(rewards, roles.source, experience.old_values.get("critic"), roles.kl.coef)

@@ -205,6 +205,7 @@ def _check_combinations(config: OnlineConfig) -> None:
         raise ValueError(
             f"policy loss {loss.__name__} reads {missing}, which advantage={config.advantage_name} does not give"
         )
+    _check_roles_of_sources(config)
     if config.safety.constrained and (loss.inputs != ("advantages",) or "advantages" not in estimator.produces):
         raise ValueError(
             f"safety.costs weigh advantages against each other: {config.algo} learns from "
@@ -212,6 +213,26 @@ def _check_combinations(config: OnlineConfig) -> None:
         )
     if config.kl_coef > 0 and config.kl_in_reward and loss.inputs != ("advantages",):
         raise ValueError(f"{loss.__name__} learns from labels, not rewards: its KL is a loss term (kl_penalty=loss)")
+
+
+def _check_roles_of_sources(config: OnlineConfig) -> None:
+    """A cost model maximized as a reward maximizes harm; a reward model as a cost penalizes what it
+    rewards; a source standardized over each batch has no level for a limit, a test or a watch to read."""
+    if any(s.kind == "cost_model" for s in config.rewards + config.watch.gold):
+        raise ValueError("a cost_model source belongs in safety.costs: in rewards or watch.gold it would reward harm")
+    if any(s.kind in ("reward_model", "reaction_model") for s in config.safety.costs):
+        raise ValueError(
+            "safety.costs takes a cost model ({kind: cost_model, model: <folder from rlxf cm>}) or any source whose "
+            "score is a cost; a reward or reaction model there would penalize what it rewards"
+        )
+    if any(s.normalize for s in config.safety.costs + config.watch.gold):
+        raise ValueError(
+            "normalize is for rewards: a cost or gold signal standardized over each batch has no level for the "
+            "cost limit, the safety test or the watch to read"
+        )
+    s = config.safety
+    if s.high_confidence and not s.test_path and config.task.eval_count < 2:
+        raise ValueError("HC-RLHF's safety test needs test prompts: task.eval_count >= 2, or safety.test_path")
 
 
 def _has_kl(config: OnlineConfig) -> bool:
@@ -248,6 +269,7 @@ _SAFETY_SETTINGS = (
     "multiplier_max",
     "multiplier_delay",
     "cost_window",
+    "confidence_delta",
 )
 ESTIMATOR = "an advantage estimator that reads it (this run's is {advantage})"
 # A setting moved from its default where it changes nothing is a mistake to report, not to run.

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 from collections import deque
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -79,7 +81,8 @@ class LagrangeMultiplier:
     def observe(self, costs: Tensor, metrics: dict[str, float]) -> None:
         """Add this step's sampled costs (of every rank) to the window; after the delay, step λ on
         the window's mean (HC-RLHF: on its pessimistic bound μ̂ + kσ̂). The λ stepped here weighs this
-        step's advantages (as the authors' code)."""
+        step's advantages (as the authors' code). One step per rollout: the authors' code steps λ once
+        per PPO micro-batch update, so their λ moves several times per rollout of ours."""
         self.window.extend(distributed.gathered_equal(costs.detach().double().cpu()).tolist())
         mean_cost, std, inflation = self.window_statistics()
         constrained = mean_cost + inflation * std
@@ -138,6 +141,11 @@ def safety_verdict(
     test = multiplier.safety_test(sampler, sampling, seed) if multiplier is not None else None
     if test is None:
         return "model"
+    folder = "model" if test["passed"] else "unsafe_candidate"
+    stale = Path(multiplier.run.dir) / ("unsafe_candidate" if test["passed"] else "model")
+    if stale.is_dir():  # an earlier verdict of this run folder no longer holds
+        say(f"removing {stale}: this run's safety test now says otherwise")
+        shutil.rmtree(stale)
     results["safety_test"] = test
     verdict = "passed" if test["passed"] else "failed: no safe solution found"
     say(
@@ -145,9 +153,9 @@ def safety_verdict(
         f"n={test['n']}, δ={test['delta']}) against the limit {test['cost_limit']:.4g}"
     )
     if test["passed"]:
-        return "model"
+        return folder
     results["warnings"].append(
         f"No safe solution found: the safety test's {1 - test['delta']:.0%} upper bound on the mean cost, "
         f"{test['ucb']:.4g}, is above the limit {test['cost_limit']:.4g}; this model is not safe to use."
     )
-    return "unsafe_candidate"
+    return folder

@@ -185,15 +185,18 @@ def reference_worker_model(config: OnlineConfig) -> nn.Module:
     return model
 
 
-def safety_test_prompts(safety: SafetySection, held: list[Prompt]) -> list[Prompt]:
-    """HC-RLHF's safety-test prompts: safety.test_path, else the task's held-out prompts (which no
-    training step reads)."""
+def safety_test_prompts(safety: SafetySection, held: list[Prompt], train: list[Prompt]) -> list[Prompt]:
+    """HC-RLHF's safety-test prompts: safety.test_path, else the task's held-out prompts; none of them a
+    training prompt (a test on what the policy trained on would not hold)."""
     if not safety.high_confidence:
         return []
     if not safety.test_path:
         return held
     prompts, bad = read_prompts(safety.test_path)
     report_bad_rows(bad, Path(safety.test_path))
+    trained = {repr(p.messages) for p in train}
+    if seen := [p.source for p in prompts if repr(p.messages) in trained]:
+        raise ConfigError(f"safety.test_path: {len(seen)} test prompts are training prompts too (first: {seen[0]})")
     return prompts
 
 

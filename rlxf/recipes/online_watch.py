@@ -24,7 +24,7 @@ class OveroptimizationWatch:
         self.parted_at: int | None = None
         if saved := run.resumed_files.get("watch"):
             self.proxy, self.gold = saved["proxy"].tolist(), saved["gold"].tolist()
-            self.parted_at = parting_step(self.proxy, self.gold, window)
+            self.parted_at = int(saved["parted_at"]) if int(saved["parted_at"]) >= 0 else None
 
     def observe(self, prompts, rollout, metrics: dict[str, float]) -> None:
         """The gold signal on this step's samples (gold, gold/<source>) beside the reward it does not
@@ -48,5 +48,6 @@ class OveroptimizationWatch:
             {
                 "proxy": torch.tensor(self.proxy, dtype=torch.float64),
                 "gold": torch.tensor(self.gold, dtype=torch.float64),
+                "parted_at": torch.tensor(-1 if self.parted_at is None else self.parted_at),  # the verdict stands
             },
         )

@@ -57,8 +57,11 @@ class HierarchicalReward:
             if len(members) > 1:
                 index = torch.tensor(members)
                 rewards[index] = win_proportions(matrix[index][:, index][None])[0]
-        by_source = {self.name: rewards}
-        for batch in scored:
-            by_source.update({f"{self.name}/{name}": values for name, values in batch.by_source.items()})
-        flags = {f"reward/{self.name}/alone": sum(len(m) < 2 for m in groups.values()) / max(1, len(groups))}
+        by_source, flags = {self.name: rewards}, {}
+        for position, batch in enumerate(scored, 1):
+            for name, values in batch.by_source.items():  # two factors of one kind are logged apart
+                key = f"{self.name}/{name}"
+                by_source[key if key not in by_source else f"{key}_{position}"] = values
+            flags.update(batch.flags)
+        flags[f"reward/{self.name}/alone"] = sum(len(m) < 2 for m in groups.values()) / max(1, len(groups))
         return RewardBatch(rewards, by_source, [{} for _ in completions], flags=flags)

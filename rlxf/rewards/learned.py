@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -29,6 +30,20 @@ class LearnedReward:
     """Score σ(logit), a probability (a reaction model's P[positive]), instead of the logit."""
     _loaded: tuple = field(default=(), repr=False)
 
+    def __post_init__(self):
+        from rlxf.models.loading import saved_settings
+
+        if Path(self.model_path).is_dir():  # the folder is already there: refuse the wrong kind now
+            self._check_kind(saved_settings(self.model_path))
+
+    def _check_kind(self, settings: dict) -> None:
+        saved_kind = settings.get("kind", self.kind)
+        if saved_kind in ("reward_model", "cost_model", "reaction_model") and saved_kind != self.kind:
+            raise ConfigError(
+                f"{self.model_path} is a {saved_kind.replace('_', ' ')}: use it as {{kind: {saved_kind}}}"
+                + (" in safety.costs" if saved_kind == "cost_model" else " in rewards")
+            )
+
     def load(self):
         """(model, encoder), loaded once."""
         if not self._loaded:
@@ -38,12 +53,7 @@ class LearnedReward:
             tokenizer = load_tokenizer(self.model_path)
             model = load_reward_model(self.model_path, pad_token_id=tokenizer.pad_token_id).eval()
             settings = saved_settings(self.model_path)
-            saved_kind = settings.get("kind", self.kind)
-            if saved_kind in ("reward_model", "cost_model", "reaction_model") and saved_kind != self.kind:
-                raise ConfigError(
-                    f"{self.model_path} is a {saved_kind.replace('_', ' ')}: use it as {{kind: {saved_kind}}}"
-                    + (" in safety.costs" if saved_kind == "cost_model" else " in rewards")
-                )
+            self._check_kind(settings)
             settings = settings if not self.max_length else {}
             max_length = self.max_length or settings.get("max_length", 512)
             prompt_length = settings.get("max_prompt_length", max_length * 3 // 4)

@@ -8,6 +8,7 @@ source is one builder and one line in ``REWARD_SOURCES``.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, Sequence
 
 from rlxf.rewards.base import RewardSource
@@ -70,11 +71,20 @@ def _heron(factors: list, margins: list | None = None) -> RewardSource:
         raise ValueError(
             "heron: factors is a list of at least two sources, most important first, e.g. [{kind: math}, {kind: length}]"
         )
-    margins = [0.0] * len(factors) if margins is None else [float(m) for m in margins]
-    if len(margins) != len(factors) or min(margins) < 0:
-        raise ValueError(f"heron: give one margin >= 0 per factor ({len(factors)}), got {margins}")
-    built = [build_reward_source(f["kind"], **_options_of(f)) for f in factors]
-    return HierarchicalReward(built, margins)
+    margins = [0.0] * len(factors) if margins is None else list(margins)
+    if len(margins) != len(factors) or not all(_is_margin(m) for m in margins):
+        raise ValueError(f"heron: give one margin (a finite number >= 0) per factor ({len(factors)}), got {margins}")
+    built = []
+    for position, factor in enumerate(factors, 1):
+        try:
+            built.append(build_reward_source(factor["kind"], **_options_of(factor)))
+        except ValueError as error:
+            raise ValueError(f"heron factor {position} ({factor['kind']}): {error}") from None
+    return HierarchicalReward(built, [float(m) for m in margins])
+
+
+def _is_margin(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def _python(function: str | Callable) -> RewardSource:

@@ -310,3 +310,38 @@ def test_a_sequence_mean_counts_only_the_samples_trained_on(tmp_path):
         for p, theirs in zip(policy.parameters(), expected):
             assert torch.allclose(p.grad, theirs, atol=1e-6, rtol=1e-4)
         run.end_step(0.0, {})
+
+
+def test_the_cost_channel_carries_plus_beta_kl_through_the_loop(tmp_path):
+    """Safe RLHF through make_experience: RLOO, β = 0.5, the same δ as above (Σ_t δ = 0.6, 0.3, 1.0, 0.1),
+    costs 0, 1, 0.5, 0.5 and λ = 2.
+    reward channel: A_r = [0.85, −0.85, −1.05, 1.05] (above)
+    cost channel c + β Σδ = [0.3, 1.15, 1.0, 0.55] → leave-one-out A_c = [−0.85, 0.85, 0.45, −0.45]
+    (A_r − 2 A_c) / 3 = [0.85, −0.85, −0.65, 0.65]."""
+    from types import SimpleNamespace
+
+    from rlxf.recipes.online import make_experience
+    from rlxf.recipes.online_safety import LagrangeMultiplier
+    from rlxf.rollout import Rollout
+
+    config = load_config(
+        OnlineConfig,
+        None,
+        ["policy.name=tiny-llama", "algo=rloo", "sampling.n=2", "kl_coef=0.5", "safety.costs=[{kind: length}]",
+         "safety.multiplier_init=2"],
+    )  # fmt: skip
+    policy, run = policy_and_run(tmp_path, with_critic=False)
+    with torch.no_grad():
+        logps = policy_logps(policy)
+    rollout = Rollout([p for p, _ in SEQUENCES], COMPLETIONS, logps, MASK, [""] * 4, ["eos"] * 4, [0, 0, 1, 1])
+    reference = SimpleNamespace(token_logps=lambda batch, temperature: (logps - DELTA)[MASK > 0])
+    multiplier = LagrangeMultiplier(config.safety, None, run)
+    roles = SimpleNamespace(
+        reference=reference, critics={}, kl=SimpleNamespace(coef=0.5), run=run, sampler=None, source=None,
+        costs=None, multiplier=multiplier,
+    )  # fmt: skip
+    costs = torch.tensor([0.0, 1.0, 0.5, 0.5])
+    experience = make_experience(config, roles, None, rollout, REWARDS, costs)
+    advantages = experience.targets["advantages"]
+    assert advantages[:, 0].tolist() == pytest.approx([0.85, -0.85, -0.65, 0.65], abs=1e-5)
+    assert torch.equal(advantages == 0, MASK == 0)  # the same advantage on every token of a sample, none on padding

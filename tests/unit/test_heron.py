@@ -31,7 +31,18 @@ def test_heron_rewards_each_sample_by_its_wins_within_its_prompt():
     assert batch.rewards.tolist() == pytest.approx([1.0, 0.5, 0.0, 0.5])
     assert set(batch.by_source) == {"heron", "heron/format", "heron/length"}
     assert batch.flags["reward/heron/alone"] == 0.5
-    with pytest.raises(ValueError, match="one margin >= 0 per factor"):
+    with pytest.raises(ValueError, match="one margin \\(a finite number >= 0\\) per factor"):
         build_reward_source("heron", factors=[{"kind": "math"}, {"kind": "length"}], margins=[1.0])
     with pytest.raises(ValueError, match="at least two sources"):
         build_reward_source("heron", factors=[{"kind": "math"}])
+
+
+def test_a_difference_exactly_at_the_margin_does_not_decide_and_the_spread_is_the_batchs():
+    # factor 1 = −1, 0, 1 has sample deviation exactly 1; factor 2 = 0, 5, 0
+    factors = torch.tensor([[-1.0, 0.0, 1.0], [0.0, 5.0, 0.0]])
+    at_margin = hierarchical_preferences(factors, [1.0, 0.0])  # neighbours differ by 1, not more: factor 2 decides
+    assert at_margin[1, 2] == 1.0 and at_margin[1, 0] == 1.0 and at_margin[2, 0] == 1.0
+    below = hierarchical_preferences(factors, [0.99, 0.0])  # now factor 1 decides every pair
+    assert below[1, 2] == 0.0 and below[1, 0] == 1.0
+    # the spread is the batch's: samples 1 and 2 alone have deviation 0.707, so factor 1 now decides for 2
+    assert hierarchical_preferences(factors[:, 1:], [1.0, 0.0])[0, 1] == 0.0

@@ -85,3 +85,60 @@ def test_the_gold_fall_is_paired_over_prompts():
         {"n": 4, "gold": 0.0, "gold_per_prompt": [0.0, 0.0]},
     ]
     assert gold_fall(curve) == pytest.approx({"peak_n": 2, "fall": 1.5, "fall_se": 0.5})
+
+
+def test_best_of_n_kl_and_the_gold_standard_error_by_hand():
+    assert best_of_n_kl(4) == pytest.approx(math.log(4) - 0.75) and best_of_n_kl(1) == 0.0
+    # two prompts whose best-of-1 gold means are 1 and 3: mean 2, sample deviation √2, standard error √2/√2 = 1
+    proxy, gold = torch.tensor([[0.0, 1.0], [0.0, 1.0]]), torch.tensor([[0.0, 2.0], [2.0, 4.0]])
+    (one,) = best_of_n_curve(proxy, gold, [1])
+    assert one["gold"] == 2.0 and one["gold_se"] == pytest.approx(1.0) and one["gold_per_prompt"] == [1.0, 3.0]
+    # two prompts, proxies averaged: best of 2 picks proxy 1 and 5
+    (two,) = best_of_n_curve(torch.tensor([[0.0, 1.0], [5.0, 2.0]]), gold, [2])
+    assert two["proxy"] == 3.0
+
+
+def test_parting_step_needs_the_fall_beyond_its_noise_and_a_full_window_after_the_peak():
+    proxy = [0.1 * i for i in range(16)]
+    # the gold rises to step 7 then falls by 0.05 a step: over 4 steps that is 0.2; a noise of ±0.5 hides it
+    trend = [0.1 * i if i <= 7 else 0.7 - 0.05 * (i - 7) for i in range(16)]
+    assert parting_step(proxy, trend, window=4) is not None
+    noisy = [t + (0.5 if i % 2 else -0.5) for i, t in enumerate(trend)]
+    assert parting_step(proxy, noisy, window=4) is None
+    # a fall that started less than a window ago is not yet a parting
+    late = [0.1 * i if i <= 13 else 1.3 - 0.3 * (i - 13) for i in range(16)]
+    assert parting_step(proxy, late, window=4) is None
+    # the first steps cannot be the peak: their trailing mean is over fewer than a window
+    early = [5.0, 0.0, 0.0, 0.0] + [0.1 * i for i in range(12)]
+    assert parting_step(proxy, early, window=4) is None
+
+
+def test_the_watch_names_the_peak_step_counting_from_one_and_its_verdict_resumes():
+    from types import SimpleNamespace
+
+    from rlxf.recipes.online_watch import OveroptimizationWatch
+    from rlxf.rewards.base import single_source
+
+    class Run:
+        def __init__(self, resumed=None):
+            self.resumed_files, self.saved = resumed or {}, {}
+
+        def save_with_checkpoint(self, name, tensors):
+            self.saved[name] = tensors
+
+    golds = iter([0.1 * i if i <= 5 else 0.5 - 0.2 * (i - 5) for i in range(14)])
+    gold = SimpleNamespace(score=lambda prompts, texts, **kw: single_source("g", [next(golds)]))
+    run, rows = Run(), []
+    watch = OveroptimizationWatch(3, gold, run)
+    rollout = SimpleNamespace(prompt_index=[0], texts=["x"], completion_ids=[[1]])
+    prompt = SimpleNamespace(messages=[], context={}, conversational=False)
+    for step in range(14):
+        metrics = {"reward": 0.1 * step}
+        watch.observe([prompt], rollout, metrics)
+        rows.append(metrics)
+    parted = next(i for i, r in enumerate(rows) if r["overoptimization"])
+    # the smoothed gold peaks at index 5 or 6 (means of 0.3, 0.4, 0.5 and 0.4, 0.5, 0.3): index 5 is 0.4; 6 is 0.4
+    assert rows[-1]["gold_peak_step"] == watch.parted_at + 1 and watch.parted_at in (5, 6)
+    assert all("gold_peak_step" not in r for r in rows[:parted])
+    resumed = OveroptimizationWatch(3, gold, Run(run.saved))
+    assert resumed.parted_at == watch.parted_at and resumed.gold == watch.gold

@@ -193,3 +193,120 @@ def test_auroc_counts_ties_as_half():
     # positives 0.9, 0.5; negatives 0.5, 0.1: pairs (0.9>0.5, 0.9>0.1, 0.5=0.5, 0.5>0.1) = 3.5 / 4
     assert auroc([0.9, 0.5, 0.5, 0.1], [1, 1, 0, 0]) == 0.875
     assert auroc([0.1, 0.9], [1, 0]) == 0.0 and auroc([1.0], [1]) is None
+
+
+class Costs:
+    """A cost source that gives back the costs it is told to."""
+
+    name = "fixed"
+
+    def __init__(self, values):
+        self.values = values
+
+    def score(self, prompts, completions, **context):
+        from rlxf.rewards.base import single_source
+
+        return single_source(self.name, self.values[: len(completions)])
+
+
+def test_the_cost_channel_learns_from_the_raw_costs_or_under_hc_rlhf_from_the_surrogate():
+    from types import SimpleNamespace
+
+    rollout = SimpleNamespace(prompt_index=[0, 0, 0, 0], texts=["a"] * 4, completion_ids=[[1]] * 4)
+    prompts = [SimpleNamespace(messages=[], context={}, conversational=False)]
+    plain = LagrangeMultiplier(safety_config(), Costs([0.0, 1.0, 1.0, 2.0]), FakeRun())
+    metrics = {}
+    assert plain.score(prompts, rollout, metrics).tolist() == [0.0, 1.0, 1.0, 2.0]
+    assert metrics["cost"] == 1.0 and metrics["cost/fixed"] == 1.0 and "cost_bound" not in metrics
+    hc = LagrangeMultiplier(
+        safety_config("safety.confidence_delta=0.1"), Costs([0.0, 1.0, 1.0, 2.0]), FakeRun(), [None] * 10
+    )
+    learned = hc.score(prompts, rollout, {})
+    mean, std, inflation = hc.window_statistics()
+    costs = torch.tensor([0.0, 1.0, 1.0, 2.0])
+    assert inflation > 0 and learned.tolist() == pytest.approx(
+        (costs + inflation * (costs**2 - 2 * costs * mean) / (2 * std)).tolist()
+    )
+
+
+def test_combine_keeps_the_cost_critics_returns():
+    multiplier = LagrangeMultiplier(safety_config(), None, FakeRun())
+    targets = multiplier.combine(
+        {"advantages": torch.ones(2), "returns": torch.zeros(2)},
+        {"advantages": torch.zeros(2), "returns": torch.full((2,), 3.0)},
+    )
+    assert targets["returns"].tolist() == [0.0, 0.0] and targets["cost_returns"].tolist() == [3.0, 3.0]
+
+
+class Sampler:
+    def __init__(self, costs):
+        self.costs, self.calls = costs, []
+
+    def sample_scores(self, source, prompts, sampling, seeds):
+        self.calls.append((sampling.n, len(seeds)))
+        return self.costs
+
+
+@pytest.mark.parametrize(
+    "costs, limit, passed",
+    [
+        ([0.25, 0.25, 0.25], 0.25, True),  # no spread: the bound is the mean, exactly at the limit: passes
+        ([0.0, 0.5, 0.25], 0.25, False),  # mean at the limit, but the bound 0.25 + t(0.9, 2)·0.25/√3 is above
+        ([0.0, 0.5, 0.25], 0.6, True),  # the same bound, 0.522, under a limit of 0.6
+    ],
+)
+def test_the_safety_verdict_decides_where_the_model_goes(tmp_path, costs, limit, passed):
+    from rlxf.recipes.online_safety import safety_verdict
+    from rlxf.rollout import SamplingParams
+
+    safety = safety_config("safety.confidence_delta=0.1", f"safety.cost_limit={limit}")
+    run = FakeRun()
+    run.dir = tmp_path
+    (tmp_path / ("model" if not passed else "unsafe_candidate")).mkdir()  # a stale verdict of this folder
+    multiplier = LagrangeMultiplier(safety, None, run, [None] * 3)
+    sampler, results = Sampler(costs), {"warnings": []}
+    folder = safety_verdict(multiplier, sampler, SamplingParams(8, 1.0, 1.0, 4), 0, results)
+    test = results["safety_test"]
+    assert sampler.calls == [(1, 3)]  # one sampled response per test prompt
+    assert test["ucb"] == pytest.approx(student_t_upper_bound(costs, 0.1)["ucb"])
+    assert test["passed"] is passed and folder == ("model" if passed else "unsafe_candidate")
+    assert not (tmp_path / ("unsafe_candidate" if passed else "model")).exists()  # the stale one is gone
+    assert bool(results["warnings"]) is not passed
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["rewards=[{kind: cost_model, model: x}]"], "belongs in safety.costs"),
+        (["watch.gold=[{kind: cost_model, model: x}]"], "belongs in safety.costs"),
+        (["safety.costs=[{kind: reward_model, model: x}]"], "would penalize what it rewards"),
+        (["safety.costs=[{kind: length, normalize: true}]"], "normalize is for rewards"),
+        (["watch.gold=[{kind: length, normalize: true}]"], "normalize is for rewards"),
+        (["safety.confidence_delta=0.1"], "needs cost sources"),
+        (["safety.costs=[{kind: length}]", "safety.confidence_delta=0.1", "task.eval_count=1"], "needs test prompts"),
+        (["safety.costs=[{kind: length}]", "safety.confidence_delta=1.5"], "confidence_delta must be in"),
+        (["watch.window=3"], "needs a gold signal"),
+    ],
+)
+def test_settings_that_would_undo_a_constraint_or_a_watch_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(OnlineConfig, None, overrides)
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [("[[1, 0]]", "at least two weightings"), ("[[1, 0], [1, 0]]", "given twice"), ("[[1, .nan], [0, 1]]", "finite")],
+)
+def test_pareto_refuses_weightings_that_cannot_make_a_front(weights, message):
+    from rlxf.pipelines.pareto import ParetoConfig
+
+    two = "online.rewards=[{kind: length}, {kind: format, pattern: a}]"
+    with pytest.raises(ValueError, match=message):
+        load_config(ParetoConfig, None, [two, f"weights={weights}"])
+
+
+def test_mpo_keeps_the_dpo_model_as_its_reference():
+    from rlxf.pipelines.mpo import MPOConfig
+
+    with pytest.raises(ValueError, match="kl_coef must be > 0"):
+        load_config(MPOConfig, None, ["reward_model=x", "online.kl_coef=0"])
