@@ -80,6 +80,24 @@ def length_baseline(records: Sequence[Preference]) -> dict:
 
 
 @torch.no_grad()
+def score_sequences(
+    model: nn.Module, sequences: Sequence[list[int]], pad_id: int, max_tokens: int = 8192
+) -> list[float]:
+    """The scalar head's score of each sequence, in eval mode, batched by length."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    scores = [0.0] * len(sequences)
+    for batch in token_budget_batches([len(sequences[i]) for i in order], max_tokens):
+        rows = [order[i] for i in batch]
+        padded = pad([(sequences[i], []) for i in rows], pad_id)
+        for row, value in zip(rows, reward_scores(model, padded.input_ids, padded.attention_mask).tolist()):
+            scores[row] = value
+    model.train(was_training)
+    return scores
+
+
+@torch.no_grad()
 def classifier_accuracy(
     model: nn.Module, sequences: Sequence[list[int]], labels: Sequence[float], pad_id: int, bins: int = 10
 ) -> dict:
@@ -88,16 +106,7 @@ def classifier_accuracy(
     expected calibration error of P(the observed label)."""
     from rlxf.eval.calibration import calibration
 
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    logits = [0.0] * len(sequences)
-    for batch in token_budget_batches([len(sequences[i]) for i in order], 8192):
-        rows = [order[i] for i in batch]
-        padded = pad([(sequences[i], []) for i in rows], pad_id)
-        for row, value in zip(rows, reward_scores(model, padded.input_ids, padded.attention_mask).tolist()):
-            logits[row] = value
-    model.train(was_training)
+    logits = score_sequences(model, sequences, pad_id)
     probabilities = torch.sigmoid(torch.tensor(logits)).tolist()
     observed = [p if y > 0 else 1 - p for p, y in zip(probabilities, labels)]
     estimate = proportion([1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0 for p in observed])

@@ -13,13 +13,12 @@ import math
 import torch
 
 from rlxf.config import DataSection
-from rlxf.data import pad
 from rlxf.data.formats import read_labeled
 from rlxf.data.split import split_by_group
 from rlxf.data.templating import ChatEncoder
+from rlxf.eval.reward_accuracy import score_sequences
 from rlxf.eval.stats import proportion
 from rlxf.losses.safety import sign_loss
-from rlxf.models import reward_scores
 from rlxf.parallel import distributed
 from rlxf.recipes.common import encode_completions, report_bad_rows, resolve_path, say
 from rlxf.train.run import MetricSums
@@ -69,22 +68,13 @@ class SafetyLabels:
         sums.add(metrics)
         return (per_response * self.weights[indices]).sum() / self.per_step
 
-    @torch.no_grad()
     def held_out_accuracy(self, model) -> dict:
         """Share of held-out labeled responses on the right side of cost 0 (harmful > 0 > harmless)."""
         if not self.held:
             return {}
-        was_training = model.training
-        model.eval()
+        costs = score_sequences(model, self._held_sequences, self.pad_id)
         signs = [-1.0 if r.desirable else 1.0 for r in self.held]
-        outcomes = []
-        for start in range(0, len(self._held_sequences), 16):
-            chunk = self._held_sequences[start : start + 16]
-            batch = pad([(s, []) for s in chunk], self.pad_id)
-            costs = reward_scores(model, batch.input_ids, batch.attention_mask)
-            outcomes += [float(s * c > 0) for s, c in zip(signs[start : start + 16], costs.tolist())]
-        model.train(was_training)
-        estimate = proportion(outcomes)
+        estimate = proportion([float(s * c > 0) for s, c in zip(signs, costs)])
         return {
             "sign_accuracy": estimate.value,
             "sign_accuracy_interval": [estimate.low, estimate.high],

@@ -14,9 +14,11 @@ from rlxf.losses.value import clipped_value_loss
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
 from rlxf.parallel import distributed
 from rlxf.recipes.online_rollout import pack_samples
-from rlxf.recipes.online_safety import CRITIC_RETURNS
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
+
+CRITIC_RETURNS = {"critic": "returns", "cost_critic": "cost_returns"}
+"""Each critic the online loop may train (the cost critic: Safe RLHF's), and the target it regresses on."""
 
 
 @dataclass

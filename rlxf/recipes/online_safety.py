@@ -30,9 +30,6 @@ from rlxf.recipes.online_sections import SafetySection
 from rlxf.rollout import SamplingParams
 from rlxf.train import Run
 
-CRITIC_RETURNS = {"critic": "returns", "cost_critic": "cost_returns"}
-"""Each critic the online loop may train, and the target of the estimator it regresses on."""
-
 
 class LagrangeMultiplier:
     """The cost source, λ and the window of recent costs λ is stepped on (both resume with the run's
@@ -57,7 +54,7 @@ class LagrangeMultiplier:
         """The samples' costs, logged as cost and cost/<source>; λ stepped on them. Returns what the
         cost channel learns from: the costs, or under HC-RLHF the surrogate of their pessimistic bound."""
         costs = score(self.costs, prompts, rollout)
-        metrics.update({"cost" + name[len("reward") :]: value for name, value in costs.metrics().items()})
+        metrics.update(costs.metrics("cost"))
         self.observe(costs.rewards, metrics)
         if not self.safety.high_confidence:
             return costs.rewards

@@ -30,7 +30,7 @@ class OveroptimizationWatch:
         """The gold signal on this step's samples (gold, gold/<source>) beside the reward it does not
         drive; both means over ranks join the series; a warning the first time they part."""
         gold = score(self.source, prompts, rollout)
-        metrics.update({"gold" + name[len("reward") :]: value for name, value in gold.metrics().items()})
+        metrics.update(gold.metrics("gold"))
         means = distributed.mean_over_ranks({"reward": metrics["reward"], "gold": metrics["gold"]})
         self.proxy.append(means["reward"])
         self.gold.append(means["gold"])

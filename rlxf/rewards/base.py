@@ -22,10 +22,11 @@ class RewardBatch:
     flags: dict[str, float] = field(default_factory=dict)  # facts about how it was scored, logged as they are
     opinions: Tensor | None = None  # (B,) bool: False where the source had no opinion (its reward is then 0)
 
-    def metrics(self) -> dict[str, float]:
-        """Mean reward overall and per source, and the flags, for logging."""
-        out = {"reward": float(self.rewards.float().mean())}
-        out.update({f"reward/{name}": mean_of_opinions(values) for name, values in self.by_source.items()})
+    def metrics(self, prefix: str = "reward") -> dict[str, float]:
+        """Mean reward overall and per source, and the flags, for logging (``prefix``: what the scores
+        are, e.g. cost or gold)."""
+        out = {prefix: float(self.rewards.float().mean())}
+        out.update({f"{prefix}/{name}": mean_of_opinions(values) for name, values in self.by_source.items()})
         return out | self.flags
 
 
