@@ -176,9 +176,10 @@ def _overoptimization(train: list[dict]) -> list[str]:
         return []
     parted = next((r for r in gold if r.get("overoptimization")), None)
     if parted is None:
-        return [
-            f"The gold signal did not fall while the reward rose ({gold[0]['gold']:.3g} at the first step, {gold[-1]['gold']:.3g} at the last)."
-        ]
+        ends = f"{gold[0]['gold']:.3g} at the first step, {gold[-1]['gold']:.3g} at the last"
+        if _change(train, "reward")[2] != "up":
+            return [f"The watch saw no over-optimization: the reward did not rise (the gold signal: {ends})."]
+        return [f"The gold signal did not fall while the reward rose ({ends})."]
     peak = int(parted["gold_peak_step"])
     at_peak = next((r["gold"] for r in gold if r["step"] == peak), float("nan"))
     return [
