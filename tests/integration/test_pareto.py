@@ -21,7 +21,7 @@ def test_each_weighting_trains_toward_its_source_and_the_front_is_reported(tmp_p
         "online.task.name=file",
         f"online.task.path={prompt_file}",
         "online.task.eval_count=8",
-        "online.sampling.n=8",
+        "online.sampling.n=4",
         "online.sampling.max_new_tokens=16",
         "online.train.batch_size=4",
         "online.train.max_steps=5",
