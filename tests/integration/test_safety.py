@@ -9,36 +9,13 @@ import pytest
 
 from rlxf.config import load_config
 from rlxf.data import DataError, read_preferences
-from rlxf.recipes.online import OnlineConfig, train_online
 from rlxf.recipes.reward_model import CostModelConfig, train_cost_model
 from rlxf.train.metrics import read_metrics
+from tests.integration.test_online import online  # the same tiny run: a digit in the completion is rewarded
 
 # the reward: a digit in the completion; the cost: a digit from 0 to 4 in it. Writing only 5-9 earns
 # the reward at no cost, but an unconstrained policy writes digits of every kind.
-REWARD = 'rewards=[{kind: format, pattern: "\\\\d"}]'
 COST = 'safety.costs=[{kind: format, pattern: "[0-4]"}]'
-
-
-def online(tmp_path, prompt_file, *overrides):
-    config = load_config(
-        OnlineConfig,
-        None,
-        [
-            f"output_dir={tmp_path}",
-            "policy.name=tiny-llama",
-            "task.name=file",
-            f"task.path={prompt_file}",
-            "task.eval_count=8",
-            REWARD,
-            "sampling.n=8",
-            "sampling.max_new_tokens=16",
-            "train.batch_size=4",
-            "train.lr=1e-2",
-            "train.scheduler=constant",
-            *overrides,
-        ],
-    )
-    return train_online(config), read_metrics(tmp_path / "metrics.jsonl", "train")
 
 
 def last(rows, key, steps=3):
