@@ -35,6 +35,23 @@ def calibration(probabilities: Sequence[float], bins: int = 10) -> dict:
     return {"ece": ece, "bins": table, "pairs": sum(cell["count"] for cell in table)}
 
 
+def accuracy_and_calibration(probabilities: Sequence[float], bins: int = 10) -> dict:
+    """From P(the observed outcome) of each prediction: accuracy (right when > ½, half at ½; Wilson
+    interval, sign test against ½), the expected calibration error and the reliability bins."""
+    from rlxf.eval.stats import proportion
+
+    estimate = proportion([1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0 for p in probabilities])
+    calibrated = calibration(probabilities, bins)
+    return {
+        "accuracy": estimate.value,
+        "accuracy_interval": [estimate.low, estimate.high],
+        "n": estimate.n,
+        "p_value_vs_chance": estimate.p_value_vs_half,
+        "ece": calibrated["ece"],
+        "calibration_bins": calibrated["bins"],
+    }
+
+
 def plot_reliability(path: Path, result: dict, *, title: str) -> Path:
     """Accuracy against confidence per bin (the diagonal is perfect calibration), bar width ∝ count."""
     plt = pyplot()

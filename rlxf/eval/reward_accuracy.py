@@ -104,21 +104,17 @@ def classifier_accuracy(
     """A binary classifier of feedback on held-out responses: accuracy (P > ½, 95% interval), AUROC
     (the chance a positive response scores above a negative one, ties half: Mann–Whitney) and the
     expected calibration error of P(the observed label)."""
-    from rlxf.eval.calibration import calibration
+    from rlxf.eval.calibration import accuracy_and_calibration
 
     logits = score_sequences(model, sequences, pad_id)
     probabilities = torch.sigmoid(torch.tensor(logits)).tolist()
-    observed = [p if y > 0 else 1 - p for p, y in zip(probabilities, labels)]
-    estimate = proportion([1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0 for p in observed])
-    calibrated = calibration(observed, bins)
-    return {
-        "accuracy": estimate.value,
-        "accuracy_interval": [estimate.low, estimate.high],
-        "responses": estimate.n,
-        "auroc": auroc(logits, labels),
-        "ece": calibrated["ece"],
-        "positive_rate": sum(1 for y in labels if y > 0) / max(1, len(labels)),
-    }
+    result = accuracy_and_calibration([p if y > 0 else 1 - p for p, y in zip(probabilities, labels)], bins)
+    result.update(
+        responses=result.pop("n"),
+        auroc=auroc(logits, labels),
+        positive_rate=sum(1 for y in labels if y > 0) / max(1, len(labels)),
+    )
+    return result
 
 
 def auroc(scores: Sequence[float], labels: Sequence[float]) -> float | None:

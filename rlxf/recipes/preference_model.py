@@ -25,8 +25,7 @@ from rlxf.data import Preference
 from rlxf.data.batching import token_budget_batches
 from rlxf.data.pairs import pair_inputs
 from rlxf.data.templating import ChatEncoder
-from rlxf.eval.calibration import calibration, plot_reliability
-from rlxf.eval.stats import proportion
+from rlxf.eval.calibration import accuracy_and_calibration, plot_reliability
 from rlxf.losses import general_preference, sequence_mean
 from rlxf.models import preference_logits
 from rlxf.recipes.common import (
@@ -81,16 +80,9 @@ def held_out_preferences(
     for batch in token_budget_batches([2 * len(ab) for ab, _ in decided], 8192):
         probabilities += torch.sigmoid(pair_logits(model, [decided[i] for i in batch], pad_id)).tolist()
     model.train(was_training)
-    estimate = proportion([1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0 for p in probabilities])
-    calibrated = calibration(probabilities, bins)
-    return {
-        "accuracy": estimate.value,
-        "accuracy_interval": [estimate.low, estimate.high],
-        "pairs": estimate.n,
-        "p_value_vs_chance": estimate.p_value_vs_half,
-        "ece": calibrated["ece"],
-        "calibration_bins": calibrated["bins"],
-    }
+    result = accuracy_and_calibration(probabilities, bins)
+    result["pairs"] = result.pop("n")
+    return result
 
 
 def train_preference_model(config: PreferenceModelConfig) -> dict:
