@@ -12,6 +12,7 @@ from statistics import fmean, variance
 from typing import Any
 
 from rlxf.config import Checked
+from rlxf.eval.people_gold import people_section, read_people_scores
 from rlxf.eval.report import plot_curves
 
 PANELS: dict[str, tuple[str, ...]] = {
@@ -34,14 +35,25 @@ PANELS: dict[str, tuple[str, ...]] = {
 class ReportConfig(Checked):
     run_dir: str = ""
     """A run folder (output_dir of any recipe): its metrics.jsonl and eval.json become report.md with plots."""
+    labels: str = ""
+    """People as gold: a feedback-app export (a snapshot folder, or its labeled.jsonl or ratings.jsonl)
+    with answers about the samples the run wrote for labelers (watch.for_labelers_every); the report
+    puts them beside the reward, step by step, and says where they parted."""
+    aspect: str = ""
+    """labels from a rating project: the aspect to read (default: the mean of the aspects)."""
+    labels_window: int = 3
+    """Labeled steps the people's and the reward's trends are smoothed over."""
 
     def check(self):
         if not self.run_dir:
             raise ValueError("give the run folder: rlxf report RUN_DIR")
+        if self.labels_window < 2:
+            raise ValueError(f"labels_window must be >= 2, got {self.labels_window}")
 
 
 def report(config: ReportConfig) -> Path:
-    path = write_run_report(config.run_dir)
+    people = (config.labels, config.aspect, config.labels_window) if config.labels else None
+    path = write_run_report(config.run_dir, people)
     print(f"wrote {path}")
     return path
 
@@ -62,8 +74,9 @@ def panel_keys(name: str, rows: list[dict]) -> list[str]:
     return keys
 
 
-def write_run_report(run_dir: str | Path) -> Path:
-    """report.md and report/*.png in ``run_dir``; returns the markdown's path."""
+def write_run_report(run_dir: str | Path, people: tuple[str, str, int] | None = None) -> Path:
+    """report.md and report/*.png in ``run_dir``; returns the markdown's path. ``people`` (labels,
+    aspect, window) adds people's answers as gold, also kept in watch/people.json."""
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
@@ -79,6 +92,12 @@ def write_run_report(run_dir: str | Path) -> Path:
         eval_key = next((k for k in keys if any(k in r for r in held)), None)
         plot_curves(figures / f"{name}.png", train, keys, title=name, ylabel=name, eval_rows=held, eval_key=eval_key)
         sections += [f"## {name}", "", summary_table(train, keys), "", f"![{name}](report/{name}.png)", ""]
+    if people is not None:
+        labels, aspect, window = people
+        section, summary = people_section(read_people_scores(labels, run_dir, aspect), train, figures, window)
+        sections += section
+        (run_dir / "watch").mkdir(exist_ok=True)
+        (run_dir / "watch" / "people.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     sections += held_out_section(_results(run_dir))
     path = run_dir / "report.md"
     path.write_text("\n".join(sections) + "\n", encoding="utf-8")

@@ -12,7 +12,8 @@ rlxf's preference layout, so `rlxf rm data.path=.../pairwise.jsonl` trains on th
 
 - ``pairwise.jsonl``: prompt, chosen, rejected, tie, annotator (+ reason, item and answer ids)
 - ``labeled.jsonl``: prompt, completion, label (reactions: love/like 1, dislike 0; both
-  responses of a "both bad" pair 0) — the unpaired layout KTO reads
+  responses of a "both bad" pair 0) — the unpaired layout KTO reads; a row about one response
+  also names the ``model`` that wrote it, where the item was imported with one
 - ``rankings.jsonl``: prompt, responses best first; ``ratings.jsonl``: prompt, completion,
   scores per aspect; ``spans.jsonl``: prompt, completion, spans (start, end, tag, text);
   ``verbal.jsonl``: prompt, completions shown, feedback text
@@ -36,31 +37,39 @@ from rlxf.feedback.questions import REACTIONS
 from rlxf.feedback.store import Answer, Candidate, Item, Project, Store
 
 
-def records_of(answer: Answer, prompt: list, shown: list[str], annotator: str) -> dict[str, list[dict]]:
-    """The records one answer gives, by file name."""
+def records_of(
+    answer: Answer, prompt: list, shown: list[str], annotator: str, models: list[str] | None = None
+) -> dict[str, list[dict]]:
+    """The records one answer gives, by file name. A row about one response carries ``model``, the
+    model or checkpoint that wrote it, where the item was imported with one."""
     payload, ids = answer.payload, {"item_id": answer.item_id, "answer_id": answer.id, "annotator": annotator}
+    by = [{"model": model} if model else {} for model in (models or [""] * len(shown))]
     if answer.question == "pairwise":
         choice = payload["choice"]
         if choice == "both_bad":
-            return {"labeled": [{"prompt": prompt, "completion": text, "label": 0.0, **ids} for text in shown]}
+            return {
+                "labeled": [
+                    {"prompt": prompt, "completion": text, "label": 0.0, **ids, **by[i]} for i, text in enumerate(shown)
+                ]
+            }
         chosen, rejected = shown if choice in ("A", "tie") else shown[::-1]
         pair = {"prompt": prompt, "chosen": chosen, "rejected": rejected, "tie": choice == "tie"}
         return {"pairwise": [{**pair, "reason": payload.get("reason", ""), **ids}]}
     if answer.question == "reaction":
         label = REACTIONS[payload["reaction"]]
         row = {"prompt": prompt, "completion": shown[0], "label": label, "reaction": payload["reaction"], **ids}
-        return {"labeled": [row]}
+        return {"labeled": [{**row, **by[0]}]}
     if answer.question == "ranking":
         return {"rankings": [{"prompt": prompt, "responses": [shown[p] for p in payload["order"]], **ids}]}
     if answer.question == "rating":
-        return {"ratings": [{"prompt": prompt, "completion": shown[0], "scores": payload["scores"], **ids}]}
+        return {"ratings": [{"prompt": prompt, "completion": shown[0], "scores": payload["scores"], **ids, **by[0]}]}
     if answer.question == "spans":
         by_response = defaultdict(list)
         for span in payload["spans"]:
             text = shown[span["candidate"]]
             by_response[span["candidate"]].append({**span, "text": text[span["start"] : span["end"]]})
         rows = [
-            {"prompt": prompt, "completion": text, "spans": by_response.get(position, []), **ids}
+            {"prompt": prompt, "completion": text, "spans": by_response.get(position, []), **ids, **by[position]}
             for position, text in enumerate(shown)
         ]
         return {"spans": rows}
@@ -78,9 +87,11 @@ def export_project(
     """A new snapshot folder of ``project`` under ``out``, as the module describes; returns it."""
     loaded = project_answers(session, project)
     items, users = loaded.items, loaded.users
-    texts = dict(
-        session.execute(select(Candidate.id, Candidate.text).join(Item).where(Item.project_id == project.id)).all()
-    )
+    candidates = session.execute(
+        select(Candidate.id, Candidate.text, Candidate.model).join(Item).where(Item.project_id == project.id)
+    ).all()
+    texts = {id_: text for id_, text, _ in candidates}
+    models = {id_: model for id_, _, model in candidates}
     measured = gold_scores(loaded)
     reliability = {name: (score["gold_correct"] + 1) / (score["gold"] + 2) for name, score in measured.items()}
     excluded = sorted(
@@ -94,9 +105,10 @@ def export_project(
         user = users[answer.user_id]
         if items[answer.item_id].kind != "task" or user.name in excluded:
             continue
-        shown = [texts[i] for i in answer.shown_order]
+        shown, shown_models = [texts[i] for i in answer.shown_order], [models[i] for i in answer.shown_order]
         prefix = "ai_" if user.role == "judge" else ""
-        for name, rows in records_of(answer, items[answer.item_id].prompt, shown, user.name).items():
+        records = records_of(answer, items[answer.item_id].prompt, shown, user.name, shown_models)
+        for name, rows in records.items():
             if not prefix:
                 measured_reliability = reliability.get(user.name, 0.5)
                 rows = [{**row, "reliability": measured_reliability} for row in rows]

@@ -41,7 +41,7 @@ from rlxf.recipes.online_rollout import (
     zero_variance_groups,
 )
 from rlxf.recipes.online_safety import LagrangeMultiplier, safety_verdict
-from rlxf.recipes.online_watch import OveroptimizationWatch
+from rlxf.recipes.online_watch import LabelerExport, OveroptimizationWatch
 from rlxf.recipes.run_folder import prepare_output_dir
 from rlxf.rollout import SamplingParams
 from rlxf.train import Run
@@ -61,6 +61,7 @@ class Roles:
     multiplier: LagrangeMultiplier | None  # Safe RLHF's λ; None without a constraint
     gold: Any  # the over-optimization watch's gold source (watch.gold summed); None without one
     watch: OveroptimizationWatch | None
+    labelers: LabelerExport | None  # samples handed to people as the watch's gold; None when off
     reference: Any  # log π_ref (in the trainer or a Ray worker); None without a KL term
     critics: nn.ModuleDict  # V(s_t) for estimators that need values (ppo): "critic", and "cost_critic" with costs
     kl: KLCoefficient
@@ -87,6 +88,8 @@ def train_online(config: OnlineConfig) -> dict:
         roles.kl.observe(experience, metrics)  # 5. end of step
         if roles.watch is not None:
             roles.watch.observe(prompts, rollout, metrics)
+        if roles.labelers is not None:
+            roles.labelers.observe(prompts, rollout)
         run.end_step(total, metrics, tokens=tokens)
         if roles.reference is not None and _every(config.reference_refresh_every, run.step):
             with run.full_weights():
@@ -133,6 +136,8 @@ def start(config: OnlineConfig) -> Roles:
     multiplier = LagrangeMultiplier(config.safety, costs, run, test_prompts) if costs is not None else None
     gold = setup.reward_function(config.watch.gold) if config.watch.gold else None
     watch = OveroptimizationWatch(config.watch.window, gold, run) if gold is not None else None
+    every, samples = config.watch.for_labelers_every, config.watch.for_labelers_samples
+    labelers = LabelerExport(every, samples, run) if every else None
     return Roles(
         run,
         sampler,
@@ -141,6 +146,7 @@ def start(config: OnlineConfig) -> Roles:
         multiplier,
         gold,
         watch,
+        labelers,
         reference,
         critics,
         kl,

@@ -303,6 +303,7 @@ _NEEDS: dict[str, tuple[Callable[[OnlineConfig], bool], str]] = {
     **{f"safety.{name}": (_constrained, COSTS) for name in _SAFETY_SETTINGS},
     "safety.cost_critic": (lambda c: _constrained(c) and _critic(c), "cost sources and a critic (algo=ppo)"),
     "watch.window": (lambda c: bool(c.watch.gold), "a gold signal (watch.gold)"),
+    "watch.for_labelers_samples": (lambda c: c.watch.for_labelers_every > 0, "watch.for_labelers_every > 0"),
     **{
         f"safety.{name}": (lambda c: c.safety.high_confidence, "HC-RLHF (safety.confidence_delta > 0 and safety.costs)")
         for name in ("bound_batch_weight", "bound_test_weight", "test_path")

@@ -206,7 +206,15 @@ class WatchSection(Checked):
     window: int = 5
     """Steps the proxy's and the gold's trends are smoothed over: the watch warns once the gold has
     fallen from its peak and the proxy risen since, each beyond the noise of a window's mean."""
+    for_labelers_every: int = 0
+    """People as the gold signal: every this many steps, ``for_labelers_samples`` of the step's samples
+    join watch/for_labelers.jsonl, ready for `rlxf feedback import` into a reaction or rating project;
+    `rlxf report RUN_DIR labels=SNAPSHOT` then reads the people's answers as gold. 0: off."""
+    for_labelers_samples: int = 4
+    """Samples per exported step, spread over the step's prompts."""
 
     def check(self):
         if self.window < 2:
             raise ValueError(f"watch.window must be >= 2, got {self.window}")
+        if self.for_labelers_every < 0 or self.for_labelers_samples < 1:
+            raise ValueError("watch.for_labelers_every must be >= 0 and watch.for_labelers_samples >= 1")

@@ -1,8 +1,11 @@
 """The over-optimization watch of `rlxf online`: a gold signal scored beside the optimized (proxy)
 reward every step, and one warning when the proxy keeps rising while the gold falls (Gao et al.,
-"Scaling Laws for Reward Model Overoptimization", ICML 2023), naming the step where they parted."""
+"Scaling Laws for Reward Model Overoptimization", ICML 2023), naming the step where they parted; and
+the samples it hands to people, whose answers `rlxf report RUN_DIR labels=...` reads as gold."""
 
 from __future__ import annotations
+
+import json
 
 import torch
 
@@ -51,3 +54,34 @@ class OveroptimizationWatch:
                 "parted_at": torch.tensor(-1 if self.parted_at is None else self.parted_at),  # the verdict stands
             },
         )
+
+
+class LabelerExport:
+    """Every ``every`` steps, ``samples`` of the step's samples appended to watch/for_labelers.jsonl as
+    `rlxf feedback import` rows, each response tagged with the step that wrote it
+    (``"model": "<output_dir>/step-N"``); the feedback app's export carries the tag back beside each
+    answer, so a report can put people's verdicts on the run's steps. A resumed run drops the rows
+    of steps after its checkpoint (they are written again)."""
+
+    def __init__(self, every: int, samples: int, run: Run):
+        self.every, self.samples, self.run = every, samples, run
+        self.path = run.dir / "watch" / "for_labelers.jsonl"
+        if distributed.is_main():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            rows = (
+                [json.loads(line) for line in self.path.read_text("utf-8").splitlines()] if self.path.exists() else []
+            )
+            kept = [row for row in rows if row["step"] <= run.step]
+            self.path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept), "utf-8")
+
+    def observe(self, prompts, rollout) -> None:
+        step = self.run.step + 1  # the step being trained (run.step counts finished ones)
+        if step % self.every or not distributed.is_main():
+            return
+        count = min(self.samples, len(rollout.texts))
+        picked = [i * len(rollout.texts) // count for i in range(count)]  # spread over the step's prompts
+        with self.path.open("a", encoding="utf-8") as out:
+            for i in picked:
+                response = {"text": rollout.texts[i], "model": f"{self.run.dir}/step-{step}"}
+                row = {"prompt": prompts[rollout.prompt_index[i]].messages, "responses": [response], "step": step}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
