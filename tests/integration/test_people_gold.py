@@ -40,7 +40,9 @@ def any_digit(text: str) -> bool:  # people who want what the proxy rewards
 
 def test_people_answers_are_read_back_onto_the_steps_as_gold(tmp_path, prompt_file):
     run = tmp_path / "run"
-    _, rows = online(run, prompt_file, "train.max_steps=12", "watch.for_labelers_every=1", "watch.for_labelers_samples=32")
+    _, rows = online(
+        run, prompt_file, "train.max_steps=12", "watch.for_labelers_every=1", "watch.for_labelers_samples=32"
+    )
     assert rows[-1]["reward"] > 0.9  # the proxy is hacked, as in test_watch.py
     handed = [json.loads(line) for line in (run / "watch" / "for_labelers.jsonl").read_text().splitlines()]
     assert [r["step"] for r in handed] == [step for step in range(1, 13) for _ in range(32)]
