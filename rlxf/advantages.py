@@ -139,16 +139,23 @@ def reinforce_pp(
     return whiten(discounted_returns(token_rewards, mask, gamma=gamma), mask, global_sum=global_sum)
 
 
-def kl_shaped_rewards(rewards: Tensor, mask: Tensor, kl: Tensor | None = None, *, kl_coef: float = 0.0) -> Tensor:
+def kl_shaped_rewards(
+    rewards: Tensor, mask: Tensor, kl: Tensor | None = None, *, kl_coef: float = 0.0, dense: Tensor | None = None
+) -> Tensor:
     """Per-token rewards: the sequence reward on each response's last token, minus ``β·KL_t`` on
     every token when ``kl`` is given (the KL penalty in the reward of Ziegler et al. 2019 and
     Ouyang et al. 2022, Eq. 2, spread over tokens as InstructGPT's and REINFORCE++'s code do).
+    ``dense`` is the part of the reward given on tokens of its own (fine-grained segment rewards, Wu
+    et al. 2023, Eq. 1): it stays there, and only ``rewards − Σ_t dense_t`` goes on the last token.
 
-    rewards: (B,); mask, kl: (B, T). Returns (B, T), zero off the mask.
+    rewards: (B,); mask, kl, dense: (B, T). Returns (B, T), zero off the mask.
     """
     mask = mask.to(rewards.dtype)
     last = (mask.cumsum(dim=1) == mask.sum(dim=1, keepdim=True)) & (mask > 0)
-    shaped = last.to(rewards.dtype) * rewards[:, None]
+    at_end = rewards if dense is None else rewards - (dense * mask).sum(dim=1)
+    shaped = last.to(rewards.dtype) * at_end[:, None]
+    if dense is not None:
+        shaped = shaped + dense * mask
     if kl is not None:
         shaped = shaped - kl_coef * kl * mask
     return shaped

@@ -32,6 +32,12 @@ COMMANDS = {
         "train_reaction_model",
         "train P[positive reaction] on users' binary feedback (RLUF), for {kind: reaction_model} rewards",
     ),
+    "fgrm": (
+        "rlxf.recipes.fine_grained_rm",
+        "FineGrainedRMConfig",
+        "train_fine_grained_rm",
+        "a fine-grained reward model: errors of one kind per segment of a response (Wu et al. 2023)",
+    ),
     "pm": (
         "rlxf.recipes.preference_model",
         "PreferenceModelConfig",

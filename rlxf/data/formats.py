@@ -95,7 +95,7 @@ def _from_prompt_row(cell: Cell) -> Prompt:
 # ---- reading files -------------------------------------------------------------------
 
 
-def _read(path: str | Path, parse: Callable[[Cell], Any], on_bad_row: OnBadRow) -> tuple[list, BadRows]:
+def read_records(path: str | Path, parse: Callable[[Cell], Any], on_bad_row: OnBadRow) -> tuple[list, BadRows]:
     if on_bad_row not in ("error", "skip"):
         raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
     records, bad = [], BadRows()
@@ -132,17 +132,17 @@ def read_preferences(
                 raise cell.error(None, str(error)) from None
         return parse_preference(cell, chosen_format[0])
 
-    return _read(path, parse, on_bad_row)
+    return read_records(path, parse, on_bad_row)
 
 
 def read_labeled(path: str | Path, *, on_bad_row: OnBadRow = "error") -> tuple[list[Labeled], BadRows]:
     """Read single completions with binary labels ({prompt, completion, label: true/false or 1/0})."""
-    return _read(path, _from_unpaired, on_bad_row)
+    return read_records(path, _from_unpaired, on_bad_row)
 
 
 def read_prompts(path: str | Path, *, on_bad_row: OnBadRow = "error") -> tuple[list[Prompt], BadRows]:
     """Read prompts from a prompt file or from the prompts of any preference file."""
-    return _read(path, _from_prompt_row, on_bad_row)
+    return read_records(path, _from_prompt_row, on_bad_row)
 
 
 def _from_demonstration(cell: Cell, preference_format: list[str]) -> Labeled | None:
@@ -181,7 +181,7 @@ def read_demonstrations(
     caller can compare counts with the file's rows.
     """
     preference_format: list[str] = [] if format == "auto" else [format]
-    records, bad = _read(path, lambda cell: _from_demonstration(cell, preference_format), on_bad_row)
+    records, bad = read_records(path, lambda cell: _from_demonstration(cell, preference_format), on_bad_row)
     return [r for r in records if r is not None], bad
 
 
@@ -240,4 +240,4 @@ def read_response_sets(path: str | Path, *, on_bad_row: OnBadRow = "error") -> t
             raise cell.error("gold", 'expected an object such as {"better": 0}')
         return ResponseSet(cell.prompt("prompt"), texts, models, gold, cell.source)
 
-    return _read(path, parse, on_bad_row)
+    return read_records(path, parse, on_bad_row)

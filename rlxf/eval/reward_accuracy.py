@@ -104,9 +104,13 @@ def classifier_accuracy(
     """A binary classifier of feedback on held-out responses: accuracy (P > ½, 95% interval), AUROC
     (the chance a positive response scores above a negative one, ties half: Mann–Whitney) and the
     expected calibration error of P(the observed label)."""
+    return classifier_metrics(score_sequences(model, sequences, pad_id), labels, bins)
+
+
+def classifier_metrics(logits: Sequence[float], labels: Sequence[float], bins: int = 10) -> dict:
+    """:func:`classifier_accuracy` from the classifier's logits."""
     from rlxf.eval.calibration import accuracy_and_calibration
 
-    logits = score_sequences(model, sequences, pad_id)
     probabilities = torch.sigmoid(torch.tensor(logits)).tolist()
     result = accuracy_and_calibration([p if y > 0 else 1 - p for p, y in zip(probabilities, labels)], bins)
     result.update(
@@ -135,3 +139,24 @@ def auroc(scores: Sequence[float], labels: Sequence[float]) -> float | None:
         start = end + 1
     positive_ranks = sum(r for r, y in zip(ranks, labels) if y > 0)
     return (positive_ranks - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def error_detection(model: nn.Module, sequences: Sequence[list[int]], labels: Sequence[float], pad_id: int) -> dict:
+    """A classifier of segments with (label 0) or without (1) an error, reported as Wu et al. (2023)
+    report their fine-grained reward models: :func:`classifier_accuracy`, precision, recall and F1
+    of each class, and the accuracy of always answering "error" or always "no error"."""
+    logits = score_sequences(model, sequences, pad_id)
+    result = classifier_metrics(logits, labels)
+    said_error, is_error = [x <= 0 for x in logits], [y <= 0 for y in labels]  # P(no error) <= 1/2
+    for name, said, truth in (("error", said_error, is_error), ("no_error", _not(said_error), _not(is_error))):
+        hits = sum(s and t for s, t in zip(said, truth))
+        precision, recall = hits / max(1, sum(said)), hits / max(1, sum(truth))
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        result.update({f"{name}_precision": precision, f"{name}_recall": recall, f"{name}_f1": f1})
+    result["all_error_accuracy"] = sum(is_error) / max(1, len(labels))
+    result["all_no_error_accuracy"] = 1 - result["all_error_accuracy"]
+    return result
+
+
+def _not(values: list[bool]) -> list[bool]:
+    return [not v for v in values]

@@ -31,6 +31,7 @@ from rlxf.recipes.online_config import REGISTRIES, OnlineConfig
 from rlxf.recipes.online_loss import Experience, loss_pass
 from rlxf.recipes.online_rollout import (
     PolicySampler,
+    dense_token_rewards,
     dynamic_sampling,
     extra_prompts,
     merge_rollouts,
@@ -81,7 +82,8 @@ def train_online(config: OnlineConfig) -> dict:
     for batch in run.steps():
         prompts, rollout, rewards, ahead, metrics = collect(config, roles, batch, ahead)  # 1-2. rollout, score
         costs = roles.multiplier.score(prompts, rollout, metrics) if roles.multiplier else None
-        experience = make_experience(config, roles, prompts, rollout, rewards.rewards, costs)  # 3. experience
+        dense = dense_token_rewards(rewards, rollout, roles.tokenizer) if config.dense_rewards else None
+        experience = make_experience(config, roles, prompts, rollout, rewards.rewards, costs, dense)  # 3. experience
         sums = MetricSums()
         total, tokens = update_policy(config, run, experience, roles.kl.coef, sums)  # 4. loss, update(s)
         metrics.update(rewards.metrics(), **sums.means(), **step_metrics(config, roles, rollout, rewards, experience))
@@ -263,11 +265,18 @@ def greedy_rollout(config: OnlineConfig, sampler: PolicySampler, prompts):
 
 
 def make_experience(
-    config: OnlineConfig, roles: Roles, prompts, rollout, rewards: Tensor, costs: Tensor | None = None
+    config: OnlineConfig,
+    roles: Roles,
+    prompts,
+    rollout,
+    rewards: Tensor,
+    costs: Tensor | None = None,
+    dense: Tensor | None = None,
 ) -> Experience:
     """The rollout with its reference log-probs and KL, the critics' values, and the estimator's
-    targets (advantages, ...) from the rewards, KL-shaped where the algorithm puts KL in the reward;
-    with costs, the Lagrangian's advantage (:mod:`rlxf.recipes.online_safety`)."""
+    targets (advantages, ...) from the rewards, KL-shaped where the algorithm puts KL in the reward,
+    the part ``dense`` gives per token on its tokens; with costs, the Lagrangian's advantage
+    (:mod:`rlxf.recipes.online_safety`)."""
     n, mask, reference = config.sampling.n, rollout.mask, roles.reference
     sequences = list(zip(rollout.prompt_ids, rollout.completion_ids))
     experience = Experience(sequences, mask, {}, rollout.logprobs)
@@ -282,7 +291,7 @@ def make_experience(
                 experience.old_values[name], _ = token_values(critic, pack_samples(sequences, n)).as_matrix()
     greedy = greedy_rollout(config, roles.sampler, prompts)
     channel = functools.partial(advantage_targets, config, experience, prompts, greedy)
-    experience.targets = channel(rewards, roles.source, experience.old_values.get("critic"), roles.kl.coef)
+    experience.targets = channel(rewards, roles.source, experience.old_values.get("critic"), roles.kl.coef, dense)
     if costs is not None:  # the cost carries +β·KL, so (A_r − λ A_c) / (1 + λ) carries β·KL
         cost_targets = channel(costs, roles.costs, experience.old_values.get("cost_critic"), -roles.kl.coef)
         experience.targets = roles.multiplier.combine(experience.targets, cost_targets)
@@ -290,14 +299,23 @@ def make_experience(
 
 
 def advantage_targets(
-    config: OnlineConfig, experience: Experience, prompts, greedy, rewards: Tensor, source, values, kl_coef: float
+    config: OnlineConfig,
+    experience: Experience,
+    prompts,
+    greedy,
+    rewards: Tensor,
+    source,
+    values,
+    kl_coef: float,
+    dense: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The estimator's targets for one channel (the reward, or the cost): its values from that
     channel's critic, its greedy baseline scored by that channel's source, ``-kl_coef·KL`` in it
-    where the algorithm puts KL in the reward."""
+    where the algorithm puts KL in the reward. ``dense`` (B, T) is the part of ``rewards`` that
+    per-token estimators see on its own tokens; the rest is on each response's last token."""
     mask = experience.mask
     kl_in_reward = experience.kl if config.kl_in_reward else None
-    shaped = kl_shaped_rewards(rewards, mask, kl_in_reward, kl_coef=kl_coef)
+    shaped = kl_shaped_rewards(rewards, mask, kl_in_reward, kl_coef=kl_coef, dense=dense)
     sequence_rewards = rewards if kl_in_reward is None else rewards - kl_coef * kl_in_reward.sum(-1)
     return config.estimator(
         AdvantageInputs(

@@ -50,6 +50,10 @@ class OnlineConfig(Checked):
     """Prompts and what the rewards check them against."""
     rewards: list[RewardSection] = field(default_factory=lambda: [RewardSection()])
     """Reward sources, summed with their weights."""
+    dense_rewards: bool = True
+    """Fine-grained sources ({kind: fine_grained}) put each segment's reward on its last token, for the
+    estimators that discount per-token rewards (ppo, reinforce_pp); false: their sum on the response's
+    last token, as a sequence-level reward."""
     safety: SafetySection = field(default_factory=SafetySection)
     """Cost sources and the constraint on their mean (Safe RLHF's Lagrangian); none by default."""
     watch: WatchSection = field(default_factory=WatchSection)
@@ -225,6 +229,11 @@ def _check_roles_of_sources(config: OnlineConfig) -> None:
             "safety.costs takes a cost model ({kind: cost_model, model: <folder from rlxf cm>}) or any source whose "
             "score is a cost; a reward or reaction model there would penalize what it rewards"
         )
+    if any(s.normalize and s.kind == "fine_grained" for s in config.rewards):
+        raise ValueError(
+            "a fine_grained source gives ±weight per segment on the segment's tokens: normalize cannot standardize "
+            "those; set its weight instead"
+        )
     if any(s.normalize for s in config.safety.costs + config.watch.gold):
         raise ValueError(
             "normalize is for rewards: a cost or gold signal standardized over each batch has no level for the "
@@ -303,6 +312,11 @@ _NEEDS: dict[str, tuple[Callable[[OnlineConfig], bool], str]] = {
     **{f"safety.{name}": (_constrained, COSTS) for name in _SAFETY_SETTINGS},
     "safety.cost_critic": (lambda c: _constrained(c) and _critic(c), "cost sources and a critic (algo=ppo)"),
     "watch.window": (lambda c: bool(c.watch.gold), "a gold signal (watch.gold)"),
+    "dense_rewards": (
+        # the estimators that discount per-token rewards are the ones that read gamma
+        lambda c: any(s.kind == "fine_grained" for s in c.rewards) and "gamma" in c.estimator.reads,
+        "a fine_grained reward source and an estimator of per-token rewards (ppo, reinforce_pp)",
+    ),
     "watch.for_labelers_samples": (lambda c: c.watch.for_labelers_every > 0, "watch.for_labelers_every > 0"),
     **{
         f"safety.{name}": (lambda c: c.safety.high_confidence, "HC-RLHF (safety.confidence_delta > 0 and safety.costs)")

@@ -161,7 +161,34 @@ def _merged_rewards(parts: list[Part], rows) -> RewardBatch:
         torch.stack([b.rewards[i] for _, b, i in rows]),
         {name: torch.stack([b.by_source[name][i] for _, b, i in rows]) for name in parts[0][2].by_source},
         [b.details[i] for _, b, i in rows],
+        span_rewards=None if parts[0][2].span_rewards is None else [b.span_rewards[i] for _, b, i in rows],
     )
+
+
+def dense_token_rewards(rewards: RewardBatch, rollout: Rollout, tokenizer) -> Tensor | None:
+    """(B, T) the fine-grained sources' segment rewards, each on the completion token where the
+    decoded text first reaches its segment's end (Wu et al. 2023 put it on the segment's last token);
+    None when no source gave segments."""
+    if rewards.span_rewards is None:
+        return None
+    dense = torch.zeros_like(rollout.mask, dtype=torch.float32)
+    for row, (ids, spans) in enumerate(zip(rollout.completion_ids, rewards.span_rewards)):
+        for end, value in spans:
+            dense[row, token_ending_at(ids, end, tokenizer)] += value
+    return dense
+
+
+def token_ending_at(ids: list[int], end: int, tokenizer) -> int:
+    """The first token whose decoded prefix is ``end`` characters long or longer (the last token
+    when none is): found by bisection over prefixes, as the text was decoded from the ids."""
+    low, high = 0, len(ids) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if len(tokenizer.decode(ids[: middle + 1], skip_special_tokens=True)) >= end:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 @torch.no_grad()

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from rlxf.config import Checked, DataSection, DistributedSection, ModelSection, TrainSection
 from rlxf.data.formats import read_labeled
+from rlxf.data.records import Labeled
 from rlxf.eval.reward_accuracy import classifier_accuracy, score_pairs_and_singles
 from rlxf.losses import sequence_mean
 from rlxf.losses.reward import binary_feedback
@@ -56,9 +58,57 @@ def _read(path, format, on_bad_row):  # noqa: A002 (load_splits passes the data 
 
 
 def train_reaction_model(config: ReactionModelConfig) -> dict:
+    records, held_records, data_summary = load_splits(config.data, _read, "responses")
+    trained = train_binary_classifier(config, records, held_records, classifier_accuracy, name="reaction model")
+    results = {"held_out": trained.held_out, "data": data_summary, "truncation": trained.truncation}
+    auroc = "n/a" if trained.held_out["auroc"] is None else f"{trained.held_out['auroc']:.3f}"
+    say(
+        f"reaction model: held-out accuracy {trained.held_out['accuracy']:.3f}, AUROC {auroc} "
+        f"on {trained.held_out['responses']} responses"
+    )
+    trained.save(config, results, title="Reaction model", recipe="reactions", kind="reaction_model")
+    return results
+
+
+@dataclass
+class TrainedClassifier:
+    """What :func:`train_binary_classifier` leaves: its held-out results and what saving needs."""
+
+    held_out: dict
+    truncation: dict
+    run: Run
+    tokenizer: object
+    output_dir: Path
+
+    def save(self, config, results: dict, *, title: str, recipe: str, kind: str, **settings) -> None:
+        """eval.json (``results``) and model/, with the settings a reward source reads it back by."""
+        save_results(
+            self.output_dir,
+            self.run.model,
+            self.tokenizer,
+            results,
+            title=title,
+            recipe=recipe,
+            base_model=config.model.name,
+            config=config,
+            settings={
+                "kind": kind,
+                "max_length": config.data.max_length,
+                "max_prompt_length": config.data.prompt_limit,
+                **settings,
+            },
+            trained=self.run.trained_now,
+        )
+
+
+def train_binary_classifier(
+    config, records: list[Labeled], held_records: list[Labeled], evaluate, *, name: str
+) -> TrainedClassifier:
+    """Binary cross-entropy on (prompt, completion, label) examples: the loop of `rlxf reactions`,
+    shared by the classifiers built on it (``config`` has their model, data, train and distributed
+    sections). ``evaluate(model, sequences, labels, pad_id)`` gives the held-out results."""
     output_dir = prepare_output_dir(config)
     torch.manual_seed(config.train.seed)
-    records, held_records, data_summary = load_splits(config.data, _read, "responses")
     model, tokenizer = build_reward_model(config.model, config.train.seed, strategy=config.distributed.strategy)
     encoder = encoder_for(tokenizer, config.data)
     sequences = [p + c for p, c in encode_completions(encoder, records)]
@@ -73,7 +123,7 @@ def train_reaction_model(config: ReactionModelConfig) -> dict:
         config.train,
         num_examples=len(sequences),
         lengths=[len(s) for s in sequences],
-        name="reaction model",
+        name=name,
         strategy=config.distributed.strategy,
         tokenizer=tokenizer,
     )
@@ -88,33 +138,8 @@ def train_reaction_model(config: ReactionModelConfig) -> dict:
             sums.add(metrics)
         run.end_step(total, sums.means())
         if run.eval_due():
-            run.log_eval(run.evaluate(classifier_accuracy, model, held, held_labels, pad_id))
-    results = {
-        "held_out": run.evaluate(classifier_accuracy, model, held, held_labels, pad_id),
-        "data": data_summary,
-        "truncation": dataclasses.asdict(encoder.stats),
-    }
-    run.log_eval(results["held_out"])
+            run.log_eval(run.evaluate(evaluate, model, held, held_labels, pad_id))
+    held_out = run.evaluate(evaluate, model, held, held_labels, pad_id)
+    run.log_eval(held_out)
     run.finish()
-    held_out = results["held_out"]
-    auroc = "n/a" if held_out["auroc"] is None else f"{held_out['auroc']:.3f}"
-    say(
-        f"reaction model: held-out accuracy {held_out['accuracy']:.3f}, AUROC {auroc} on {held_out['responses']} responses"
-    )
-    save_results(
-        output_dir,
-        run.model,
-        tokenizer,
-        results,
-        title="Reaction model",
-        recipe="reactions",
-        base_model=config.model.name,
-        config=config,
-        settings={
-            "kind": "reaction_model",
-            "max_length": config.data.max_length,
-            "max_prompt_length": config.data.prompt_limit,
-        },
-        trained=run.trained_now,
-    )
-    return results
+    return TrainedClassifier(held_out, dataclasses.asdict(encoder.stats), run, tokenizer, output_dir)

@@ -18,7 +18,9 @@ class RewardBatch:
     rewards: Tensor  # (B,) scalar reward per completion
     by_source: dict[str, Tensor] = field(default_factory=dict)  # name -> (B,) that source's raw score
     details: list[dict] = field(default_factory=list)  # per completion: parsed answer, test output, judge reply...
-    token_rewards: Tensor | None = None  # (B, T) optional per-token rewards (e.g. fine-grained spans)
+    span_rewards: list[list[tuple[int, float]]] | None = None
+    """Fine-grained sources: per completion, (end character, reward) of each segment, summing to
+    part of its reward; the online loop puts each on the segment's last token."""
     flags: dict[str, float] = field(default_factory=dict)  # facts about how it was scored, logged as they are
     opinions: Tensor | None = None  # (B,) bool: False where the source had no opinion (its reward is then 0)
 

@@ -31,7 +31,7 @@ class WeightedSum:
 
     def score(self, prompts, completions, **context) -> RewardBatch:
         total = torch.zeros(len(completions))
-        by_source, flags, details = {}, {}, [{} for _ in completions]
+        by_source, flags, details, spans = {}, {}, [{} for _ in completions], None
         for position, (source, weight, normalize) in enumerate(zip(self.sources, self.weights, self.normalize)):
             batch = source.score(prompts, completions, **context)
             # two sources of one kind (two reward models) are logged apart: the second as <name>_2
@@ -42,7 +42,11 @@ class WeightedSum:
             total += weight * _standardized(batch) if normalize else weight * batch.rewards.float()
             for row, detail in zip(details, batch.details):
                 row[source.name] = detail
-        return RewardBatch(total, by_source, details, flags=flags)
+            if batch.span_rewards is not None:  # a normalized source has no spans (refused where configured)
+                spans = spans or [[] for _ in completions]
+                for row, segments in zip(spans, batch.span_rewards):
+                    row.extend((end, weight * value) for end, value in segments)
+        return RewardBatch(total, by_source, details, span_rewards=spans, flags=flags)
 
 
 def _standardized(batch: RewardBatch) -> torch.Tensor:

@@ -24,8 +24,8 @@ class LearnedReward:
     max_tokens: int = 8192
     name: str = "reward_model"
     kind: str = "reward_model"
-    """What the folder must have been saved as: reward_model (`rlxf rm`), cost_model (`rlxf cm`) or
-    reaction_model (`rlxf reactions`)."""
+    """What the folder must have been saved as: reward_model (`rlxf rm`), cost_model (`rlxf cm`),
+    reaction_model (`rlxf reactions`) or fine_grained (`rlxf fgrm`)."""
     probability: bool = False
     """Score σ(logit), a probability (a reaction model's P[positive]), instead of the logit."""
     _loaded: tuple = field(default=(), repr=False)
@@ -38,7 +38,7 @@ class LearnedReward:
 
     def _check_kind(self, settings: dict) -> None:
         saved_kind = settings.get("kind", self.kind)
-        if saved_kind in ("reward_model", "cost_model", "reaction_model") and saved_kind != self.kind:
+        if saved_kind in ("reward_model", "cost_model", "reaction_model", "fine_grained") and saved_kind != self.kind:
             raise ConfigError(
                 f"{self.model_path} is a {saved_kind.replace('_', ' ')}: use it as {{kind: {saved_kind}}}"
                 + (" in safety.costs" if saved_kind == "cost_model" else " in rewards")

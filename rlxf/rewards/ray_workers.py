@@ -57,17 +57,14 @@ class RayRewardPool(ActorPool):
 
 
 def concat_reward_batches(parts: Sequence[RewardBatch]) -> RewardBatch:
-    """Reward batches of consecutive shares as one (per-token rewards right-padded with zeros)."""
-    token_rewards = None
-    if parts[0].token_rewards is not None:
-        width = max(p.token_rewards.shape[1] for p in parts)
-        token_rewards = torch.cat(
-            [torch.nn.functional.pad(p.token_rewards, (0, width - p.token_rewards.shape[1])) for p in parts]
-        )
+    """Reward batches of consecutive shares as one."""
+    spans = None
+    if any(p.span_rewards is not None for p in parts):
+        spans = [row for p in parts for row in (p.span_rewards or [[] for _ in p.rewards])]
     return RewardBatch(
         torch.cat([p.rewards for p in parts]),
         {name: torch.cat([p.by_source[name] for p in parts]) for name in parts[0].by_source},
         [detail for p in parts for detail in p.details],
-        token_rewards,
+        spans,
         {name: value for p in parts for name, value in p.flags.items()},
     )
