@@ -135,7 +135,7 @@ def qa_prompt(question: str, passages: list[list[str]]) -> str:
     return f"Passages:\n{context}\n\nAnswer this question from the passages: {question}"
 
 
-def _qa_feedback_row(cell: Cell, kind: str, error_tags: tuple[str, ...]) -> SegmentedResponse:
+def _qa_feedback_row(cell: Cell, kind: str, error_tags: tuple[str, ...], passages_kept: int) -> SegmentedResponse:
     question, response = cell.text("question"), cell.text("prediction 1")
     passages = cell.require("passages")
     if not isinstance(passages, list) or not all(
@@ -145,7 +145,7 @@ def _qa_feedback_row(cell: Cell, kind: str, error_tags: tuple[str, ...]) -> Segm
     feedback = cell.require("feedback")
     if not isinstance(feedback, dict):
         raise cell.error("feedback", "expected an object with errors and missing-info")
-    prompt = [{"role": "user", "content": qa_prompt(question, passages)}]
+    prompt = [{"role": "user", "content": qa_prompt(question, passages[: passages_kept or None])}]
     if kind == "completeness":
         missing = [m.get("error type") for m in feedback.get("missing-info", []) if isinstance(m, dict)]
         return SegmentedResponse(
@@ -191,16 +191,17 @@ def _spans_row(cell: Cell, kind: str, error_tags: tuple[str, ...]) -> SegmentedR
 
 
 def read_segmented(
-    path: str | Path, kind: str, error_tags: tuple[str, ...] = (), *, on_bad_row: OnBadRow = "error"
+    path: str | Path, kind: str, error_tags: tuple[str, ...] = (), *, passages: int = 0, on_bad_row: OnBadRow = "error"
 ) -> tuple[list[SegmentedResponse], BadRows]:
     """Responses with segment labels for ``kind`` from a qa-feedback file or the app's spans.jsonl
-    (told apart by each row's fields); ``error_tags`` defaults to the qa-feedback types of ``kind``."""
+    (told apart by each row's fields); ``error_tags`` defaults to the qa-feedback types of ``kind``;
+    a qa-feedback prompt holds the first ``passages`` passages (0: all)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     tags = tuple(error_tags) or ERROR_TAGS[kind]
 
     def parse(cell: Cell) -> SegmentedResponse:
-        return _spans_row(cell, kind, tags) if "spans" in cell.row else _qa_feedback_row(cell, kind, tags)
+        return _spans_row(cell, kind, tags) if "spans" in cell.row else _qa_feedback_row(cell, kind, tags, passages)
 
     return read_records(path, parse, on_bad_row)
 

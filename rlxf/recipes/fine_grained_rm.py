@@ -39,6 +39,9 @@ class FineGrainedRMConfig(Checked):
     error_tags: list[str] = field(default_factory=list)
     """The error types (or the feedback app's span tags) this kind learns; default: the qa-feedback
     types of the kind."""
+    passages: int = 0
+    """qa-feedback: the passages each prompt holds, first ones first (0: all); the policy's prompts
+    should hold the same (`rlxf.data.fine_grained.qa_prompt`)."""
     model: ModelSection = field(default_factory=lambda: ModelSection(name="minilm-l6-v2"))
     """Backbone; a scalar head (the logit of P[no error]) is added."""
     data: DataSection = field(default_factory=lambda: DataSection(max_length=512, max_prompt_length=256))
@@ -51,11 +54,15 @@ class FineGrainedRMConfig(Checked):
     def check(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.passages < 0:
+            raise ValueError(f"passages must be >= 0 (0: all), got {self.passages}")
 
 
 def train_fine_grained_rm(config: FineGrainedRMConfig) -> dict:
     def read(path, format, on_bad_row):  # noqa: A002 (load_splits passes the data section's format)
-        return read_segmented(path, config.kind, tuple(config.error_tags), on_bad_row=on_bad_row)
+        return read_segmented(
+            path, config.kind, tuple(config.error_tags), passages=config.passages, on_bad_row=on_bad_row
+        )
 
     responses, held_responses, data_summary = load_splits(config.data, read, "responses")
     records, held_records = segment_examples(responses), segment_examples(held_responses)

@@ -10,6 +10,7 @@ and ``span_rewards`` says where each part goes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -30,6 +31,8 @@ class FineGrainedReward:
         from rlxf.models.loading import saved_settings
         from rlxf.rewards.learned import LearnedReward
 
+        if not Path(self.model_path).is_dir():
+            raise ValueError(f"{self.model_path}: no such folder (give the model/ folder `rlxf fgrm` saved)")
         settings = saved_settings(self.model_path)
         if settings.get("kind") != "fine_grained":
             raise ValueError(f"{self.model_path} was not saved by `rlxf fgrm` (its rlxf.json has no kind fine_grained)")
