@@ -11,7 +11,7 @@ never sees falls (Gao et al., "Scaling Laws for Reward Model Overoptimization", 
 from __future__ import annotations
 
 import math
-from statistics import fmean, pstdev
+from statistics import NormalDist, fmean, pstdev
 from typing import Sequence
 
 import torch
@@ -35,19 +35,35 @@ def step_noise(values: Sequence[float]) -> float:
     return pstdev(differences) / math.sqrt(2) if len(differences) > 1 else 0.0
 
 
+FALSE_ALARM_RATE = 0.05
+"""The watch's chance of warning at all, over a whole run, when the gold does not fall."""
+
+
+def parting_margin(steps: int, window: int, alpha: float = FALSE_ALARM_RATE) -> float:
+    """How many step-noises a window's mean must move by: z·√2/√window, the standard error of a
+    difference of two ``window``-step means times a z that a one-sided test at ``alpha / steps²``
+    needs — Bonferroni over the at most ``steps`` candidate peaks and the at most ``steps`` steps at
+    which the watch looks, so that a run with a flat gold warns with probability at most ``alpha``."""
+    z = NormalDist().inv_cdf(1 - alpha / max(steps, 2) ** 2)
+    return z * math.sqrt(2) / math.sqrt(window)
+
+
 def parting_step(proxy: Sequence[float], gold: Sequence[float], window: int = 5) -> int | None:
     """The index of the step where the gold signal peaked, if since then (at least ``window`` steps)
-    the gold has fallen and the proxy risen, each by more than two standard errors of a difference of
-    two ``window``-step means (2·√2·noise/√window, noise from :func:`step_noise`); else None. Both
-    series are smoothed by a trailing ``window``-step mean; the peak is sought from the first full window."""
+    the gold has fallen while the proxy held — it rose over the run and did not fall since the
+    gold's peak — each judged against :func:`parting_margin` step-noises (noise from
+    :func:`step_noise`); else None. Both series are smoothed by a trailing ``window``-step mean; the
+    peak is sought from the first full window. (A proxy at its ceiling still counts as optimized.)"""
     if len(gold) < 2 * window:
         return None
     gold_smooth, proxy_smooth = moving_average(gold, window), moving_average(proxy, window)
     peak = max(range(window - 1, len(gold)), key=lambda i: gold_smooth[i])
-    margin = 2 * math.sqrt(2) / math.sqrt(window)
-    fell = gold_smooth[peak] - gold_smooth[-1] > margin * step_noise(gold)
-    rose = proxy_smooth[-1] - proxy_smooth[peak] > margin * step_noise(proxy)
-    return peak if fell and rose and len(gold) - 1 - peak >= window else None
+    margin = parting_margin(len(gold), window)
+    gold_noise, proxy_noise = margin * step_noise(gold), margin * step_noise(proxy)
+    fell = gold_smooth[peak] - gold_smooth[-1] > gold_noise
+    rose = proxy_smooth[-1] - proxy_smooth[window - 1] > proxy_noise
+    held = proxy_smooth[-1] > proxy_smooth[peak] - proxy_noise
+    return peak if fell and rose and held and len(gold) - 1 - peak >= window else None
 
 
 def best_of_n_kl(n: int) -> float:

@@ -41,11 +41,11 @@ def any_digit(text: str) -> bool:  # people who want what the proxy rewards
 def test_people_answers_are_read_back_onto_the_steps_as_gold(tmp_path, prompt_file):
     run = tmp_path / "run"
     _, rows = online(
-        run, prompt_file, "train.max_steps=12", "watch.for_labelers_every=1", "watch.for_labelers_samples=32"
+        run, prompt_file, "train.max_steps=20", "watch.for_labelers_every=1", "watch.for_labelers_samples=32"
     )
     assert rows[-1]["reward"] > 0.9  # the proxy is hacked, as in test_watch.py
     handed = [json.loads(line) for line in (run / "watch" / "for_labelers.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in handed] == [step for step in range(1, 13) for _ in range(32)]
+    assert [r["step"] for r in handed] == [step for step in range(1, 21) for _ in range(32)]
     assert handed[0]["responses"][0]["model"] == f"{run}/step-1"
 
     db = tmp_path / "feedback.db"
@@ -58,15 +58,15 @@ def test_people_answers_are_read_back_onto_the_steps_as_gold(tmp_path, prompt_fi
         if rule is clean_digits:
             assert main(["feedback", "add-user", f"db={db}", "name=ana"]) == 0
         assert main(["feedback", "add-member", *common, "name=ana"]) == 0
-        assert react_to_everything(db, name, "ana", rule) == 12 * 32
+        assert react_to_everything(db, name, "ana", rule) == 20 * 32
         assert main(["feedback", "export", f"db={db}", f"out={tmp_path / 'snapshots'}", f"projects=[{name}]"]) == 0
         snapshot = tmp_path / "snapshots" / name / "v0001"
         assert main(["report", str(run), f"labels={snapshot}", "labels_window=3"]) == 0
         verdicts[name] = json.loads((run / "watch" / "people.json").read_text()), (run / "report.md").read_text()
 
     people, report = verdicts["clean-digits"]
-    assert people["answers"] == 12 * 32 and [p["step"] for p in people["series"]] == list(range(1, 13))
-    assert 1 <= people["parted_at_step"] < 12 and people["series"][-1]["people"] < 0.5
+    assert people["answers"] == 20 * 32 and [p["step"] for p in people["series"]] == list(range(1, 21))
+    assert 1 <= people["parted_at_step"] < 20 and people["series"][-1]["people"] < 0.5
     assert "**Over-optimization, by people's verdict**" in report and "report/people.png" in report
     people, report = verdicts["any-digit"]
     assert people["parted_at_step"] is None and "People's verdict did not fall while the reward rose" in report

@@ -22,10 +22,11 @@ def any_digit(completions, **kwargs):  # the proxy's own aim, scored apart
 @pytest.mark.parametrize("gold, fires", [("clean_digits", True), ("any_digit", False)])
 def test_the_watch_fires_when_the_proxy_is_hacked_and_only_then(tmp_path, prompt_file, gold, fires, capsys):
     # the proxy (a digit anywhere) rises to 1 within a dozen steps; digits 0-4 come with it, so the
-    # gold that wants only 5-9 falls, while a gold that wants any digit rises with the proxy
+    # gold that wants only 5-9 falls (to 0 by step 14), while a gold that wants any digit rises with
+    # the proxy; the watch, guarding against false alarms over the whole run, is sure by step 20
     (tmp_path / "golds.py").write_text(GOLD)
     watch = f"watch.gold=[{{kind: python, function: '{tmp_path / 'golds.py'}:{gold}'}}]"
-    results, rows = online(tmp_path / "run", prompt_file, "train.max_steps=12", "watch.window=3", watch)
+    results, rows = online(tmp_path / "run", prompt_file, "train.max_steps=20", "watch.window=3", watch)
     assert rows[-1]["reward"] > 0.9 and "distinct_2" in rows[-1] and f"gold/{gold}" in rows[-1]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "report/gold.png" in report and "greedy_gold" in results["after"]

@@ -1,6 +1,7 @@
 """The over-optimization watch and best-of-n curve against numbers worked by hand."""
 
 import math
+import random
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from rlxf.eval.overoptimization import (
     distinct_n,
     gold_fall,
     moving_average,
+    parting_margin,
     parting_step,
     step_noise,
 )
@@ -43,6 +45,42 @@ def test_parting_step_stays_quiet_when_the_fall_is_within_the_noise():
     assert parting_step(proxy, noisy_flat, window=4) is None
     falling_gold_flat_proxy = [1.0 - 0.05 * i for i in range(20)]
     assert parting_step([0.5] * 20, falling_gold_flat_proxy, window=4) is None  # the proxy did not rise
+
+
+def test_the_parting_margin_is_bonferroni_over_peaks_and_looks():
+    # 20 steps: z at 0.05 / 20² = 1.25e-4 one-sided is 3.6623; times √2/√3 for 3-step means
+    assert parting_margin(20, 3) == pytest.approx(3.66226 * math.sqrt(2) / math.sqrt(3), rel=1e-5)
+    assert parting_margin(100, 5) > parting_margin(20, 5) > parting_margin(20, 10)
+
+
+def test_parting_step_at_the_margin():
+    # gold: noise 0.1 from alternating ±0.05 around a level that drops by `fall` after step 9
+    def gold(fall):
+        return [(0.05 if i % 2 else -0.05) - (fall if i > 9 else 0.0) for i in range(20)]
+
+    proxy = [0.1 * i for i in range(20)]
+    noise = step_noise(gold(0.0))
+    # 4-step means: the fall of the level shows in full once a window lies wholly after it
+    needed = parting_margin(20, 4) * noise
+    assert parting_step(proxy, gold(needed * 1.3), window=4) is not None
+    assert parting_step(proxy, gold(needed * 0.7), window=4) is None
+
+
+def test_a_proxy_at_its_ceiling_still_counts_but_a_falling_one_does_not():
+    gold = [0.5] * 6 + [0.0] * 14
+    saturated = [0.1 * i for i in range(6)] + [0.6] * 14  # rose, then held at its ceiling
+    assert parting_step(saturated, gold, window=3) is not None
+    collapsing = [0.1 * i for i in range(6)] + [0.6 - 0.04 * i for i in range(14)]  # falls with the gold
+    assert parting_step(collapsing, gold, window=3) is None
+
+
+def test_the_watch_seldom_warns_when_the_gold_is_only_noise():
+    rng, runs, fired = random.Random(0), 100, 0
+    for _ in range(runs):
+        gold = [rng.gauss(0, 1) for _ in range(100)]
+        proxy = [0.05 * i + rng.gauss(0, 1) for i in range(100)]
+        fired += any(parting_step(proxy[:k], gold[:k], 5) is not None for k in range(10, 101))
+    assert fired / runs <= 0.05  # what FALSE_ALARM_RATE promises over the whole run (2/100 measured)
 
 
 def test_best_of_n_by_hand():
