@@ -37,7 +37,8 @@ def read_people_scores(labels: str | Path, run_dir: str | Path, aspect: str = ""
     """The scores in ``labels`` (an exported snapshot folder, or its labeled.jsonl or ratings.jsonl)
     about samples that ``run_dir`` wrote. A rating's score is its ``aspect``, or the mean of its
     aspects when none is named. A row that cannot be read stops with its file, line and field."""
-    path = _label_file(Path(labels), Path(run_dir).name)
+    run_dir = Path(run_dir).resolve()
+    path = _label_file(Path(labels), run_dir)
     scores = PeopleScores()
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -47,7 +48,9 @@ def read_people_scores(labels: str | Path, run_dir: str | Path, aspect: str = ""
             row = json.loads(line)
         except ValueError as error:
             raise ValueError(f"{where}: not JSON ({error})") from None
-        step = _step_of(row, Path(run_dir).name, where)
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
+        step = _step_of(row, run_dir, where)
         if step is None:
             scores.untagged += not row.get("model")
             scores.other_runs += bool(row.get("model"))
@@ -56,29 +59,30 @@ def read_people_scores(labels: str | Path, run_dir: str | Path, aspect: str = ""
     return scores
 
 
-def _label_file(labels: Path, run_name: str) -> Path:
+def _label_file(labels: Path, run_dir: Path) -> Path:
     if labels.is_file():
         return labels
     if not labels.is_dir():
         raise FileNotFoundError(f"labels={labels}: no such file or snapshot folder")
     present = [labels / name for name in LABEL_FILES if (labels / name).is_file()]
-    tagged = [p for p in present if f"/{run_name}/step-" in p.read_text(encoding="utf-8")]
+    tagged = [p for p in present if json.dumps(f"{run_dir}/step-")[:-1] in p.read_text(encoding="utf-8")]
     if len(tagged) != 1:
         found = ", ".join(p.name for p in present) or "neither"
         raise ValueError(
-            f"labels={labels}: expected one of {' or '.join(LABEL_FILES)} with answers about {run_name}'s samples "
+            f"labels={labels}: expected one of {' or '.join(LABEL_FILES)} with answers about {run_dir}'s samples "
             f"(found {found}); name the file"
         )
     return tagged[0]
 
 
-def _step_of(row: dict, run_name: str, where: str) -> int | None:
-    """The step in a ``"model": "<run folder>/step-N"`` tag of this run; None for any other model."""
+def _step_of(row: dict, run_dir: Path, where: str) -> int | None:
+    """The step in a ``"model": "<run folder>/step-N"`` tag of this run (the folder as the run wrote
+    it, an absolute path); None for any other model."""
     model = row.get("model", "")
     if not isinstance(model, str):
         raise ValueError(f"{where}, field model: expected a string, got {type(model).__name__}")
-    tag = re.fullmatch(r"(?:.*/)?([^/]+)/step-(\d+)", model)
-    return int(tag.group(2)) if tag and tag.group(1) == run_name else None
+    tag = re.fullmatch(r"(.*)/step-(\d+)", model)
+    return int(tag.group(2)) if tag and Path(tag.group(1)).resolve() == run_dir else None
 
 
 def _score_of(row: dict, aspect: str, where: str) -> float:

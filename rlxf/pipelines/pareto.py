@@ -43,6 +43,11 @@ class ParetoConfig(Checked):
             raise ValueError("weights must be finite numbers >= 0, and not all 0 in a weighting")
         if len({tuple(w) for w in self.weights}) < len(self.weights):
             raise ValueError("a weighting is given twice: each needs a run of its own")
+        if relative := [s.kind for s in self.online.rewards if s.kind in ("heron", "win_rate")]:
+            raise ValueError(
+                f"{relative[0]} scores a sample against its prompt's other samples: one greedy answer per held-out "
+                "prompt has none, so its objective would be constant; use sources that score one answer alone"
+            )
         if self.online.task.eval_count < 1:
             raise ValueError("the front is drawn from held-out scores: online.task.eval_count must be >= 1")
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from rlxf.config import Checked, DataSection, DistributedSection, ModelSection, TrainSection
 from rlxf.data.fine_grained import KINDS, LEVELS, read_segmented, segment_examples
 from rlxf.eval.reward_accuracy import error_detection
+from rlxf.recipes.classifier_loop import train_binary_classifier
 from rlxf.recipes.common import load_splits, say
-from rlxf.recipes.reaction_model import train_binary_classifier
 
 
 @dataclass

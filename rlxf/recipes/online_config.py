@@ -234,6 +234,11 @@ def _check_roles_of_sources(config: OnlineConfig) -> None:
             "a fine_grained source gives ±weight per segment on the segment's tokens: normalize cannot standardize "
             "those; set its weight instead"
         )
+    if (config.watch.gold or config.watch.for_labelers_every) and any(s.normalize for s in config.rewards):
+        raise ValueError(
+            "the over-optimization watch compares the reward's rise with its gold signal: a reward source with "
+            "normalize: true is standardized over each batch, so the reward has no level to rise; set weights instead"
+        )
     if any(s.normalize for s in config.safety.costs + config.watch.gold):
         raise ValueError(
             "normalize is for rewards: a cost or gold signal standardized over each batch has no level for the "

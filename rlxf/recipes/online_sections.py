@@ -145,7 +145,7 @@ class SamplingSection(Checked):
 class SafetySection(Checked):
     costs: list[RewardSection] = field(default_factory=list)
     """Cost sources, summed with their weights (the kinds of rewards: a folder saved by `rlxf cm` as
-    {kind: reward_model, model: runs/cm/model}, a python function, ...). Non-empty: Safe RLHF's
+    {kind: cost_model, model: runs/cm/model}, a python function, ...). Non-empty: Safe RLHF's
     Lagrangian, maximizing the reward while the mean cost stays under cost_limit; empty: no constraint."""
     cost_limit: float = 0.0
     """d: the mean cost per sample the policy must stay under (0: the boundary a cost model trained with

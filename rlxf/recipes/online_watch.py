@@ -59,19 +59,17 @@ class OveroptimizationWatch:
 class LabelerExport:
     """Every ``every`` steps, ``samples`` of the step's samples appended to watch/for_labelers.jsonl as
     `rlxf feedback import` rows, each response tagged with the step that wrote it
-    (``"model": "<output_dir>/step-N"``); the feedback app's export carries the tag back beside each
-    answer, so a report can put people's verdicts on the run's steps. A resumed run drops the rows
-    of steps after its checkpoint (they are written again)."""
+    (``"model": "<output_dir, absolute>/step-N"``); the feedback app's export carries the tag back
+    beside each answer, so a report can put people's verdicts on the run's steps. A resumed run drops
+    the rows of steps after its checkpoint (they are written again), and a last line cut off by a
+    kill."""
 
     def __init__(self, every: int, samples: int, run: Run):
         self.every, self.samples, self.run = every, samples, run
         self.path = run.dir / "watch" / "for_labelers.jsonl"
         if distributed.is_main():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            rows = (
-                [json.loads(line) for line in self.path.read_text("utf-8").splitlines()] if self.path.exists() else []
-            )
-            kept = [row for row in rows if row["step"] <= run.step]
+            kept = [row for row in _complete_rows(self.path) if row["step"] <= run.step]
             self.path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept), "utf-8")
 
     def observe(self, prompts, rollout) -> None:
@@ -82,6 +80,17 @@ class LabelerExport:
         picked = [i * len(rollout.texts) // count for i in range(count)]  # spread over the step's prompts
         with self.path.open("a", encoding="utf-8") as out:
             for i in picked:
-                response = {"text": rollout.texts[i], "model": f"{self.run.dir}/step-{step}"}
+                response = {"text": rollout.texts[i], "model": f"{self.run.dir.resolve()}/step-{step}"}
                 row = {"prompt": prompts[rollout.prompt_index[i]].messages, "responses": [response], "step": step}
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _complete_rows(path) -> list[dict]:
+    """The rows of a file :class:`LabelerExport` wrote, but for a last line a kill cut off."""
+    rows = []
+    for line in path.read_text("utf-8").splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break  # only the last line can be cut off: every earlier one was flushed whole
+    return rows

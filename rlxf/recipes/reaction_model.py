@@ -13,30 +13,16 @@ Ends with held-out accuracy, AUROC and calibration.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import torch
 
 from rlxf.config import Checked, DataSection, DistributedSection, ModelSection, TrainSection
 from rlxf.data.formats import read_labeled
-from rlxf.data.records import Labeled
-from rlxf.eval.reward_accuracy import classifier_accuracy, score_pairs_and_singles
-from rlxf.losses import sequence_mean
-from rlxf.losses.reward import binary_feedback
+from rlxf.eval.reward_accuracy import classifier_accuracy
+from rlxf.recipes.classifier_loop import train_binary_classifier
 from rlxf.recipes.common import (
-    build_reward_model,
-    encode_completions,
-    encoder_for,
-    example_weights,
     load_splits,
-    save_results,
     say,
 )
-from rlxf.recipes.run_folder import prepare_output_dir
-from rlxf.train import Run
-from rlxf.train.run import MetricSums
 
 
 @dataclass
@@ -68,78 +54,3 @@ def train_reaction_model(config: ReactionModelConfig) -> dict:
     )
     trained.save(config, results, title="Reaction model", recipe="reactions", kind="reaction_model")
     return results
-
-
-@dataclass
-class TrainedClassifier:
-    """What :func:`train_binary_classifier` leaves: its held-out results and what saving needs."""
-
-    held_out: dict
-    truncation: dict
-    run: Run
-    tokenizer: object
-    output_dir: Path
-
-    def save(self, config, results: dict, *, title: str, recipe: str, kind: str, **settings) -> None:
-        """eval.json (``results``) and model/, with the settings a reward source reads it back by."""
-        save_results(
-            self.output_dir,
-            self.run.model,
-            self.tokenizer,
-            results,
-            title=title,
-            recipe=recipe,
-            base_model=config.model.name,
-            config=config,
-            settings={
-                "kind": kind,
-                "max_length": config.data.max_length,
-                "max_prompt_length": config.data.prompt_limit,
-                **settings,
-            },
-            trained=self.run.trained_now,
-        )
-
-
-def train_binary_classifier(
-    config, records: list[Labeled], held_records: list[Labeled], evaluate, *, name: str
-) -> TrainedClassifier:
-    """Binary cross-entropy on (prompt, completion, label) examples: the loop of `rlxf reactions`,
-    shared by the classifiers built on it (``config`` has their model, data, train and distributed
-    sections). ``evaluate(model, sequences, labels, pad_id)`` gives the held-out results."""
-    output_dir = prepare_output_dir(config)
-    torch.manual_seed(config.train.seed)
-    model, tokenizer = build_reward_model(config.model, config.train.seed, strategy=config.distributed.strategy)
-    encoder = encoder_for(tokenizer, config.data)
-    sequences = [p + c for p, c in encode_completions(encoder, records)]
-    held = [p + c for p, c in encode_completions(encoder, held_records)]
-    say(f"tokenized: {encoder.stats.summary()}")
-    labels, weights, pad_id = torch.tensor([r.label for r in records]), example_weights(records), tokenizer.pad_token_id
-    held_labels = [r.label for r in held_records]
-    model.train()
-    run = Run(
-        output_dir,
-        model,
-        config.train,
-        num_examples=len(sequences),
-        lengths=[len(s) for s in sequences],
-        name=name,
-        strategy=config.distributed.strategy,
-        tokenizer=tokenizer,
-    )
-    for batch in run.steps():
-        sums, total = MetricSums(), 0.0
-        for micro in run.micro_batches(batch):
-            _, _, logits = run.forward(score_pairs_and_singles, [], [sequences[i] for i in micro], pad_id)
-            per_response, metrics = binary_feedback(logits, labels[micro])
-            loss = sequence_mean(per_response * weights[micro], run.global_batch_size)
-            loss.backward()
-            total += loss.item()
-            sums.add(metrics)
-        run.end_step(total, sums.means())
-        if run.eval_due():
-            run.log_eval(run.evaluate(evaluate, model, held, held_labels, pad_id))
-    held_out = run.evaluate(evaluate, model, held, held_labels, pad_id)
-    run.log_eval(held_out)
-    run.finish()
-    return TrainedClassifier(held_out, dataclasses.asdict(encoder.stats), run, tokenizer, output_dir)

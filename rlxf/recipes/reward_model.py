@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlxf.config import DataSection, DistributedSection, ModelSection, TrainSection
+from rlxf.config import Checked, DataSection, DistributedSection, ModelSection, TrainSection
 from rlxf.eval.reward_accuracy import encode_scored_pairs, length_baseline, pairwise_accuracy, score_pairs_and_singles
 from rlxf.losses import bradley_terry, sequence_mean
 from rlxf.losses.safety import cost_model_loss
@@ -31,7 +31,7 @@ from rlxf.train.run import MetricSums
 
 
 @dataclass
-class RewardModelConfig:
+class RewardModelConfig(Checked):
     output_dir: str = "runs/rm"
     """Where checkpoints, metrics, eval.json and the final model (model/) go."""
     model: ModelSection = field(default_factory=lambda: ModelSection(name="minilm-l6-v2"))

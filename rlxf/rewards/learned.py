@@ -13,6 +13,8 @@ from rlxf.data.batching import pad, token_budget_batches
 from rlxf.data.templating import ChatEncoder
 from rlxf.rewards.base import RewardBatch, single_source
 
+_COMMAND_OF = {"reward_model": "rm", "cost_model": "cm", "reaction_model": "reactions", "fine_grained": "fgrm"}
+
 
 @dataclass
 class LearnedReward:
@@ -37,10 +39,18 @@ class LearnedReward:
             self._check_kind(saved_settings(self.model_path))
 
     def _check_kind(self, settings: dict) -> None:
-        saved_kind = settings.get("kind", self.kind)
-        if saved_kind in ("reward_model", "cost_model", "reaction_model", "fine_grained") and saved_kind != self.kind:
+        # any scalar-head folder (an older `rlxf rm`, a plain HF model) may be a reward model; the
+        # other kinds must say they are what they are used as
+        saved_kind = settings.get("kind", "reward_model" if self.kind == "reward_model" else "")
+        if not saved_kind:
             raise ConfigError(
-                f"{self.model_path} is a {saved_kind.replace('_', ' ')}: use it as {{kind: {saved_kind}}}"
+                f"{self.model_path} does not say it is a {self.kind.replace('_', ' ')} (its rlxf.json names no kind): "
+                f"give a folder that `rlxf {_COMMAND_OF[self.kind]}` saved"
+            )
+        if saved_kind != self.kind:
+            use = "win_rate" if saved_kind == "preference_model" else saved_kind  # a pm is SPO's oracle
+            raise ConfigError(
+                f"{self.model_path} is a {saved_kind.replace('_', ' ')}: use it as {{kind: {use}}}"
                 + (" in safety.costs" if saved_kind == "cost_model" else " in rewards")
             )
 

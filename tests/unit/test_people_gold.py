@@ -16,27 +16,33 @@ def write(path, rows):
     return path
 
 
-def test_answers_go_to_the_steps_of_this_run_only(tmp_path):
+def test_answers_go_to_the_steps_of_this_run_only(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "grpo"
     labels = write(
         tmp_path / "labeled.jsonl",
         [
-            {"completion": "a", "label": 1.0, "model": "runs/grpo/step-2"},
-            {"completion": "b", "label": 0.0, "model": "/elsewhere/grpo/step-2"},  # the folder was moved
-            {"completion": "c", "label": 0.0, "model": "runs/grpo/step-10"},
-            {"completion": "d", "label": 1.0, "model": "runs/grpo-2/step-2"},  # another run
-            {"completion": "e", "label": 1.0, "model": "runs/grpo/model"},  # the final model, no step
+            {"completion": "a", "label": 1.0, "model": f"{run}/step-2"},
+            {"completion": "b", "label": 0.0, "model": f"{tmp_path}/runs/../runs/grpo/step-2"},  # the same folder
+            {"completion": "c", "label": 0.0, "model": f"{run}/step-10"},
+            {"completion": "d", "label": 1.0, "model": f"{tmp_path}/other/grpo/step-2"},  # another run, same name
+            {"completion": "e", "label": 1.0, "model": f"{run}/model"},  # the final model, no step
             {"completion": "f", "label": 1.0},  # imported without a model
         ],
     )
-    scores = read_people_scores(labels, tmp_path / "grpo")
+    scores = read_people_scores(labels, run)
     assert scores.by_step == {2: [1.0, 0.0], 10: [0.0]}
     assert (scores.other_runs, scores.untagged) == (2, 1)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path / "runs")
+    assert read_people_scores(labels, "grpo").by_step == scores.by_step  # a relative run folder is the same run
 
 
 def test_a_rating_reads_its_aspect_or_the_mean_of_its_aspects(tmp_path):
-    labels = write(tmp_path / "ratings.jsonl", [{"scores": {"helpful": 4, "honest": 1}, "model": "r/step-1"}])
-    assert read_people_scores(labels, "r", "honest").by_step == {1: [1.0]}
-    assert read_people_scores(labels, "r").by_step == {1: [2.5]}
+    labels = write(
+        tmp_path / "ratings.jsonl", [{"scores": {"helpful": 4, "honest": 1}, "model": f"{tmp_path}/r/step-1"}]
+    )
+    assert read_people_scores(labels, tmp_path / "r", "honest").by_step == {1: [1.0]}
+    assert read_people_scores(labels, tmp_path / "r").by_step == {1: [2.5]}
 
 
 @pytest.mark.parametrize(
@@ -48,21 +54,24 @@ def test_a_rating_reads_its_aspect_or_the_mean_of_its_aspects(tmp_path):
         ({"scores": {"helpful": 4}, "model": "r/step-1"}, "line 2, field scores: no aspect 'honest'"),
         ({"completion": "x", "model": "r/step-1"}, "line 2: expected a label"),
         ({"label": 1, "model": 3}, "line 2, field model: expected a string"),
+        ({"label": True, "model": "r/step-1"}, "line 2, field label: expected a number"),
+        ([1, 2], "line 2: expected an object, got list"),
     ],
 )
-def test_a_bad_row_is_named_by_file_line_and_field(tmp_path, row, message):
+def test_a_bad_row_is_named_by_file_line_and_field(tmp_path, monkeypatch, row, message):
+    monkeypatch.chdir(tmp_path)
     good = {"scores": {"honest": 1}, "label": 1, "model": "r/step-1"}
-    labels = write(tmp_path / "labels.jsonl", [good, row])
+    labels = write(tmp_path / "labels.jsonl", [good, row if not isinstance(row, list) else json.dumps(row)])
     with pytest.raises(ValueError, match=f"labels.jsonl, {message}"):
         read_people_scores(labels, "r", "honest" if "scores" in str(row) else "")
 
 
 def test_a_snapshot_folder_gives_the_file_with_this_runs_answers(tmp_path):
-    write(tmp_path / "labeled.jsonl", [{"label": 1, "model": "other/step-1"}])
-    write(tmp_path / "ratings.jsonl", [{"scores": {"a": 3}, "model": "runs/r/step-4"}])
-    assert read_people_scores(tmp_path, "runs/r").by_step == {4: [3.0]}
-    with pytest.raises(ValueError, match="with answers about nobody's samples"):
-        read_people_scores(tmp_path, "nobody")
+    write(tmp_path / "labeled.jsonl", [{"label": 1, "model": f"{tmp_path}/other/step-1"}])
+    write(tmp_path / "ratings.jsonl", [{"scores": {"a": 3}, "model": f"{tmp_path}/runs/r/step-4"}])
+    assert read_people_scores(tmp_path, tmp_path / "runs" / "r").by_step == {4: [3.0]}
+    with pytest.raises(ValueError, match="with answers about .*nobody's samples"):
+        read_people_scores(tmp_path, tmp_path / "nobody")
     with pytest.raises(FileNotFoundError, match="no such file or snapshot folder"):
         read_people_scores(tmp_path / "missing", "r")
 
@@ -107,8 +116,13 @@ def test_samples_are_handed_out_spread_over_the_step_and_cut_back_on_resume(tmp_
         (4, "a0", "A"),
         (4, "b0", "B"),
     ]
-    assert rows[0]["responses"][0]["model"] == f"{tmp_path}/step-2"
+    assert rows[0]["responses"][0]["model"] == f"{tmp_path.resolve()}/step-2"
     run.step = 3  # resumed from the checkpoint of step 3: step 4 is trained again
+    LabelerExport(every=2, samples=2, run=run)
+    assert [json.loads(line)["step"] for line in export.path.read_text().splitlines()] == [2, 2]
+    run.step = 2  # a checkpoint at exactly an exported step keeps that step's rows
+    with export.path.open("a") as out:
+        out.write('{"prompt": "cut off by a kill", "respon')
     LabelerExport(every=2, samples=2, run=run)
     assert [json.loads(line)["step"] for line in export.path.read_text().splitlines()] == [2, 2]
 
