@@ -12,7 +12,7 @@ PASSAGES=1
 mkdir -p "$OUT"
 
 # relevance reads little of the prompt (the authors' R1 reads the question only): its end, where the question is
-for spec in relevance:64:2 factuality:384:3 completeness:384:3; do
+for spec in relevance:64:2 factuality:384:2 completeness:384:2; do
   IFS=: read -r kind prompt_tokens epochs <<< "$spec"
   [ -f "$OUT/rm_$kind/eval.json" ] || $RLXF fgrm output_dir="$OUT/rm_$kind" kind=$kind passages=$PASSAGES \
     data.path="$DATA" data.max_prompt_length=$prompt_tokens train.epochs=$epochs > "$OUT/rm_$kind.log" 2>&1
