@@ -42,6 +42,57 @@ def gae(
     return advantages, (advantages + values) * mask
 
 
+def macro_gae(
+    rewards: Tensor, values: Tensor, mask: Tensor, macro_ids: Tensor, *, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[Tensor, Tensor]:
+    """GAE over macro actions (MA-RLHF: Chai et al., "MA-RLHF: Reinforcement Learning from Human
+    Feedback with Macro Actions", ICLR 2025), as the authors' code computes it: a macro action's reward
+    and value are the means of its tokens' rewards and critic values, ``δ_τ = R_τ + γ V_{τ+1} − V_τ``,
+    ``A_τ = δ_τ + γλ A_{τ+1}``, and every token of macro action τ takes ``A_τ`` and the return
+    ``A_τ + V_τ``; the policy's ratio stays per token.
+
+    rewards, values, mask: (B, T); macro_ids: (B, T) the index (0, 1, ...) of each token's macro
+    action, non-decreasing along a response. Returns (advantages, returns), zero where ``mask`` is 0.
+    """
+    mask = mask.to(values.dtype)
+    ids = (macro_ids * (mask > 0)).long()
+    width = int(ids.max()) + 1 if ids.numel() else 1
+    counts = torch.zeros(values.shape[0], width, dtype=values.dtype).scatter_add(1, ids, mask)
+
+    def mean_per_macro(x: Tensor) -> Tensor:
+        return torch.zeros_like(counts).scatter_add(1, ids, x * mask) / counts.clamp(min=1)
+
+    macro_mask = (counts > 0).to(values.dtype)
+    advantages, returns = gae(mean_per_macro(rewards), mean_per_macro(values), macro_mask, gamma=gamma, lam=lam)
+    return advantages.gather(1, ids) * mask, returns.gather(1, ids) * mask
+
+
+def fixed_macro_ids(mask: Tensor, size: int) -> Tensor:
+    """MA-RLHF's fixed n-gram macro actions: ``size`` tokens each, the last token of every response
+    one of its own (where the sequence reward sits, so that a mean does not dilute it), as the
+    authors' code cuts them. mask: (B, T). Returns (B, T) macro indices."""
+    position = mask.cumsum(dim=1) - 1  # 0, 1, ... along each response
+    length = mask.sum(dim=1, keepdim=True)
+    ids = torch.div(position, size, rounding_mode="floor")
+    last = position == length - 1
+    previous = torch.div((length - 2).clamp(min=0), size, rounding_mode="floor") + 1
+    return torch.where(last & (length > 1), previous, ids).clamp(min=0).long() * (mask > 0)
+
+
+def ids_from_ends(ends: list[list[bool]], width: int) -> Tensor:
+    """(B, T) macro indices from, per response, whether each token ends a macro action (the last
+    token always does, alone)."""
+    ids = torch.zeros(len(ends), width, dtype=torch.long)
+    for row, flags in enumerate(ends):
+        macro = 0
+        for t, ends_here in enumerate(flags):
+            if t == len(flags) - 1 and t > 0 and not flags[t - 1]:
+                macro += 1  # the last token is a macro action of its own
+            ids[row, t] = macro
+            macro += bool(ends_here)
+    return ids
+
+
 def group_normalized(rewards: Tensor, group_size: int, *, scale: bool = True, eps: float = 1e-6) -> Tensor:
     """Group-relative advantages: each reward against the other samples of its prompt.
 
@@ -221,6 +272,7 @@ class AdvantageInputs:
     top_k: int = 1  # best-of-n: samples kept per prompt
     threshold: float = 0.5  # best-of-n: lowest kept reward; NFT: lowest correct reward
     eta: float = 1.0  # SPPO's step η
+    macro_ids: Tensor | None = None  # (B, T) MA-RLHF's macro action of each token; None: every token its own
     global_sum: Callable[[Tensor], Tensor] = _same  # this rank's sums -> the global batch's (whitening)
 
 
@@ -272,7 +324,10 @@ def _reinforce_pp(x: AdvantageInputs) -> dict[str, Tensor]:
 def _gae(x: AdvantageInputs) -> dict[str, Tensor]:
     """GAE advantages whitened over the global batch (as OpenRLHF and TRL's PPO do), and returns
     (the critic's targets)."""
-    advantages, returns = gae(x.token_rewards, x.values, x.mask, gamma=x.gamma, lam=x.lam)
+    if x.macro_ids is None:
+        advantages, returns = gae(x.token_rewards, x.values, x.mask, gamma=x.gamma, lam=x.lam)
+    else:
+        advantages, returns = macro_gae(x.token_rewards, x.values, x.mask, x.macro_ids, gamma=x.gamma, lam=x.lam)
     return {"advantages": whiten(advantages, x.mask, global_sum=x.global_sum), "returns": returns}
 
 

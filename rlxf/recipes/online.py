@@ -34,6 +34,7 @@ from rlxf.recipes.online_rollout import (
     dense_token_rewards,
     dynamic_sampling,
     extra_prompts,
+    macro_action_ids,
     merge_rollouts,
     pack_samples,
     rank_prompts,
@@ -44,6 +45,7 @@ from rlxf.recipes.online_rollout import (
 from rlxf.recipes.online_safety import LagrangeMultiplier, safety_verdict
 from rlxf.recipes.online_watch import LabelerExport, OveroptimizationWatch
 from rlxf.recipes.run_folder import prepare_output_dir
+from rlxf.rewards import RewardBatch
 from rlxf.rollout import SamplingParams
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
@@ -82,8 +84,7 @@ def train_online(config: OnlineConfig) -> dict:
     for batch in run.steps():
         prompts, rollout, rewards, ahead, metrics = collect(config, roles, batch, ahead)  # 1-2. rollout, score
         costs = roles.multiplier.score(prompts, rollout, metrics) if roles.multiplier else None
-        dense = dense_token_rewards(rewards, rollout, roles.tokenizer) if config.dense_rewards else None
-        experience = make_experience(config, roles, prompts, rollout, rewards.rewards, costs, dense)  # 3. experience
+        experience = make_experience(config, roles, prompts, rollout, rewards, costs)  # 3. experience
         sums = MetricSums()
         total, tokens = update_policy(config, run, experience, roles.kl.coef, sums)  # 4. loss, update(s)
         metrics.update(rewards.metrics(), **sums.means(), **step_metrics(config, roles, rollout, rewards, experience))
@@ -269,14 +270,13 @@ def make_experience(
     roles: Roles,
     prompts,
     rollout,
-    rewards: Tensor,
+    rewards: RewardBatch,
     costs: Tensor | None = None,
-    dense: Tensor | None = None,
 ) -> Experience:
     """The rollout with its reference log-probs and KL, the critics' values, and the estimator's
     targets (advantages, ...) from the rewards, KL-shaped where the algorithm puts KL in the reward,
-    the part ``dense`` gives per token on its tokens; with costs, the Lagrangian's advantage
-    (:mod:`rlxf.recipes.online_safety`)."""
+    fine-grained segment rewards on their segments' tokens, over MA-RLHF's macro actions when asked;
+    with costs, the Lagrangian's advantage (:mod:`rlxf.recipes.online_safety`)."""
     n, mask, reference = config.sampling.n, rollout.mask, roles.reference
     sequences = list(zip(rollout.prompt_ids, rollout.completion_ids))
     experience = Experience(sequences, mask, {}, rollout.logprobs)
@@ -290,8 +290,12 @@ def make_experience(
             for name, critic in roles.critics.items():
                 experience.old_values[name], _ = token_values(critic, pack_samples(sequences, n)).as_matrix()
     greedy = greedy_rollout(config, roles.sampler, prompts)
-    channel = functools.partial(advantage_targets, config, experience, prompts, greedy)
-    experience.targets = channel(rewards, roles.source, experience.old_values.get("critic"), roles.kl.coef, dense)
+    macros = macro_action_ids(rollout, config.macro_actions, config.macro_size, roles.tokenizer)
+    channel = functools.partial(advantage_targets, config, experience, prompts, greedy, macros)
+    dense = dense_token_rewards(rewards, rollout, roles.tokenizer) if config.dense_rewards else None
+    experience.targets = channel(
+        rewards.rewards, roles.source, experience.old_values.get("critic"), roles.kl.coef, dense
+    )
     if costs is not None:  # the cost carries +β·KL, so (A_r − λ A_c) / (1 + λ) carries β·KL
         cost_targets = channel(costs, roles.costs, experience.old_values.get("cost_critic"), -roles.kl.coef)
         experience.targets = roles.multiplier.combine(experience.targets, cost_targets)
@@ -303,6 +307,7 @@ def advantage_targets(
     experience: Experience,
     prompts,
     greedy,
+    macro_ids: Tensor | None,
     rewards: Tensor,
     source,
     values,
@@ -330,6 +335,7 @@ def advantage_targets(
             top_k=config.rft_top_k,
             threshold=config.success_threshold,
             eta=config.sppo_eta,
+            macro_ids=macro_ids,
             global_sum=distributed.all_reduce_sum,
         )
     )

@@ -50,6 +50,12 @@ class OnlineConfig(Checked):
     """Prompts and what the rewards check them against."""
     rewards: list[RewardSection] = field(default_factory=lambda: [RewardSection()])
     """Reward sources, summed with their weights."""
+    macro_actions: str = "none"
+    """MA-RLHF's macro actions for PPO's credit assignment (Chai et al. 2025): fixed (macro_size-token
+    n-grams) or punctuation (ended by . , ; : ! ? or a line break); GAE then runs over macro actions,
+    each token taking its macro action's advantage. none: every token its own action."""
+    macro_size: int = 5
+    """Tokens in a fixed macro action (the paper's n = 5)."""
     dense_rewards: bool = True
     """Fine-grained sources ({kind: fine_grained}) put each segment's reward on its last token, for the
     estimators that discount per-token rewards (ppo, reinforce_pp); false: their sum on the response's
@@ -129,6 +135,10 @@ class OnlineConfig(Checked):
         _check_choice("policy_loss", self.policy_loss, POLICY_LOSSES)
         _check_choice("kl_penalty", self.kl_penalty, ("loss", "reward"))
         _check_choice("kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
+        if self.macro_actions not in ("none", "fixed", "punctuation"):
+            raise ValueError(f"macro_actions must be none, fixed or punctuation, got {self.macro_actions!r}")
+        if self.macro_size < 1:
+            raise ValueError(f"macro_size must be >= 1, got {self.macro_size}")
         _check_choice("aggregation", self.aggregation, AGGREGATIONS)
         _check_ranges(self)
         _check_combinations(self)
@@ -317,6 +327,8 @@ _NEEDS: dict[str, tuple[Callable[[OnlineConfig], bool], str]] = {
     **{f"safety.{name}": (_constrained, COSTS) for name in _SAFETY_SETTINGS},
     "safety.cost_critic": (lambda c: _constrained(c) and _critic(c), "cost sources and a critic (algo=ppo)"),
     "watch.window": (lambda c: bool(c.watch.gold), "a gold signal (watch.gold)"),
+    "macro_actions": (_critic, "an estimator with a critic (advantage=gae, as algo=ppo)"),
+    "macro_size": (lambda c: c.macro_actions == "fixed", "macro_actions=fixed"),
     "dense_rewards": (
         # the estimators that discount per-token rewards are the ones that read gamma
         lambda c: any(s.kind == "fine_grained" for s in c.rewards) and "gamma" in c.estimator.reads,

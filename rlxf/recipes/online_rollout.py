@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from rlxf.advantages import fixed_macro_ids, ids_from_ends
 from rlxf.data.batching import pack_groups
 from rlxf.data.records import Prompt
 from rlxf.eval.stats import mean_interval, proportion
@@ -230,3 +231,21 @@ def _summary(name: str, values: Tensor) -> dict:
 def scalars(results: dict) -> dict:
     """What goes into the metrics log: no per-example lists."""
     return {k: v for k, v in results.items() if k != "examples" and not k.endswith("outcomes")}
+
+
+PUNCTUATION = tuple(".,;:!?")
+
+
+def macro_action_ids(rollout: Rollout, kind: str, size: int, tokenizer) -> Tensor | None:
+    """MA-RLHF's macro actions of each response (None for ``kind`` none): ``fixed`` n-grams of
+    ``size`` tokens, or ``punctuation``-ended ones (a token whose text ends in . , ; : ! ? or holds a
+    line break closes its macro action); the last token is always one of its own."""
+    if kind == "none":
+        return None
+    if kind == "fixed":
+        return fixed_macro_ids(rollout.mask, size)
+    ends = []
+    for ids in rollout.completion_ids:
+        texts = [tokenizer.decode([token]) for token in ids]
+        ends.append([t.rstrip(" ").endswith(PUNCTUATION) or "\n" in t for t in texts])
+    return ids_from_ends(ends, rollout.mask.shape[1])

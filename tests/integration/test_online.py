@@ -76,6 +76,7 @@ def test_the_reward_of_an_easy_verifiable_task_rises(tmp_path, prompt_file, algo
         ["algo=grpo", "dynamic_sampling=true", "reference_refresh_every=1", "kl_coef=0.01"],
         ["algo=grpo", "policy.lora.rank=4", "kl_coef=0.05", "train.micro_batch_size=2"],
         ["algo=ppo", "kl_coef=0.05", "kl_penalty=reward", "train.micro_batch_size=2"],
+        ["algo=ppo", "macro_actions=punctuation", "kl_coef=0.05"],
         ["algo=grpo", "updates_per_rollout=3", "clip_high=0.28"],
         ["algo=rft", "kl_coef=0.05", "rft_top_k=2"],
         ["algo=nft", "updates_per_rollout=2"],

@@ -20,6 +20,7 @@ from rlxf.models.tiny import tiny_llama
 from rlxf.recipes.online_config import OnlineConfig
 from rlxf.recipes.online_loss import Experience, loss_pass
 from rlxf.recipes.online_rollout import pack_samples
+from rlxf.rewards import RewardBatch
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
 
@@ -265,9 +266,15 @@ def test_the_kl_goes_where_the_algorithms_paper_puts_it(tmp_path, algo):
     rollout = Rollout([p for p, _ in SEQUENCES], COMPLETIONS, logps, MASK, [""] * 4, ["eos"] * 4, [0, 0, 1, 1])
     reference = SimpleNamespace(token_logps=lambda batch, temperature: (logps - DELTA)[MASK > 0])
     roles = SimpleNamespace(
-        reference=reference, critics={}, kl=SimpleNamespace(coef=beta), run=run, sampler=None, source=None
+        reference=reference,
+        critics={},
+        kl=SimpleNamespace(coef=beta),
+        run=run,
+        sampler=None,
+        source=None,
+        tokenizer=None,
     )
-    experience = make_experience(config, roles, None, rollout, REWARDS)
+    experience = make_experience(config, roles, None, rollout, RewardBatch(REWARDS))
     # the KL logged: k1 = log π − log π_ref for the reward-side algorithms, k3 for GRPO's loss term
     assert torch.allclose(experience.kl, DELTA if config.kl_in_reward else torch.expm1(-DELTA) + DELTA)
     for _ in run.steps():
@@ -338,10 +345,10 @@ def test_the_cost_channel_carries_plus_beta_kl_through_the_loop(tmp_path):
     multiplier = LagrangeMultiplier(config.safety, None, run)
     roles = SimpleNamespace(
         reference=reference, critics={}, kl=SimpleNamespace(coef=0.5), run=run, sampler=None, source=None,
-        costs=None, multiplier=multiplier,
+        costs=None, multiplier=multiplier, tokenizer=None,
     )  # fmt: skip
     costs = torch.tensor([0.0, 1.0, 0.5, 0.5])
-    experience = make_experience(config, roles, None, rollout, REWARDS, costs)
+    experience = make_experience(config, roles, None, rollout, RewardBatch(REWARDS), costs)
     advantages = experience.targets["advantages"]
     assert advantages[:, 0].tolist() == pytest.approx([0.85, -0.85, -0.65, 0.65], abs=1e-5)
     assert torch.equal(advantages == 0, MASK == 0)  # the same advantage on every token of a sample, none on padding

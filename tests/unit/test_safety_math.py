@@ -133,8 +133,8 @@ def test_reward_and_cost_channels_through_the_loop_carry_beta_kl_whatever_lambda
     kl = torch.tensor([[0.2, 0.0], [0.4, 0.0], [0.1, 0.0], [0.3, 0.0]])
     experience = Experience([([1], [2, 3])] * 4, mask, {}, torch.zeros(4, 2), kl=kl)
     rewards, costs = torch.tensor([1.0, 0.0, 0.2, 0.8]), torch.tensor([0.0, 1.0, 0.5, 0.5])
-    reward_targets = advantage_targets(config, experience, [], None, rewards, None, None, 0.1)
-    cost_targets = advantage_targets(config, experience, [], None, costs, None, None, -0.1)
+    reward_targets = advantage_targets(config, experience, [], None, None, rewards, None, None, 0.1)
+    cost_targets = advantage_targets(config, experience, [], None, None, costs, None, None, -0.1)
     multiplier = LagrangeMultiplier(config.safety, None, FakeRun())
     combined = multiplier.combine(reward_targets, cost_targets)["advantages"]
     assert combined[:, 0].tolist() == pytest.approx([1.02, -1.02, -0.18, 0.18], abs=1e-6)
