@@ -38,6 +38,12 @@ COMMANDS = {
         "train_fine_grained_rm",
         "a fine-grained reward model: errors of one kind per segment of a response (Wu et al. 2023)",
     ),
+    "principles": (
+        "rlxf.recipes.principle_rm",
+        "PrincipleRMConfig",
+        "train_principle_rm",
+        "a principle-conditioned binary reward model: does the response satisfy a principle in words (RLBFF)",
+    ),
     "pm": (
         "rlxf.recipes.preference_model",
         "PreferenceModelConfig",

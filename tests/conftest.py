@@ -27,3 +27,18 @@ def prompt_file(tmp_path) -> Path:
     path = tmp_path / "prompts.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"write something {i}"}) + "\n" for i in range(40)))
     return path
+
+
+@pytest.fixture
+def small_qa(tmp_path) -> tuple[Path, Path]:
+    """40 rows of the qa-feedback data, and their prompts (the first passage, then the question)."""
+    from rlxf.data.fine_grained import qa_prompt
+
+    rows = json.loads((SHARED_DATA / "qa_feedback_dev_feedback.json").read_text())[:40]
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps(rows))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"prompt": qa_prompt(r["question"], r["passages"][:1])}) + "\n" for r in rows)
+    )
+    return path, prompts

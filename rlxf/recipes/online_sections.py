@@ -76,6 +76,8 @@ class RewardSection(Checked):
     margins: list = field(default_factory=list)
     """heron: per factor, how many of its standard deviations over the batch two samples must differ by for
     that factor to decide (empty: 0 for each, any difference decides)."""
+    principles: list = field(default_factory=list)
+    """principle: the principles the response should satisfy, in words, e.g. ["The response is concise."]."""
 
     def check(self):
         if self.kind not in REWARD_SOURCES:
@@ -85,7 +87,9 @@ class RewardSection(Checked):
     def options(self) -> dict[str, Any]:
         """The options set away from their defaults: the builder refuses one its kind does not take
         and asks for one it needs, naming what the kind takes."""
-        options = ("pattern", "model", "mode", "rubric", "free_chars", "sandbox", "function", "factors", "margins")
+        options = (
+            "pattern", "model", "mode", "rubric", "free_chars", "sandbox", "function", "factors", "margins", "principles",
+        )  # fmt: skip
         return {name: getattr(self, name) for name in options if getattr(self, name) != _default_of(name)}
 
     def build(self):

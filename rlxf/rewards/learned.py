@@ -13,7 +13,13 @@ from rlxf.data.batching import pad, token_budget_batches
 from rlxf.data.templating import ChatEncoder
 from rlxf.rewards.base import RewardBatch, single_source
 
-_COMMAND_OF = {"reward_model": "rm", "cost_model": "cm", "reaction_model": "reactions", "fine_grained": "fgrm"}
+_COMMAND_OF = {
+    "reward_model": "rm",
+    "cost_model": "cm",
+    "reaction_model": "reactions",
+    "fine_grained": "fgrm",
+    "principle_model": "principles",
+}
 
 
 @dataclass

@@ -58,6 +58,12 @@ def _fine_grained(model: str) -> RewardSource:
     return FineGrainedReward(model)
 
 
+def _principle(model: str, principles: list) -> RewardSource:
+    from rlxf.rewards.principles import PrincipleReward
+
+    return PrincipleReward(model, list(principles))
+
+
 def _judge(model: str = "", mode: str = "pointwise", rubric: str = "") -> RewardSource:
     from rlxf.rewards.judge import DEFAULT_RUBRIC, LLMJudge
 
@@ -110,6 +116,7 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
     "cost_model": _cost_model,
     "reaction_model": _reaction_model,
     "fine_grained": _fine_grained,
+    "principle": _principle,
     "judge": _judge,
     "python": _python,
     "win_rate": _win_rate,
@@ -120,7 +127,8 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
 format: a regular expression; length: a penalty past free_chars; reward_model: a folder from
 `rlxf rm`; cost_model: a folder from `rlxf cm` (for safety.costs); reaction_model: P[positive reaction]
 from `rlxf reactions`; fine_grained: a segment-level error model from `rlxf fgrm`, ±weight per
-segment on the segment's last token (Wu et al. 2023); judge: an LLM with a rubric, pointwise or pairwise against the prompt's reference;
+segment on the segment's last token (Wu et al. 2023); principle: P[the response satisfies each of
+``principles``] from `rlxf principles`, their mean (RLBFF); judge: an LLM with a rubric, pointwise or pairwise against the prompt's reference;
 python: a function of yours, called as TRL calls reward_funcs (`rlxf.rewards.python_function`);
 win_rate: SPO's win proportion of each sample against its prompt's other samples under a preference
 oracle (a folder from `rlxf pm`, else an LLM judge asked in both orders); heron: HERON's hierarchical

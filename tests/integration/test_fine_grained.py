@@ -7,21 +7,7 @@ import pytest
 
 from rlxf.cli import main
 from rlxf.config import load_config
-from rlxf.data.fine_grained import qa_prompt
 from rlxf.recipes.online_config import OnlineConfig
-from tests.conftest import SHARED_DATA
-
-
-@pytest.fixture
-def small_qa(tmp_path):
-    rows = json.loads((SHARED_DATA / "qa_feedback_dev_feedback.json").read_text())[:40]
-    path = tmp_path / "qa.json"
-    path.write_text(json.dumps(rows))
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(
-        "".join(json.dumps({"prompt": qa_prompt(r["question"], r["passages"][:1])}) + "\n" for r in rows)
-    )
-    return path, prompts
 
 
 def test_fine_grained_models_train_and_reward_each_segment(tmp_path, small_qa):
