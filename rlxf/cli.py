@@ -44,6 +44,12 @@ COMMANDS = {
         "train_principle_rm",
         "a principle-conditioned binary reward model: does the response satisfy a principle in words (RLBFF)",
     ),
+    "vpl": (
+        "rlxf.recipes.personal_rm",
+        "PersonalRMConfig",
+        "train_personal_rm",
+        "a personalized reward model: a user latent from a few of the user's labels (VPL, Poddar et al. 2024)",
+    ),
     "pm": (
         "rlxf.recipes.preference_model",
         "PreferenceModelConfig",
