@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/rlxf demo
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow"

@@ -87,12 +87,11 @@ def test_mini_demo_on_the_embedded_models_writes_a_report(tmp_path):
     assert summary["greedy_accuracy_after"]["n"] == 4
 
 
-# The embedded model under each kind of role the loop builds (a reference for KL in the reward, a
-# critic, each reward source); every algorithm of the registry runs on a tiny model in
+# The embedded model under each kind of role the loop builds (a reference for KL in the reward and a
+# critic, in ppo-critic; each reward source); every algorithm of the registry runs on a tiny model in
 # tests/integration/test_online.py.
 ONLINE_RUNS = {
     "grpo-math": ["algo=grpo", "task.name=arithmetic", "task.digits=1"],
-    "rloo-kl-in-reward": ["algo=rloo", "kl_coef=0.05", "kl_penalty=reward", "task.name=arithmetic"],
     "ppo-critic": ["algo=ppo", "kl_coef=0.05", "kl_penalty=reward", "task.name=arithmetic"],
     "gsm8k": ["task.name=gsm8k", f"task.path={SHARED_DATA / 'gsm8k_train.jsonl'}", "task.limit=8"],
     "mbpp-unit-tests": [
