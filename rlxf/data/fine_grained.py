@@ -43,6 +43,7 @@ ERROR_TAGS = {
 """The qa-feedback error types each kind learns (the app's span tags are named by ``error_tags``)."""
 MIN_SUBSENTENCE_WORDS = 5
 MIN_SPAN_WORDS = 5  # a non-factual span shorter than this is dropped (the authors' App. D)
+CONTEXT_CHARS = 600  # the text before a segment that its classifier reads
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
 
 
@@ -135,7 +136,9 @@ def qa_prompt(question: str, passages: list[list[str]]) -> str:
     return f"Passages:\n{context}\n\nAnswer this question from the passages: {question}"
 
 
-def _qa_feedback_row(cell: Cell, kind: str, error_tags: tuple[str, ...], passages_kept: int) -> SegmentedResponse:
+def qa_fields(cell: Cell, passages_kept: int) -> tuple[list[Message], str, dict]:
+    """A qa-feedback row's prompt (its passages and question), ``prediction 1`` and feedback, each
+    checked: a malformed one names its field."""
     question, response = cell.text("question"), cell.text("prediction 1")
     passages = cell.require("passages")
     if not isinstance(passages, list) or not all(
@@ -145,12 +148,26 @@ def _qa_feedback_row(cell: Cell, kind: str, error_tags: tuple[str, ...], passage
     feedback = cell.require("feedback")
     if not isinstance(feedback, dict):
         raise cell.error("feedback", "expected an object with errors and missing-info")
+    for name in ("errors", "missing-info"):
+        marks = feedback.get(name, [])
+        if not isinstance(marks, list):
+            raise cell.error(f"feedback.{name}", "expected a list")
+        for index, mark in enumerate(marks):
+            if not isinstance(mark, dict) or not isinstance(mark.get("error type"), str):
+                raise cell.error(f"feedback.{name}[{index}]", "expected an object with an 'error type'")
     prompt = [{"role": "user", "content": qa_prompt(question, passages[: passages_kept or None])}]
+    return prompt, response, feedback
+
+
+def missing_types(feedback: dict) -> set[str]:
+    return {mark["error type"] for mark in feedback.get("missing-info", [])}
+
+
+def _qa_feedback_row(cell: Cell, kind: str, error_tags: tuple[str, ...], passages_kept: int) -> SegmentedResponse:
+    prompt, response, feedback = qa_fields(cell, passages_kept)
     if kind == "completeness":
-        missing = [m.get("error type") for m in feedback.get("missing-info", []) if isinstance(m, dict)]
-        return SegmentedResponse(
-            prompt, response, [(0, len(response))], [0.0 if set(missing) & set(error_tags) else 1.0], cell.source
-        )
+        label = 0.0 if missing_types(feedback) & set(error_tags) else 1.0
+        return SegmentedResponse(prompt, response, [(0, len(response))], [label], cell.source)
     errors, others = [], []
     for index, error in enumerate(feedback.get("errors", [])):
         span = _span(cell, error, f"feedback.errors[{index}]", len(response), "error type")
@@ -171,20 +188,21 @@ def _span(cell: Cell, span, field: str, length: int, tag_field: str) -> tuple[in
 
 
 def _spans_row(cell: Cell, kind: str, error_tags: tuple[str, ...]) -> SegmentedResponse:
-    """A row of the feedback app's spans.jsonl: its ``tag`` names the error kind."""
+    """A row of the feedback app's spans.jsonl: its ``tag`` names the error kind, among the project's
+    own span tags, which ``error_tags`` must name (the qa-feedback types would match none)."""
+    if not error_tags:
+        raise cell.error("spans", "name this kind's tags among the project's span tags: error_tags=[tag, ...]")
     response = cell.text("completion")
     spans = cell.require("spans")
     if not isinstance(spans, list):
         raise cell.error("spans", "expected a list of {start, end, tag}")
     errors, others = [], []
     for index, span in enumerate(spans):
-        (errors if span.get("tag") in error_tags else others).append(
-            _span(cell, span, f"spans[{index}]", len(response), "tag")
-        )
+        bounds = _span(cell, span, f"spans[{index}]", len(response), "tag")
+        (errors if span["tag"] in error_tags else others).append(bounds)
     if kind == "completeness":
-        return SegmentedResponse(
-            cell.prompt("prompt"), response, [(0, len(response))], [0.0 if errors else 1.0], cell.source
-        )
+        label = 0.0 if errors else 1.0
+        return SegmentedResponse(cell.prompt("prompt"), response, [(0, len(response))], [label], cell.source)
     segments = segments_of(response, LEVELS[kind])
     labels = segment_labels(response, segments, errors, others, kind)
     return SegmentedResponse(cell.prompt("prompt"), response, segments, labels, cell.source)
@@ -194,19 +212,21 @@ def read_segmented(
     path: str | Path, kind: str, error_tags: tuple[str, ...] = (), *, passages: int = 0, on_bad_row: OnBadRow = "error"
 ) -> tuple[list[SegmentedResponse], BadRows]:
     """Responses with segment labels for ``kind`` from a qa-feedback file or the app's spans.jsonl
-    (told apart by each row's fields); ``error_tags`` defaults to the qa-feedback types of ``kind``;
+    (told apart by each row's fields); ``error_tags`` defaults to the qa-feedback types of ``kind``
+    (span rows need it: it names which of a project's tags are this kind's errors);
     a qa-feedback prompt holds the first ``passages`` passages (0: all)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    tags = tuple(error_tags) or ERROR_TAGS[kind]
 
     def parse(cell: Cell) -> SegmentedResponse:
-        return _spans_row(cell, kind, tags) if "spans" in cell.row else _qa_feedback_row(cell, kind, tags, passages)
+        if "spans" in cell.row:
+            return _spans_row(cell, kind, tuple(error_tags))
+        return _qa_feedback_row(cell, kind, tuple(error_tags) or ERROR_TAGS[kind], passages)
 
     return read_records(path, parse, on_bad_row)
 
 
-def marked(response: str, segment: tuple[int, int], context_chars: int = 600) -> str:
+def marked(response: str, segment: tuple[int, int], context_chars: int = CONTEXT_CHARS) -> str:
     """What a segment classifier reads: the segment in double brackets after at most
     ``context_chars`` of the text before it (the classifier's input keeps its start, so the segment
     must come early enough to be kept)."""
@@ -215,10 +235,10 @@ def marked(response: str, segment: tuple[int, int], context_chars: int = 600) ->
     return f"{'…' if start > context_chars else ''}{before}[[{response[start:end]}]]"
 
 
-def segment_examples(responses: list[SegmentedResponse]) -> list[Labeled]:
+def segment_examples(responses: list[SegmentedResponse], context_chars: int = CONTEXT_CHARS) -> list[Labeled]:
     """One labeled example per segment with a label: (prompt, marked text, 1 no error / 0 error)."""
     return [
-        Labeled(r.prompt, marked(r.response, segment), label, source=r.source)
+        Labeled(r.prompt, marked(r.response, segment, context_chars), label, source=r.source)
         for r in responses
         for segment, label in zip(r.segments, r.labels)
         if label is not None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rlxf.data.cells import Cell
 from rlxf.data.errors import BadRows
-from rlxf.data.fine_grained import ERROR_TAGS, qa_prompt
+from rlxf.data.fine_grained import ERROR_TAGS, MIN_SPAN_WORDS, missing_types, qa_fields
 from rlxf.data.formats import OnBadRow, read_records
 from rlxf.data.records import Labeled, Message
 
@@ -63,23 +63,24 @@ def _rating_rows(cell: Cell) -> list[Labeled]:
 
 
 def _qa_rows(cell: Cell, passages: int) -> list[Labeled]:
-    response, feedback = cell.text("prediction 1"), cell.require("feedback")
-    if not isinstance(feedback, dict):
-        raise cell.error("feedback", "expected an object with errors and missing-info")
-    found = {
-        e.get("error type")
-        for e in feedback.get("errors", []) + feedback.get("missing-info", [])
-        if isinstance(e, dict)
-    }
-    prompt = [
-        {"role": "user", "content": qa_prompt(cell.text("question"), cell.require("passages")[: passages or None])}
-    ]
+    prompt, response, feedback = qa_fields(cell, passages)
+    long_errors = {
+        error["error type"]
+        for error in feedback.get("errors", [])
+        if error["error type"] not in ERROR_TAGS["relevance"] or _words(response, error) >= MIN_SPAN_WORDS
+    }  # as `rlxf fgrm`: an irrelevant, redundant or incoherent span of under 5 words does not count
+    found = long_errors | missing_types(feedback)
     return [
         Labeled(
             with_principle(prompt, principle), response, float(not found & set(ERROR_TAGS[kind])), source=cell.source
         )
         for kind, principle in QA_PRINCIPLES.items()
     ]
+
+
+def _words(response: str, error: dict) -> int:
+    start, end = error.get("start"), error.get("end")
+    return len(response[start:end].split()) if isinstance(start, int) and isinstance(end, int) else 0
 
 
 def _own_row(cell: Cell) -> list[Labeled]:

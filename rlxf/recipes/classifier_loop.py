@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from rlxf.config import ConfigError
 from rlxf.data.records import Labeled
 from rlxf.eval.reward_accuracy import score_pairs_and_singles
 from rlxf.losses import sequence_mean
@@ -52,11 +53,12 @@ class TrainedClassifier:
 
 
 def train_binary_classifier(
-    config, records: list[Labeled], held_records: list[Labeled], evaluate, *, name: str
+    config, records: list[Labeled], held_records: list[Labeled], evaluate, *, name: str, whole_completions: bool = False
 ) -> TrainedClassifier:
     """Binary cross-entropy on (prompt, completion, label) examples: the loop of `rlxf reactions`,
     shared by the classifiers built on it (``config`` has their model, data, train and distributed
-    sections). ``evaluate(model, sequences, labels, pad_id)`` gives the held-out results."""
+    sections). ``evaluate(model, sequences, labels, pad_id)`` gives the held-out results;
+    ``whole_completions`` refuses examples whose completion the input limit would cut."""
     output_dir = prepare_output_dir(config)
     torch.manual_seed(config.train.seed)
     model, tokenizer = build_reward_model(config.model, config.train.seed, strategy=config.distributed.strategy)
@@ -64,6 +66,11 @@ def train_binary_classifier(
     sequences = [p + c for p, c in encode_completions(encoder, records)]
     held = [p + c for p, c in encode_completions(encoder, held_records)]
     say(f"tokenized: {encoder.stats.summary()}")
+    if whole_completions and encoder.stats.completions_cut:  # what is judged sits at the completion's end
+        raise ConfigError(
+            f"{encoder.stats.completions_cut} examples lost the end of their completion (what is judged) to "
+            f"data.max_length={config.data.max_length}: raise it, or lower data.max_prompt_length or context_chars"
+        )
     labels, weights, pad_id = torch.tensor([r.label for r in records]), example_weights(records), tokenizer.pad_token_id
     held_labels = [r.label for r in held_records]
     model.train()

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlxf.config import Checked, DataSection, DistributedSection, ModelSection, TrainSection
-from rlxf.data.fine_grained import KINDS, LEVELS, read_segmented, segment_examples
+from rlxf.data.fine_grained import CONTEXT_CHARS, KINDS, LEVELS, read_segmented, segment_examples
 from rlxf.eval.reward_accuracy import error_detection
 from rlxf.recipes.classifier_loop import train_binary_classifier
 from rlxf.recipes.common import load_splits, say
@@ -42,6 +42,9 @@ class FineGrainedRMConfig(Checked):
     passages: int = 0
     """qa-feedback: the passages each prompt holds, first ones first (0: all); the policy's prompts
     should hold the same (`rlxf.data.fine_grained.qa_prompt`)."""
+    context_chars: int = CONTEXT_CHARS
+    """Characters of the response before a segment that its example shows (the segment itself is
+    always whole: an example the input limit would cut is refused)."""
     model: ModelSection = field(default_factory=lambda: ModelSection(name="minilm-l6-v2"))
     """Backbone; a scalar head (the logit of P[no error]) is added."""
     data: DataSection = field(default_factory=lambda: DataSection(max_length=512, max_prompt_length=256))
@@ -54,6 +57,8 @@ class FineGrainedRMConfig(Checked):
     def check(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.context_chars < 0:
+            raise ValueError(f"context_chars must be >= 0, got {self.context_chars}")
         if self.passages < 0:
             raise ValueError(f"passages must be >= 0 (0: all), got {self.passages}")
 
@@ -65,10 +70,11 @@ def train_fine_grained_rm(config: FineGrainedRMConfig) -> dict:
         )
 
     responses, held_responses, data_summary = load_splits(config.data, read, "responses")
-    records, held_records = segment_examples(responses), segment_examples(held_responses)
+    records = segment_examples(responses, config.context_chars)
+    held_records = segment_examples(held_responses, config.context_chars)
     data_summary.update(train_segments=len(records), held_out_segments=len(held_records))
     name = f"{config.kind} reward model"
-    trained = train_binary_classifier(config, records, held_records, error_detection, name=name)
+    trained = train_binary_classifier(config, records, held_records, error_detection, name=name, whole_completions=True)
     results = {"held_out": trained.held_out, "data": data_summary, "truncation": trained.truncation}
     held = trained.held_out
     say(
@@ -83,5 +89,6 @@ def train_fine_grained_rm(config: FineGrainedRMConfig) -> dict:
         kind="fine_grained",
         error_kind=config.kind,
         level=LEVELS[config.kind],
+        context_chars=config.context_chars,
     )
     return results

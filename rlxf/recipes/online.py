@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rlxf.advantages import AdvantageInputs, kl_shaped_rewards
 from rlxf.data.records import Prompt
 from rlxf.eval.overoptimization import distinct_n
 from rlxf.losses.policy import AdaptiveKLController, kl_estimate
@@ -28,7 +27,7 @@ from rlxf.parallel.ray_ranks import close_pools, start_ray_for_workers
 from rlxf.recipes import online_setup as setup
 from rlxf.recipes.common import build_policy, encoder_for, save_results, say
 from rlxf.recipes.online_config import REGISTRIES, OnlineConfig
-from rlxf.recipes.online_loss import Experience, loss_pass
+from rlxf.recipes.online_loss import Experience, advantage_targets, loss_pass
 from rlxf.recipes.online_rollout import (
     PolicySampler,
     dense_token_rewards,
@@ -292,7 +291,8 @@ def make_experience(
     greedy = greedy_rollout(config, roles.sampler, prompts)
     macros = macro_action_ids(rollout, config.macro_actions, config.macro_size, roles.tokenizer)
     channel = functools.partial(advantage_targets, config, experience, prompts, greedy, macros)
-    dense = dense_token_rewards(rewards, rollout, roles.tokenizer) if config.dense_rewards else None
+    per_token = config.dense_rewards and "gamma" in config.estimator.reads  # estimators of per-token rewards
+    dense = dense_token_rewards(rewards, rollout, roles.tokenizer) if per_token else None
     experience.targets = channel(
         rewards.rewards, roles.source, experience.old_values.get("critic"), roles.kl.coef, dense
     )
@@ -300,45 +300,6 @@ def make_experience(
         cost_targets = channel(costs, roles.costs, experience.old_values.get("cost_critic"), -roles.kl.coef)
         experience.targets = roles.multiplier.combine(experience.targets, cost_targets)
     return experience
-
-
-def advantage_targets(
-    config: OnlineConfig,
-    experience: Experience,
-    prompts,
-    greedy,
-    macro_ids: Tensor | None,
-    rewards: Tensor,
-    source,
-    values,
-    kl_coef: float,
-    dense: Tensor | None = None,
-) -> dict[str, Tensor]:
-    """The estimator's targets for one channel (the reward, or the cost): its values from that
-    channel's critic, its greedy baseline scored by that channel's source, ``-kl_coef·KL`` in it
-    where the algorithm puts KL in the reward. ``dense`` (B, T) is the part of ``rewards`` that
-    per-token estimators see on its own tokens; the rest is on each response's last token."""
-    mask = experience.mask
-    kl_in_reward = experience.kl if config.kl_in_reward else None
-    shaped = kl_shaped_rewards(rewards, mask, kl_in_reward, kl_coef=kl_coef, dense=dense)
-    sequence_rewards = rewards if kl_in_reward is None else rewards - kl_coef * kl_in_reward.sum(-1)
-    return config.estimator(
-        AdvantageInputs(
-            rewards=sequence_rewards,
-            token_rewards=shaped,
-            mask=mask,
-            group_size=config.sampling.n,
-            greedy_rewards=None if greedy is None else score(source, prompts, greedy).rewards,
-            values=values,
-            gamma=config.gamma,
-            lam=config.lam,
-            top_k=config.rft_top_k,
-            threshold=config.success_threshold,
-            eta=config.sppo_eta,
-            macro_ids=macro_ids,
-            global_sum=distributed.all_reduce_sum,
-        )
-    )
 
 
 # ---- 4. loss and update(s) -------------------------------------------------------------------------

@@ -52,8 +52,9 @@ class OnlineConfig(Checked):
     """Reward sources, summed with their weights."""
     macro_actions: str = "none"
     """MA-RLHF's macro actions for PPO's credit assignment (Chai et al. 2025): fixed (macro_size-token
-    n-grams) or punctuation (ended by . , ; : ! ? or a line break); GAE then runs over macro actions,
-    each token taking its macro action's advantage. none: every token its own action."""
+    n-grams, the paper's) or punctuation (ended by . , ; : ! ? or a line break: rlxf's own, a cheap
+    stand-in for their parsing-based cut); GAE then runs over macro actions, each token taking its
+    macro action's advantage. none: every token its own action."""
     macro_size: int = 5
     """Tokens in a fixed macro action (the paper's n = 5)."""
     dense_rewards: bool = True
@@ -238,6 +239,15 @@ def _check_roles_of_sources(config: OnlineConfig) -> None:
         raise ValueError(
             "safety.costs takes a cost model ({kind: cost_model, model: <folder from rlxf cm>}) or any source whose "
             "score is a cost; a reward or reaction model there would penalize what it rewards"
+        )
+    if (
+        config.macro_actions != "none"
+        and config.dense_rewards
+        and any(s.kind == "fine_grained" for s in config.rewards)
+    ):
+        raise ValueError(
+            "macro actions average the rewards within each macro action (MA-RLHF), which would divide a "
+            "fine-grained segment's reward by its macro action's length: use one of macro_actions and dense_rewards"
         )
     if any(s.normalize and s.kind == "fine_grained" for s in config.rewards):
         raise ValueError(

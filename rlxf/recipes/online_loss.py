@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from rlxf.advantages import AdvantageInputs, kl_shaped_rewards
 from rlxf.losses.policy import entropy_bonus, kl_loss, truncated_importance_weights
 from rlxf.losses.reduce import aggregate
 from rlxf.losses.value import clipped_value_loss
 from rlxf.models.logprobs import TokenLogps, token_logps, token_values
 from rlxf.parallel import distributed
-from rlxf.recipes.online_rollout import pack_samples
+from rlxf.recipes.online_rollout import pack_samples, score
 from rlxf.train import Run
 from rlxf.train.run import MetricSums
 
@@ -129,3 +130,42 @@ def value_loss_term(config, name: str, values: TokenLogps, experience: Experienc
         }
     )
     return config.value_coef * aggregate(value_loss, mask, "token_mean", global_tokens=global_tokens)
+
+
+def advantage_targets(
+    config,
+    experience: Experience,
+    prompts,
+    greedy,
+    macro_ids: Tensor | None,
+    rewards: Tensor,
+    source,
+    values,
+    kl_coef: float,
+    dense: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """The estimator's targets for one channel (the reward, or the cost): its values from that
+    channel's critic, its greedy baseline scored by that channel's source, ``-kl_coef·KL`` in it
+    where the algorithm puts KL in the reward. ``dense`` (B, T) is the part of ``rewards`` that
+    per-token estimators see on its own tokens; the rest is on each response's last token."""
+    mask = experience.mask
+    kl_in_reward = experience.kl if config.kl_in_reward else None
+    shaped = kl_shaped_rewards(rewards, mask, kl_in_reward, kl_coef=kl_coef, dense=dense)
+    sequence_rewards = rewards if kl_in_reward is None else rewards - kl_coef * kl_in_reward.sum(-1)
+    return config.estimator(
+        AdvantageInputs(
+            rewards=sequence_rewards,
+            token_rewards=shaped,
+            mask=mask,
+            group_size=config.sampling.n,
+            greedy_rewards=None if greedy is None else score(source, prompts, greedy).rewards,
+            values=values,
+            gamma=config.gamma,
+            lam=config.lam,
+            top_k=config.rft_top_k,
+            threshold=config.success_threshold,
+            eta=config.sppo_eta,
+            macro_ids=macro_ids,
+            global_sum=distributed.all_reduce_sum,
+        )
+    )

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from rlxf.data.fine_grained import marked, segments_of
+from rlxf.data.fine_grained import CONTEXT_CHARS, marked, segments_of
 from rlxf.rewards.base import RewardBatch
 
 
@@ -37,15 +37,22 @@ class FineGrainedReward:
         if settings.get("kind") != "fine_grained":
             raise ValueError(f"{self.model_path} was not saved by `rlxf fgrm` (its rlxf.json has no kind fine_grained)")
         self.level, self.name = settings["level"], settings["error_kind"]
+        self.context_chars = settings.get("context_chars", CONTEXT_CHARS)
         self.classifier = LearnedReward(self.model_path, name=self.name, kind="fine_grained")
 
     def score(self, prompts, completions: Sequence[str], **context) -> RewardBatch:
-        segments = [segments_of(text, self.level) for text in completions]
+        segments = [segments_of(text, self.level) if text.strip() else [] for text in completions]
         owners = [i for i, spans in enumerate(segments) for _ in spans]
-        inputs = [marked(completions[i], span) for i, spans in enumerate(segments) for span in spans]
-        logits = self.classifier.score([prompts[i] for i in owners], inputs).rewards.tolist()
+        inputs = [
+            marked(completions[i], span, self.context_chars) for i, spans in enumerate(segments) for span in spans
+        ]
+        logits = self.classifier.score([prompts[i] for i in owners], inputs).rewards.tolist() if inputs else []
         verdicts = iter(1.0 if logit > 0 else -1.0 for logit in logits)  # P(no error) > 1/2
-        span_rewards = [[(end, next(verdicts)) for _, end in spans] for spans in segments]
+        # on the segment's last visible character: a cut's trailing space belongs to the next token
+        span_rewards = [
+            [(start + len(text[start:end].rstrip()), next(verdicts)) for start, end in spans]
+            for text, spans in zip(completions, segments)
+        ]
         rewards = torch.tensor([sum(v for _, v in row) for row in span_rewards], dtype=torch.float32)
         details = [{"segments": len(row), "errors": sum(v < 0 for _, v in row)} for row in span_rewards]
         return RewardBatch(rewards, {self.name: rewards}, details, span_rewards=span_rewards)

@@ -133,7 +133,7 @@ def test_error_detection_reports_each_class_and_the_baselines(monkeypatch):
 
 def fine_grained_source(logits, level="sentence"):
     source = FineGrainedReward.__new__(FineGrainedReward)
-    source.level, source.name, seen = level, "relevance", []
+    source.level, source.name, source.context_chars, seen = level, "relevance", 600, []
 
     def score(prompts, texts):
         seen.append((prompts, texts))
@@ -184,3 +184,67 @@ def test_dense_rewards_stay_on_their_tokens_and_only_the_rest_goes_on_the_last()
     assert returns.tolist()[0] == pytest.approx([0.5, 0.8, 0.8, 0.5, 0.0])
     sequence_level = discounted_returns(kl_shaped_rewards(torch.tensor([0.5]), mask), mask)
     assert sequence_level.tolist()[0] == pytest.approx([0.5, 0.5, 0.5, 0.5, 0.0])
+
+
+def test_the_remainder_goes_on_the_last_token_when_segments_do_not_cancel():
+    mask = torch.tensor([[1.0, 1, 1]])
+    dense = torch.tensor([[0.3, 0, 0]])
+    # reward 1.0 = 0.3 on its segment + 0.7 at the end
+    assert kl_shaped_rewards(torch.tensor([1.0]), mask, dense=dense).tolist()[0] == pytest.approx([0.3, 0.0, 0.7])
+
+
+def test_a_logit_of_zero_is_an_error():
+    source, _ = fine_grained_source([0.0])
+    assert source.score([["p"]], ["One."]).span_rewards == [[(4, -1.0)]]
+
+
+def test_an_empty_answer_has_no_segments_and_no_reward():
+    source, seen = fine_grained_source([])
+    batch = source.score([["p"]], ["   "])
+    assert batch.span_rewards == [[]] and batch.rewards.tolist() == [0.0] and not seen
+
+
+def test_a_cut_inside_a_sentence_rewards_its_last_word_not_the_next_tokens_space():
+    from rlxf.models import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    text = "The song came out in 2018, and it was sung by Troye Sivan, a famous young singer from Australia."
+    source, _ = fine_grained_source([1.0, 1.0, 1.0], level="subsentence")
+    (spans,) = source.score([["p"]], [text]).span_rewards
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    last_tokens = [tokenizer.decode([ids[token_ending_at(ids, end, tokenizer)]]) for end, _ in spans]
+    assert last_tokens == [",", ",", "."]
+
+
+def test_span_rows_need_the_projects_tags_and_bad_marks_are_named(tmp_path):
+    spans = tmp_path / "spans.jsonl"
+    spans.write_text(
+        json.dumps(
+            {"prompt": "q", "completion": "Some text here.", "spans": [{"start": 0, "end": 4, "tag": "irrelevant"}]}
+        )
+        + "\n"
+    )
+    with pytest.raises(DataError, match="error_tags"):
+        read_segmented(spans, "relevance")
+    (complete,), _ = read_segmented(spans, "completeness", ("missing",))
+    assert complete.labels == [1.0]  # an irrelevant span is no missing information
+    (incomplete,), _ = read_segmented(spans, "completeness", ("irrelevant",))
+    assert incomplete.labels == [0.0]
+    path = tmp_path / "qa.json"
+    for feedback, field in (
+        ({"errors": None}, "feedback.errors"),
+        ({"errors": [], "missing-info": ["Missing-Answer"]}, "feedback.missing-info[0]"),
+        ({"errors": [[0, 3]]}, "feedback.errors[0]"),
+    ):
+        path.write_text(json.dumps([qa_row(feedback=feedback)]))
+        with pytest.raises(DataError, match=re.escape(f"field '{field}'")):
+            read_segmented(path, "relevance")
+
+
+def test_missing_major_information_makes_a_response_incomplete(tmp_path):
+    path = tmp_path / "qa.json"
+    for kind, label in (("Missing-Major-Auxiliary", 0.0), ("Missing-Answer", 0.0), ("Missing-Minor-Auxiliary", 1.0)):
+        missing = [{"error type": kind, "passage_id": 1, "sentence_id": 0}]
+        path.write_text(json.dumps([qa_row(feedback={"errors": [], "missing-info": missing})]))
+        (row,), _ = read_segmented(path, "completeness")
+        assert row.labels == [label], kind

@@ -24,6 +24,7 @@ def test_macro_actions_from_their_ends():
     ends = [[False, True, False, False, False], [True, False, True]]
     assert ids_from_ends(ends, 5).tolist() == [[0, 0, 1, 1, 2], [0, 1, 2, 0, 0]]
     assert ids_from_ends([[False, False, True, True]], 4).tolist() == [[0, 0, 0, 1]]
+    assert ids_from_ends([[False]], 1).tolist() == [[0]]  # a one-token response: one macro action
 
 
 def test_gae_over_macro_actions_by_hand():
@@ -81,3 +82,13 @@ def test_macro_actions_need_a_critic():
     with pytest.raises(ValueError, match="macro_actions must be none, fixed or punctuation"):
         load_config(OnlineConfig, None, ["algo=ppo", "macro_actions=ngram"])
     assert load_config(OnlineConfig, None, ["algo=ppo", "macro_actions=punctuation"]).macro_actions == "punctuation"
+
+
+def test_macro_actions_refuse_dense_fine_grained_rewards(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "rlxf.json").write_text('{"kind": "fine_grained", "level": "sentence", "error_kind": "relevance"}')
+    source = f"rewards=[{{kind: fine_grained, model: {model}}}]"
+    with pytest.raises(ValueError, match="use one of macro_actions and dense_rewards"):
+        load_config(OnlineConfig, None, ["algo=ppo", "macro_actions=fixed", source])
+    assert load_config(OnlineConfig, None, ["algo=ppo", "macro_actions=fixed", "dense_rewards=false", source])

@@ -15,9 +15,8 @@ from rlxf.losses.safety import (
     pessimistic_cost_surrogate,
     sign_loss,
 )
-from rlxf.recipes.online import advantage_targets
 from rlxf.recipes.online_config import OnlineConfig
-from rlxf.recipes.online_loss import Experience
+from rlxf.recipes.online_loss import Experience, advantage_targets
 from rlxf.recipes.online_safety import LagrangeMultiplier
 
 
