@@ -12,7 +12,8 @@ from rlxf.recipes.online_config import OnlineConfig
 
 def test_fine_grained_models_train_and_reward_each_segment(tmp_path, small_qa):
     data, prompts = small_qa
-    tiny = ["model.name=tiny-llama", f"data.path={data}", "data.max_length=192", "data.max_prompt_length=64"]
+    tiny = ["model.name=tiny-llama", f"data.path={data}", "data.max_length=1024", "data.max_prompt_length=48"]
+    tiny += ["context_chars=200"]
     for kind in ("relevance", "completeness"):
         out = tmp_path / kind
         assert main(["fgrm", f"output_dir={out}", f"kind={kind}", "passages=1", "train.max_steps=2", *tiny]) == 0
