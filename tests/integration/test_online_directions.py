@@ -8,6 +8,7 @@ an aggregation that departs from the equation fails), and one optimizer step mus
 """
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -352,3 +353,50 @@ def test_the_cost_channel_carries_plus_beta_kl_through_the_loop(tmp_path):
     advantages = experience.targets["advantages"]
     assert advantages[:, 0].tolist() == pytest.approx([0.85, -0.85, -0.65, 0.65], abs=1e-5)
     assert torch.equal(advantages == 0, MASK == 0)  # the same advantage on every token of a sample, none on padding
+
+
+class DigitTokenizer:
+    """Token id k decodes to the character chr(ord('a') + k % 26); id 2 is the end token."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(ord("a") + i % 26) for i in ids if i != 2 or not skip_special_tokens)
+
+
+def test_segment_rewards_and_macro_actions_reach_the_estimator(tmp_path):
+    """make_experience puts a fine-grained source's segment rewards on their tokens (REINFORCE++) and
+    runs GAE over macro actions (PPO), as the pure functions compute them."""
+    from rlxf.advantages import fixed_macro_ids, macro_gae, reinforce_pp
+    from rlxf.models.logprobs import token_values
+    from rlxf.recipes.online import make_experience
+    from rlxf.recipes.online_rollout import pack_samples
+    from rlxf.rollout import Rollout
+
+    spans = [[(1, -0.5)], [], [(2, 0.3), (3, 0.3)], []]  # sample 0: its first token; sample 2: its 2nd and 3rd
+    dense = torch.zeros(4, 4)
+    dense[0, 0], dense[2, 1], dense[2, 2] = -0.5, 0.3, 0.3
+    rewards = RewardBatch(REWARDS, span_rewards=spans)
+
+    def experience_of(overrides, with_critic, rewards):
+        config = load_config(OnlineConfig, None, ["policy.name=tiny-llama", "sampling.n=2", *overrides])
+        policy, run = policy_and_run(tmp_path / "-".join(overrides), with_critic=with_critic)
+        with torch.no_grad():
+            logps = policy_logps(policy)
+        rollout = Rollout([p for p, _ in SEQUENCES], COMPLETIONS, logps, MASK, [""] * 4, ["eos"] * 4, [0, 0, 1, 1])
+        critics = {"critic": run.model["critic"]} if with_critic else {}
+        roles = SimpleNamespace(
+            reference=None, critics=critics, kl=SimpleNamespace(coef=0.0), run=run, sampler=None, source=None,
+            tokenizer=DigitTokenizer(),
+        )  # fmt: skip
+        return make_experience(config, roles, None, rollout, rewards), critics
+
+    experience, _ = experience_of(["algo=reinforce_pp"], False, rewards)
+    expected = reinforce_pp(kl_shaped_rewards(REWARDS, MASK, dense=dense), MASK)
+    assert torch.allclose(experience.targets["advantages"], expected, atol=1e-6)
+    assert not torch.allclose(expected, reinforce_pp(kl_shaped_rewards(REWARDS, MASK), MASK), atol=1e-3)
+
+    macros = ["algo=ppo", "macro_actions=fixed", "macro_size=2"]
+    experience, critics = experience_of(macros, True, RewardBatch(REWARDS))
+    with torch.no_grad():
+        values, _ = token_values(critics["critic"], pack_samples(SEQUENCES, 2)).as_matrix()
+    _, returns = macro_gae(kl_shaped_rewards(REWARDS, MASK), values, MASK, fixed_macro_ids(MASK, 2), lam=0.95)
+    assert torch.allclose(experience.targets["returns"], returns, atol=1e-5)

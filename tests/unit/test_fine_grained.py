@@ -248,3 +248,11 @@ def test_missing_major_information_makes_a_response_incomplete(tmp_path):
         path.write_text(json.dumps([qa_row(feedback={"errors": [], "missing-info": missing})]))
         (row,), _ = read_segmented(path, "completeness")
         assert row.labels == [label], kind
+
+
+def test_reward_workers_shares_keep_their_segments():
+    from rlxf.rewards.ray_workers import concat_reward_batches
+
+    parts = [RewardBatch(torch.tensor([1.0]), span_rewards=[[(3, 1.0)]]), RewardBatch(torch.tensor([0.0, 2.0]))]
+    assert concat_reward_batches(parts).span_rewards == [[(3, 1.0)], [], []]
+    assert concat_reward_batches(parts[1:]).span_rewards is None
