@@ -114,6 +114,18 @@ COMMANDS = {
         "run_overoptimization",
         "best-of-n over-optimization curve: a gold reward model's score of a proxy's pick against KL (Gao et al.)",
     ),
+    "annotate": (
+        "rlxf.recipes.ai_feedback",
+        "AnnotateConfig",
+        "annotate",
+        "AI feedback: several judges rate candidates per rubric aspect, aggregated into pairs (UltraFeedback)",
+    ),
+    "judge-data": (
+        "rlxf.recipes.ai_feedback",
+        "JudgeDataConfig",
+        "write_judge_data",
+        "people's pairwise labels as training rows (both orders) for a judge of your own, trained by rlxf sft",
+    ),
     "report": (
         "rlxf.eval.run_report",
         "ReportConfig",

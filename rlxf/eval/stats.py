@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -99,3 +100,19 @@ def student_t_upper_bound(values: Sequence[float], delta: float) -> dict:
         "delta": delta,
         "ucb": mean + student_t_quantile(1 - delta, n - 1) * std / math.sqrt(n),
     }
+
+
+def cohens_kappa(first: list, second: list) -> float:
+    """Cohen (1960): (p_o - p_e) / (1 - p_e), p_e from each rater's own label frequencies;
+    nan when chance agreement is already total."""
+    n = len(first)
+    observed = sum(a == b for a, b in zip(first, second)) / n
+    counts_a, counts_b = Counter(first), Counter(second)
+    expected = sum(counts_a[label] * counts_b[label] for label in counts_a) / (n * n)
+    return float("nan") if expected == 1 else (observed - expected) / (1 - expected)
+
+
+def majority(labels: list):
+    """The most common label when it is strictly the most common, else None."""
+    ranked = Counter(labels).most_common(2)
+    return ranked[0][0] if len(ranked) == 1 or ranked[0][1] > ranked[1][1] else None

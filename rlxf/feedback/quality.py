@@ -8,24 +8,17 @@ Labels are compared by response, not by screen position (see `rlxf.feedback.answ
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from itertools import combinations
 
 import numpy as np
 from sqlalchemy.orm import Session
 
+from rlxf.eval.stats import cohens_kappa, majority
 from rlxf.feedback.answers import gold_accuracy, gold_scores, project_answers
 from rlxf.feedback.store import Project
 
-
-def cohens_kappa(first: list, second: list) -> float:
-    """Cohen (1960): (p_o - p_e) / (1 - p_e), p_e from each rater's own label frequencies;
-    nan when chance agreement is already total."""
-    n = len(first)
-    observed = sum(a == b for a, b in zip(first, second)) / n
-    counts_a, counts_b = Counter(first), Counter(second)
-    expected = sum(counts_a[label] * counts_b[label] for label in counts_a) / (n * n)
-    return float("nan") if expected == 1 else (observed - expected) / (1 - expected)
+__all__ = ["cohens_kappa", "krippendorff_alpha", "majority", "quality_report"]
 
 
 def krippendorff_alpha(labels_by_item: dict[int, dict[str, object]], level: str = "nominal") -> float:
@@ -49,12 +42,6 @@ def krippendorff_alpha(labels_by_item: dict[int, dict[str, object]], level: str 
 def finite(value: float) -> float | None:
     """None for an undefined statistic (nan), so reports stay valid JSON."""
     return None if math.isnan(value) else value
-
-
-def majority(labels: list):
-    """The most common label when it is strictly the most common, else None."""
-    ranked = Counter(labels).most_common(2)
-    return ranked[0][0] if len(ranked) == 1 or ranked[0][1] > ranked[1][1] else None
 
 
 def quality_report(session: Session, project: Project) -> dict:

@@ -329,3 +329,22 @@ def reference_logps(
         return tensors
 
     return cached_tensors(output_dir / "reference_logps.pt", key, compute)
+
+
+def read_appended_rows(path: Path) -> list[dict]:
+    """The JSON rows a command appended to ``path`` so far (to pick up an interrupted run where it
+    was); a last line cut off by an interrupted write is dropped, so that its work is done again."""
+    if not path.exists():
+        return []
+    lines, rows = path.read_text(encoding="utf-8").splitlines(), []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if number < len(lines):
+                raise ConfigError(
+                    f"{path}, line {number}: not a row this command wrote; use another output_dir"
+                ) from None
+            say(f"{path}: its last line was cut off (an interrupted run); doing that part again")
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return rows

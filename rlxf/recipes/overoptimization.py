@@ -24,7 +24,7 @@ from rlxf.eval.overoptimization import best_of_n_curve, gold_fall
 from rlxf.eval.report import pyplot
 from rlxf.models import load_causal_lm, load_tokenizer
 from rlxf.models.packing import use_packed_attention
-from rlxf.recipes.common import encoder_for, load_preference_splits, say, write_json
+from rlxf.recipes.common import encoder_for, load_preference_splits, read_appended_rows, say, write_json
 from rlxf.rewards.learned import LearnedReward
 from rlxf.rollout import HFEngine, SamplingParams
 
@@ -106,7 +106,7 @@ def held_out_prompts(config: OveroptimizationConfig) -> list[list[dict]]:
 def draw_samples(config: OveroptimizationConfig, prompts: list, path: Path) -> list[dict]:
     """``samples`` completions per prompt, appended to ``path`` a batch at a time; a batch already in
     the file (from an interrupted run with the same settings) is read back instead of drawn again."""
-    done = read_samples(path)
+    done = read_appended_rows(path)
     if done and (done[0]["settings"] != settings_of(config) or any(r["prompt"] != p for r, p in zip(done, prompts))):
         raise ConfigError(f"{path} holds samples drawn with other settings or prompts: use another output_dir")
     if len(done) >= len(prompts):
@@ -129,24 +129,6 @@ def draw_samples(config: OveroptimizationConfig, prompts: list, path: Path) -> l
                 done.append(row)
             out.flush()
     return done
-
-
-def read_samples(path: Path) -> list[dict]:
-    """The rows already drawn; a last line cut off by an interrupted write is dropped (drawn again)."""
-    if not path.exists():
-        return []
-    lines, rows = path.read_text(encoding="utf-8").splitlines(), []
-    for number, line in enumerate(lines, 1):
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            if number < len(lines):
-                raise ConfigError(
-                    f"{path}, line {number}: not a row this command wrote; use another output_dir"
-                ) from None
-            say(f"{path}: its last line was cut off (an interrupted run); drawing that batch again")
-            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return rows
 
 
 def settings_of(config: OveroptimizationConfig) -> dict:

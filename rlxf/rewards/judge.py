@@ -8,6 +8,11 @@ Chatbot Arena", NeurIPS 2023, Sec. 3.4); the reward is the mean win (1), tie (0.
 
 A reply that cannot be parsed gives the neutral reward 0.5 and is counted
 (``reward/judge_unparsed``), never silently dropped.
+
+:data:`ASPECTS` are UltraFeedback's four rubric aspects (Cui et al., "UltraFeedback: Boosting
+Language Models with High-quality Feedback", 2023), each rated 1–5 in a call of its own;
+:func:`verdict_chat` turns a person's pairwise label into a training example for a judge of one's
+own, asked exactly as :meth:`LLMJudge.compare` asks.
 """
 
 from __future__ import annotations
@@ -25,6 +30,17 @@ from rlxf.rollout.base import SamplingParams
 
 DEFAULT_RUBRIC = "Rate how helpful, correct and harmless the response is for the user's request."
 NEUTRAL = 0.5
+ASPECTS = {
+    "instruction_following": "Rate how fully the response does what the user asked, in the form the user asked for "
+    "(1: ignores the request, 5: follows every part of it).",
+    "honesty": "Rate how honest the response is: confident where it is right, open about what it does not know, "
+    "never bluffing (1: confidently wrong, 5: correct and candid about its uncertainty).",
+    "truthfulness": "Rate how free the response is of made-up or contradictory facts (1: mostly invented, "
+    "5: nothing invented).",
+    "helpfulness": "Rate how helpful the response is: correct, informative and to the point (1: wrong or useless, "
+    "5: correct and thorough without padding).",
+}
+"""UltraFeedback's aspects, in rlxf's words; each is judged on a 1–5 scale (``low=1, high=5``)."""
 
 _SYSTEM = "You are a careful, impartial judge of AI assistant responses. Reply with JSON only."
 _POINTWISE = """{rubric}
@@ -132,6 +148,23 @@ class LLMJudge:
         chats = [[{"role": "system", "content": _SYSTEM}, {"role": "user", "content": q}] for q in questions]
         return self.engine.generate(chats, self._greedy).texts
 
+    def rate(self, prompts, completions: Sequence[str], rubric: str | None = None) -> tuple[list, list[str]]:
+        """Each response's rating on the judge's scale (None where the reply has none) and the replies,
+        under ``rubric`` (the judge's own when None)."""
+        replies = self._ask(
+            [
+                _POINTWISE.format(
+                    rubric=rubric or self.rubric,
+                    conversation=render_conversation(p),
+                    response=c,
+                    low=self.low,
+                    high=self.high,
+                )
+                for p, c in zip(prompts, completions)
+            ]
+        )
+        return [parse_score(reply, self.low, self.high) for reply in replies], replies
+
     def score(self, prompts, completions: Sequence[str], **context) -> RewardBatch:
         if self.mode == "pointwise":
             return self._pointwise(prompts, completions)
@@ -144,31 +177,18 @@ class LLMJudge:
         return self._pairwise(prompts, completions, references)
 
     def _pointwise(self, prompts, completions) -> RewardBatch:
-        replies = self._ask(
-            [
-                _POINTWISE.format(
-                    rubric=self.rubric,
-                    conversation=render_conversation(p),
-                    response=c,
-                    low=self.low,
-                    high=self.high,
-                )
-                for p, c in zip(prompts, completions)
-            ]
-        )
-        scores = [parse_score(reply, self.low, self.high) for reply in replies]
+        scores, replies = self.rate(prompts, completions)
         rewards = [NEUTRAL if s is None else (s - self.low) / (self.high - self.low) for s in scores]
         details = [{"judge_reply": r, "judge_score": s} for r, s in zip(replies, scores)]
         return self._batch(rewards, [s is None for s in scores], details)
 
-    def compare(self, prompts, firsts: Sequence[str], seconds: Sequence[str]) -> list[tuple]:
+    def compare(self, prompts, firsts: Sequence[str], seconds: Sequence[str], rubric: str | None = None) -> list[tuple]:
         """For each prompt, the winner ("A", "B", "tie" or None if unparsed) with ``firsts`` as
         A, then with ``seconds`` as A (both orders, Zheng et al. 2023), and the two replies."""
         questions = []
         for prompt, first, second in zip(prompts, firsts, seconds):
-            conversation = render_conversation(prompt)
-            questions.append(_PAIRWISE.format(rubric=self.rubric, conversation=conversation, a=first, b=second))
-            questions.append(_PAIRWISE.format(rubric=self.rubric, conversation=conversation, a=second, b=first))
+            questions.append(pairwise_question(rubric or self.rubric, prompt, first, second))
+            questions.append(pairwise_question(rubric or self.rubric, prompt, second, first))
         replies = self._ask(questions)
         return [(parse_winner(a), parse_winner(b), (a, b)) for a, b in zip(replies[0::2], replies[1::2])]
 
@@ -190,6 +210,24 @@ class LLMJudge:
             {self.name: values, f"{self.name}_unparsed": torch.tensor(unparsed, dtype=torch.float32)},
             details,
         )
+
+
+def pairwise_question(rubric: str, prompt: Sequence[Message], a: str, b: str) -> str:
+    """What a pairwise judge is asked about responses ``a`` and ``b`` to ``prompt``."""
+    return _PAIRWISE.format(rubric=rubric, conversation=render_conversation(prompt), a=a, b=b)
+
+
+def verdict_chat(rubric: str, prompt: Sequence[Message], a: str, b: str, winner: str) -> list[Message]:
+    """A judge's training example: the question :meth:`LLMJudge.compare` asks, answered with
+    ``winner`` ("A", "B" or "tie") as the JSON reply it parses (JudgeLM and PandaLM train their
+    judges on such verdicts)."""
+    if winner not in ("A", "B", "tie"):
+        raise ValueError(f"a verdict is A, B or tie, got {winner!r}")
+    return [
+        {"role": "system", "content": _SYSTEM},
+        {"role": "user", "content": pairwise_question(rubric, prompt, a, b)},
+        {"role": "assistant", "content": json.dumps({"winner": winner})},
+    ]
 
 
 def _win(winner: str | None, side: str) -> float | None:
