@@ -7,7 +7,6 @@ import pytest
 
 from rlxf.config import ConfigError, load_config
 from rlxf.data import read_demonstrations, read_preferences
-from rlxf.recipes import ai_feedback
 from rlxf.recipes.ai_feedback import AnnotateConfig, JudgeDataConfig, annotate, write_judge_data
 
 
