@@ -102,6 +102,12 @@ COMMANDS = {
         "run_mpo",
         "Mixed Preference Optimization: pairs split by reward margin, DPO on the easy ones, then online RL on the hard",
     ),
+    "c3po": (
+        "rlxf.pipelines.verbal",
+        "C3POConfig",
+        "run_c3po",
+        "verbal feedback without overgeneralization: DPO in scope, the original answers kept elsewhere (C3PO)",
+    ),
     "pareto": (
         "rlxf.pipelines.pareto",
         "ParetoConfig",

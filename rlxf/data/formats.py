@@ -151,7 +151,9 @@ def _from_demonstration(cell: Cell, preference_format: list[str]) -> Labeled | N
         labeled = (
             _from_unpaired(cell)
             if "label" in cell.row
-            else Labeled(cell.prompt("prompt"), cell.completion("completion"), 1.0, source=cell.source)
+            else Labeled(
+                cell.prompt("prompt"), cell.completion("completion"), 1.0, weight=cell.weight(), source=cell.source
+            )
         )
         return labeled if labeled.desirable else None
     if "messages" in cell.row:

@@ -6,12 +6,19 @@ pass) -> loss against cached reference log-probs -> step.
 Reference log-probs are computed once, before the first step, with the initial
 policy (or ``reference.name``), and cached in ``output_dir``; no reference model
 stays in memory while training.
+
+Anchors (``anchor``): completions the policy must keep, e.g. the original model's own answers to
+prompts a verbal feedback does not concern. Each pair brings ``len(anchors) / len(pairs)`` anchor
+rows (cycled), and the loss adds each row's ``weight`` times its mean token negative log-likelihood:
+C3PO's ``L_DPO + σ_out·CE(out-of-scope) + σ_near·CE(near-scope)`` (Stephan et al., "RLVF: Learning
+from Verbal Feedback without Overgeneralization", ICML 2024; the authors' LocallyConstrainedDPO).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,8 +26,16 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from rlxf.config import Checked, DataSection, DistributedSection, ModelSection, ReferenceSection, TrainSection
-from rlxf.data import Preference
+from rlxf.config import (
+    Checked,
+    ConfigError,
+    DataSection,
+    DistributedSection,
+    ModelSection,
+    ReferenceSection,
+    TrainSection,
+)
+from rlxf.data import Preference, read_demonstrations
 from rlxf.data.batching import pack_groups
 from rlxf.data.templating import ChatEncoder
 from rlxf.eval.stats import proportion
@@ -28,12 +43,16 @@ from rlxf.losses import PREFERENCE_LOSSES, sequence_mean
 from rlxf.models import completion_logps
 from rlxf.recipes.common import (
     Group,
+    as_groups,
     build_policy,
+    encode_completions,
     encoder_for,
     example_weights,
     group_logps,
     load_preference_splits,
     reference_logps,
+    report_bad_rows,
+    resolve_path,
     save_results,
     say,
     scattered,
@@ -72,6 +91,9 @@ class DPOConfig(Checked):
     own: mean for ipo, as TRL and the IPO authors use, and for simpo; sum for the others)."""
     max_tokens_per_forward: int = 4096
     """Token budget of one packed no-grad forward pass (reference and evaluation)."""
+    anchor: str = ""
+    """A file of {prompt, completion, weight} rows to keep (C3PO): each step adds, for every pair, its
+    share of anchor rows' weight × mean token NLL (weight 1 when the row has none)."""
 
     def check(self):
         if self.loss not in PREFERENCE_LOSSES:
@@ -112,6 +134,26 @@ def pair_logps(model: nn.Module, pairs: Sequence[Group], *, length_normalized: b
         logps = logps / counts.clamp(min=1)
     logps = logps.view(-1, 2)
     return logps[:, 0], logps[:, 1]
+
+
+def anchor_nll(model: nn.Module, anchors: Sequence[tuple[list[int], list[int]]]) -> Tensor:
+    """Each anchor completion's mean token negative log-likelihood, (A,)."""
+    logps, counts = completion_logps(model, pack_groups(as_groups(anchors)))
+    return -logps / counts.clamp(min=1)
+
+
+def load_anchors(config: DPOConfig, encoder: ChatEncoder, pairs: int) -> tuple[list, Tensor, int]:
+    """The anchor rows' token ids, their weights, and how many go with each pair (0 without anchors)."""
+    if not config.anchor:
+        return [], torch.zeros(0), 0
+    path = resolve_path(config.anchor)
+    records, bad = read_demonstrations(path, on_bad_row=config.data.on_bad_row)
+    report_bad_rows(bad, path)
+    if not records:
+        raise ConfigError(f"{path}: no anchor rows ({{prompt, completion, weight}}) in it")
+    per_pair = math.ceil(len(records) / max(pairs, 1))
+    say(f"anchors: {len(records)} rows from {path}, {per_pair} with each pair")
+    return encode_completions(encoder, records), torch.tensor([r.weight for r in records]), per_pair
 
 
 def split_pairs(flat: Tensor) -> tuple[Tensor, Tensor]:
@@ -206,6 +248,7 @@ def train_dpo(config: DPOConfig) -> dict:
     weights = example_weights(train_records)
     say(f"tokenized: {encoder.stats.summary()}")
     ref, ref_chosen, ref_rejected = training_reference(config, output_dir, policy, train_pairs, held_pairs)
+    anchors, anchor_weights, anchors_per_pair = load_anchors(config, encoder, len(train_pairs))
     loss_kwargs = {"beta": config.beta, **config.loss_options}
 
     def evaluate() -> dict:
@@ -238,6 +281,11 @@ def train_dpo(config: DPOConfig) -> dict:
             chosen, rejected = run.forward(pair_logps, pairs, length_normalized=config.length_normalized)
             per_pair, metrics = loss_fn(chosen, rejected, ref_chosen[micro], ref_rejected[micro], **loss_kwargs)
             loss = sequence_mean(per_pair * weights[micro], run.global_batch_size)
+            if anchors:
+                rows = [(i * anchors_per_pair + j) % len(anchors) for i in micro for j in range(anchors_per_pair)]
+                nll = run.forward(anchor_nll, [anchors[r] for r in rows])
+                loss = loss + (anchor_weights[rows] * nll).sum() / run.global_batch_size
+                metrics["anchor_nll"] = nll.detach()
             loss.backward()
             total += loss.item()
             sums.add({**metrics, "logps/chosen": chosen.detach(), "logps/rejected": rejected.detach()})

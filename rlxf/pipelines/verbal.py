@@ -1,0 +1,341 @@
+"""`rlxf c3po`: learn from one sentence of verbal feedback without applying it where it does not belong.
+
+Stephan et al., "RLVF: Learning from Verbal Feedback without Overgeneralization" (ICML 2024), C3PO,
+as the authors' code runs it. Stages:
+    1. prompts of three scopes: in-scope (the feedback applies), near-scope (close to it, but it does
+       not apply), out-of-scope (general chat); from files, or the first two written by the generator
+       model from the scope in words, the third the shipped HH prompts; a share of each held out
+    2. answers: the original model answers every training prompt (y0, sampled at `temperature`); for
+       in-scope prompts it is then shown its answer and the feedback and asked to rewrite it (y+) —
+       or a function of yours rewrites it
+    3. DPO on (y+ ≻ y0) in scope, with the near- and out-of-scope (prompt, y0) as anchors of weight
+       σ_near and σ_out (the authors' configs: β 0.1, σ_out 0.2, σ_near 0.1, their λ = 0: cross-entropy,
+       no distillation KL)
+    4. held-out prompts of each scope, greedy, before and after: adherence (a reward source that gives
+       1 to a response that follows the feedback) and how far the original answers' log-probability moved
+The authors write the prompts and revisions with GPT-4 and Mistral-7B; the defaults here use the
+embedded model for both, which a 135M model does poorly — give files or `revise` for real use.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlxf.config import Checked, ConfigError, ModelSection, TrainSection
+from rlxf.data import read_preferences
+from rlxf.data.formats import read_prompts
+from rlxf.data.templating import ChatEncoder
+from rlxf.eval.stats import mean_interval
+from rlxf.models import load_causal_lm, load_tokenizer
+from rlxf.models.packing import use_packed_attention
+from rlxf.recipes.common import as_groups, group_logps, report_bad_rows, resolve_path, say, write_json
+from rlxf.recipes.dpo import DPOConfig, train_dpo
+from rlxf.rewards.judge import render_conversation
+from rlxf.rewards.python_function import load_function
+from rlxf.rewards.registry import build_reward_source
+from rlxf.rollout import HFEngine, SamplingParams
+
+SCOPES = ("in_scope", "near_scope", "out_of_scope")
+_WRITE_IN = "Write one question that a user could ask an AI assistant about {scope}. Reply with the question only."
+_WRITE_NEAR = (
+    "Write one question that a user could ask an AI assistant about a topic close to {scope}, but not about "
+    "{scope} itself. Reply with the question only."
+)
+_REVISE = "Rewrite your last answer so that it follows this feedback: {feedback} Reply with the rewritten answer only."
+_DEFAULT_GENERAL = Path(__file__).resolve().parents[2] / "data" / "hh_rlhf_harmless_demo.jsonl"
+
+
+@dataclass
+class C3POConfig(Checked):
+    output_dir: str = "runs/c3po"
+    """prompts/, answers/ (pairs.jsonl, anchors.jsonl), dpo/, and c3po.json and report.md."""
+    feedback: str = ""
+    """The verbal feedback, one sentence (e.g. "When you give a recipe, list the ingredients first.")."""
+    scope: str = ""
+    """What the feedback is about, in words (e.g. "cooking recipes"): how the generator writes prompts."""
+    in_scope: str = ""
+    """A prompt file the feedback applies to; empty: the generator writes `prompts_per_scope` of them."""
+    near_scope: str = ""
+    """A prompt file close to the scope, where the feedback does not apply; empty: the generator writes them."""
+    out_of_scope: str = ""
+    """General prompts; empty: the first user turns of the shipped HH demo pairs."""
+    prompts_per_scope: int = 48
+    """Prompts of each scope (written, or the first of a file)."""
+    eval_fraction: float = 0.25
+    """Share of each scope's prompts held out to measure on."""
+    policy: ModelSection = field(default_factory=ModelSection)
+    """The model taught the feedback (and, unless `generator` is set, the one that writes and rewrites)."""
+    generator: str = ""
+    """The model that writes prompts and rewrites answers; empty: the policy."""
+    revise: str = ""
+    """module:function(prompt, answer, feedback) -> rewritten answer, instead of the generator rewriting."""
+    adherence: dict[str, Any] = field(default_factory=dict)
+    """A reward source giving 1 to a response that follows the feedback ({kind: format, pattern: ...},
+    {kind: python, function: ...}); empty: the judge model rating it (pointwise, mapped to [0, 1])."""
+    max_new_tokens: int = 96
+    """Longest answer."""
+    temperature: float = 0.7
+    """Sampling temperature of prompts and training answers (the authors' 0.7); evaluation is greedy."""
+    sigma_near: float = 0.1
+    """Weight of the near-scope anchors' cross-entropy."""
+    sigma_out: float = 0.2
+    """Weight of the out-of-scope anchors' cross-entropy."""
+    dpo: DPOConfig = field(
+        default_factory=lambda: DPOConfig(beta=0.1, train=TrainSection(epochs=2, batch_size=8, lr=5e-6))
+    )
+    """Stage 3 (its data.path and anchor are set; its policy is `policy`)."""
+    seed: int = 0
+    """Seed of the written prompts, the answers and the held-out split."""
+
+    def check(self):
+        if not self.feedback.strip():
+            raise ValueError('give the verbal feedback: feedback="When you give a recipe, list the ingredients first."')
+        if not self.scope.strip() and not (self.in_scope and self.near_scope):
+            raise ValueError("give scope= (what the feedback is about), or both in_scope= and near_scope= prompt files")
+        if self.prompts_per_scope < 4 or not 0 < self.eval_fraction < 1:
+            raise ValueError("need prompts_per_scope >= 4 and eval_fraction in (0, 1)")
+        if self.sigma_near < 0 or self.sigma_out < 0 or self.temperature <= 0:
+            raise ValueError("sigma_near and sigma_out must be >= 0 and temperature > 0")
+
+
+def run_c3po(config: C3POConfig) -> dict:
+    output_dir = Path(config.output_dir)
+    judge = adherence_source(config)  # a bad source is refused before any work
+    models = Models(config)
+    prompts = scoped_prompts(config, models, output_dir / "prompts")
+    data = build_pairs(config, models, {s: prompts[s]["train"] for s in SCOPES}, output_dir / "answers", judge)
+    dpo = config.dpo
+    dpo.output_dir, dpo.policy, dpo.data.path, dpo.anchor = (
+        str(output_dir / "dpo"),
+        config.policy,
+        data["pairs"],
+        data["anchors"],
+    )
+    dpo.data.eval_fraction = 0.1
+    say(f"c3po: DPO on {data['counts']['pairs']} in-scope pairs with {data['counts']['anchors']} anchors")
+    trained = train_dpo(dpo)
+    results = {
+        "feedback": config.feedback,
+        "data": data["counts"],
+        "dpo": trained.get("held_out", {}),
+        "scopes": measure(config, models, judge, {s: prompts[s]["eval"] for s in SCOPES}, output_dir / "dpo" / "model"),
+    }
+    write_json(output_dir / "c3po.json", results)
+    write_report(output_dir / "report.md", config, results)
+    say(f"c3po: report {output_dir / 'report.md'}")
+    return results
+
+
+class Models:
+    """The original policy (answers, measurement) and the generator (prompts, rewrites), loaded once."""
+
+    def __init__(self, config: C3POConfig):
+        self.config, self._engines = config, {}
+
+    def engine(self, name: str) -> HFEngine:
+        if name not in self._engines:
+            model = load_causal_lm(name, dtype=self.config.policy.dtype, seed=self.config.seed).eval()
+            use_packed_attention(model)
+            encoder = ChatEncoder(load_tokenizer(name), max_length=2048, max_prompt_length=1536)
+            self._engines[name] = HFEngine(model, encoder, batch_size=32)
+        return self._engines[name]
+
+    def answer(self, name: str, chats: list, *, temperature: float, n: int = 1, seed: int = 0) -> list[str]:
+        sampling = SamplingParams(self.config.max_new_tokens, temperature, 1.0, n)
+        with torch.no_grad():
+            rollout = self.engine(name).generate(chats, sampling, seeds=[seed + i for i in range(len(chats))])
+        return [text.strip() for text in rollout.texts]
+
+    @property
+    def generator(self) -> str:
+        return self.config.generator or self.config.policy.name
+
+
+def scoped_prompts(config: C3POConfig, models: Models, folder: Path) -> dict[str, dict[str, list]]:
+    """Each scope's train and held-out prompts (messages), kept in ``folder`` for a rerun."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = folder / "prompts.json"
+    if kept.exists():
+        saved = json.loads(kept.read_text(encoding="utf-8"))
+        if saved["settings"] == prompt_settings(config):
+            return saved["scopes"]
+    rng, scopes = random.Random(config.seed), {}
+    for scope in SCOPES:
+        prompts = given_prompts(config, scope) or written_prompts(config, models, scope)
+        held = max(1, round(len(prompts) * config.eval_fraction))
+        rng.shuffle(prompts)
+        scopes[scope] = {"train": prompts[held:], "eval": prompts[:held]}
+        say(f"c3po: {len(prompts)} {scope.replace('_', '-')} prompts, {held} held out")
+    write_json(kept, {"settings": prompt_settings(config), "scopes": scopes})
+    return scopes
+
+
+def prompt_settings(config: C3POConfig) -> dict:
+    return {
+        k: getattr(config, k) for k in ("scope", *SCOPES, "prompts_per_scope", "eval_fraction", "generator", "seed")
+    }
+
+
+def given_prompts(config: C3POConfig, scope: str) -> list[list[dict]]:
+    path = getattr(config, scope) or (str(_DEFAULT_GENERAL) if scope == "out_of_scope" else "")
+    if not path:
+        return []
+    path = resolve_path(path)
+    if scope == "out_of_scope" and not getattr(config, scope):
+        pairs, _ = read_preferences(path, on_bad_row="skip")
+        prompts = [pair.prompt[:1] for pair in pairs]  # the first user turn: a general request
+    else:
+        records, bad = read_prompts(path, on_bad_row="error")
+        report_bad_rows(bad, path)
+        prompts = [record.messages for record in records]
+    unique = list({json.dumps(p, sort_keys=True): p for p in prompts}.values())[: config.prompts_per_scope]
+    if len(unique) < 4:
+        raise ConfigError(f"{path}: {len(unique)} distinct prompts; {scope} needs at least 4")
+    return unique
+
+
+def written_prompts(config: C3POConfig, models: Models, scope: str) -> list[list[dict]]:
+    """``prompts_per_scope`` distinct questions the generator writes about (or near) the scope."""
+    request = (_WRITE_IN if scope == "in_scope" else _WRITE_NEAR).format(scope=config.scope.strip())
+    found: dict[str, None] = {}
+    for round_ in range(4):
+        texts = models.answer(
+            models.generator,
+            [[{"role": "user", "content": request}]],
+            temperature=1.0,
+            n=2 * config.prompts_per_scope,
+            seed=config.seed * 1000 + round_ + (0 if scope == "in_scope" else 500),
+        )
+        for text in texts:
+            line = text.strip().splitlines()[0].strip().strip('"') if text.strip() else ""
+            if len(line) > 8:
+                found.setdefault(line)
+        if len(found) >= config.prompts_per_scope:
+            break
+    if len(found) < 4:
+        raise ConfigError(f"the generator wrote {len(found)} usable {scope} prompts; give {scope}= a prompt file")
+    return [[{"role": "user", "content": q}] for q in list(found)[: config.prompts_per_scope]]
+
+
+def build_pairs(config: C3POConfig, models: Models, prompts: dict[str, list], folder: Path, judge=None) -> dict:
+    """pairs.jsonl (in scope: the rewrite over the original answer) and anchors.jsonl (near and out of
+    scope: the original answer, weighted σ_near / σ_out)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs_path, anchors_path = folder / "pairs.jsonl", folder / "anchors.jsonl"
+    policy = config.policy.name
+    answers = {s: models.answer(policy, prompts[s], temperature=config.temperature, seed=config.seed) for s in SCOPES}
+    rewrites = rewrite(config, models, prompts["in_scope"], answers["in_scope"])
+    pairs = [
+        {"prompt": p, "chosen": better, "rejected": original}
+        for p, original, better in zip(prompts["in_scope"], answers["in_scope"], rewrites)
+        if better and better != original
+    ]
+    anchors = [
+        {"prompt": p, "completion": a, "weight": sigma}
+        for scope, sigma in (("near_scope", config.sigma_near), ("out_of_scope", config.sigma_out))
+        if sigma > 0
+        for p, a in zip(prompts[scope], answers[scope])
+        if a
+    ]
+    if len(pairs) < 2:
+        raise ConfigError(f"only {len(pairs)} rewrites differ from their original answers: nothing to learn")
+    write_rows(pairs_path, pairs)
+    write_rows(anchors_path, anchors)
+    counts = {"pairs": len(pairs), "unchanged_rewrites": len(rewrites) - len(pairs), "anchors": len(anchors)}
+    if judge is not None:  # how many rewrites do follow the feedback: the pairs are only as good as they are
+        counts["rewrites_adherent"] = float(judge.score(prompts["in_scope"], rewrites).rewards.mean())
+    return {"pairs": str(pairs_path), "anchors": str(anchors_path) if anchors else "", "counts": counts}
+
+
+def rewrite(config: C3POConfig, models: Models, prompts: list, answers: list[str]) -> list[str]:
+    if config.revise:
+        function = load_function(config.revise)
+        return [str(function(render_conversation(p), a, config.feedback)).strip() for p, a in zip(prompts, answers)]
+    chats = [
+        [*p, {"role": "assistant", "content": a}, {"role": "user", "content": _REVISE.format(feedback=config.feedback)}]
+        for p, a in zip(prompts, answers)
+    ]
+    return models.answer(models.generator, chats, temperature=config.temperature, seed=config.seed + 7)
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def measure(config: C3POConfig, models: Models, judge, prompts: dict[str, list], trained: Path) -> dict[str, Any]:
+    """Per scope, greedy answers before and after: adherence, and the mean token log-prob the trained
+    model gives the original answers minus the original model's own (0: that behaviour is kept)."""
+    results = {}
+    for scope in SCOPES:
+        before = models.answer(config.policy.name, prompts[scope], temperature=0)
+        after = models.answer(str(trained), prompts[scope], temperature=0)
+        scored = {
+            when: judge.score(prompts[scope], texts).rewards.tolist()
+            for when, texts in (("before", before), ("after", after))
+        }
+        results[scope] = {
+            "prompts": len(prompts[scope]),
+            "adherence_before": mean_interval(scored["before"]).as_dict(),
+            "adherence_after": mean_interval(scored["after"]).as_dict(),
+            "original_logp_change": logp_change(models, config.policy.name, str(trained), prompts[scope], before),
+            "examples": [
+                {"prompt": p[-1]["content"], "before": b, "after": a}
+                for p, b, a in list(zip(prompts[scope], before, after))[:3]
+            ],
+        }
+    return results
+
+
+def adherence_source(config: C3POConfig):
+    if config.adherence:
+        options = {k: v for k, v in config.adherence.items() if k != "kind"}
+        return build_reward_source(config.adherence.get("kind", ""), **options)
+    rubric = f"Rate how well the response follows this feedback: {config.feedback}"
+    return build_reward_source("judge", model=config.generator or config.policy.name, mode="pointwise", rubric=rubric)
+
+
+def logp_change(models: Models, original: str, trained: str, prompts: list, answers: list[str]) -> float:
+    """Mean over answers of the per-token log-prob change, trained minus original."""
+    per_model = []
+    for name in (trained, original):
+        engine = models.engine(name)
+        groups = []
+        for prompt, answer in zip(prompts, answers):
+            encoded = engine.encoder.encode(prompt, [answer])
+            groups.append((encoded.prompt, encoded.completions[0]))
+        logps, counts = group_logps(engine.model, as_groups(groups), desc="log-probs of the original answers")
+        per_model.append(logps / counts.clamp(min=1))
+    return float((per_model[0] - per_model[1]).mean())
+
+
+def write_report(path: Path, config: C3POConfig, results: dict) -> None:
+    def cell(estimate: dict) -> str:
+        return f"{estimate['value']:.3f} ({estimate['low']:.3f}–{estimate['high']:.3f})"
+
+    lines = [
+        "# C3PO: verbal feedback without overgeneralization",
+        "",
+        f"Feedback: “{config.feedback}”" + (f" (scope: {config.scope})" if config.scope else ""),
+        "",
+        f"{results['data']['pairs']} in-scope pairs, {results['data']['anchors']} anchors "
+        f"(σ_near {config.sigma_near}, σ_out {config.sigma_out}); "
+        f"{results['data'].get('rewrites_adherent', float('nan')):.3f} of the rewrites follow the feedback.",
+        "",
+        "| scope | prompts | adherence before | adherence after | original answers' log-prob per token, change |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {scope.replace('_', '-')} | {r['prompts']} | {cell(r['adherence_before'])} | {cell(r['adherence_after'])} | "
+            f"{r['original_logp_change']:+.3f} |"
+            for scope, r in results["scopes"].items()
+        ),
+        "",
+        "In scope, adherence should rise; near and out of scope it should stay where it was, and the original",
+        "answers should keep their probability (a change near 0).",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
