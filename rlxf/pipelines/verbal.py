@@ -57,6 +57,9 @@ class C3POConfig(Checked):
     """prompts/, answers/ (pairs.jsonl, anchors.jsonl), dpo/, and c3po.json and report.md."""
     feedback: str = ""
     """The verbal feedback, one sentence (e.g. "When you give a recipe, list the ingredients first.")."""
+    feedback_from: str = ""
+    """Instead of `feedback`: a verbal.jsonl exported by the feedback app and its line (path:line, e.g.
+    snapshots/p/v0001/verbal.jsonl:3), whose written feedback is used."""
     scope: str = ""
     """What the feedback is about, in words (e.g. "cooking recipes"): how the generator writes prompts."""
     in_scope: str = ""
@@ -94,8 +97,11 @@ class C3POConfig(Checked):
     """Seed of the written prompts, the answers and the held-out split."""
 
     def check(self):
-        if not self.feedback.strip():
-            raise ValueError('give the verbal feedback: feedback="When you give a recipe, list the ingredients first."')
+        if bool(self.feedback.strip()) == bool(self.feedback_from):
+            raise ValueError(
+                'give the verbal feedback, either feedback="When you give a recipe, list the ingredients first." '
+                "or feedback_from=verbal.jsonl:LINE (one of them)"
+            )
         if not self.scope.strip() and not (self.in_scope and self.near_scope):
             raise ValueError("give scope= (what the feedback is about), or both in_scope= and near_scope= prompt files")
         if self.prompts_per_scope < 4 or not 0 < self.eval_fraction < 1:
@@ -106,6 +112,8 @@ class C3POConfig(Checked):
 
 def run_c3po(config: C3POConfig) -> dict:
     output_dir = Path(config.output_dir)
+    if config.feedback_from:
+        config.feedback = exported_feedback(config.feedback_from)
     judge = adherence_source(config)  # a bad source is refused before any work
     models = Models(config)
     prompts = scoped_prompts(config, models, output_dir / "prompts")
@@ -130,6 +138,25 @@ def run_c3po(config: C3POConfig) -> dict:
     write_report(output_dir / "report.md", config, results)
     say(f"c3po: report {output_dir / 'report.md'}")
     return results
+
+
+def exported_feedback(reference: str) -> str:
+    """The feedback text on one line of the app's verbal.jsonl export (``path:line``)."""
+    location, _, line = reference.rpartition(":")
+    if not location or not line.isdigit() or int(line) < 1:
+        raise ConfigError(f"feedback_from={reference!r}: expected path:line, e.g. verbal.jsonl:3")
+    path = resolve_path(location)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if int(line) > len(lines):
+        raise ConfigError(f"{path}, line {line}: the file has {len(lines)} lines")
+    try:
+        text = json.loads(lines[int(line) - 1]).get("feedback")
+    except (ValueError, AttributeError):
+        raise ConfigError(f"{path}, line {line}: not a JSON object") from None
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{path}, line {line}, field 'feedback': expected the written feedback (non-empty text)")
+    say(f"c3po: feedback from {path}, line {line}: {text.strip()!r}")
+    return text.strip()
 
 
 class Models:

@@ -55,6 +55,21 @@ def test_anchor_rows_add_their_weighted_mean_token_nll_to_the_dpo_loss(tmp_path,
     assert step["anchor_nll"] == pytest.approx((nll[0] + nll[1]) / 2, rel=1e-4)
 
 
+def test_the_feedback_can_come_from_the_apps_verbal_export(tmp_path):
+    from rlxf.pipelines.verbal import exported_feedback
+
+    export = tmp_path / "verbal.jsonl"
+    rows = [{"prompt": "q", "completions": ["a"], "feedback": "  Be brief.  "}, {"prompt": "q", "feedback": ""}]
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert exported_feedback(f"{export}:1") == "Be brief."
+    with pytest.raises(ConfigError, match="line 2, field 'feedback'"):
+        exported_feedback(f"{export}:2")
+    with pytest.raises(ConfigError, match="has 2 lines"):
+        exported_feedback(f"{export}:3")
+    with pytest.raises(ConfigError, match="path:line"):
+        exported_feedback(str(export))
+
+
 def chef(prompt, answer, feedback):
     return "Chef says: " + answer
 
@@ -131,6 +146,8 @@ def test_c3po_refuses_what_it_cannot_use(tmp_path, scoped):
         load_config(C3POConfig, None, ["feedback=Be brief."])
     with pytest.raises(ValueError, match="format reward"):
         c3po(tmp_path, scoped, "bad", "adherence={kind: format, pattern: '('}")
+    with pytest.raises(ValueError, match="one of them"):
+        load_config(C3POConfig, None, ["feedback=Be brief.", "feedback_from=verbal.jsonl:1", "scope=x"])
     (tmp_path / "few.jsonl").write_text(json.dumps({"prompt": "one"}) + "\n")
     with pytest.raises(ConfigError, match="at least 4"):
         c3po(tmp_path, scoped, "few", f"near_scope={tmp_path / 'few.jsonl'}")
