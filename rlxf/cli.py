@@ -102,6 +102,18 @@ COMMANDS = {
         "run_mpo",
         "Mixed Preference Optimization: pairs split by reward margin, DPO on the easy ones, then online RL on the hard",
     ),
+    "refine": (
+        "rlxf.recipes.language_feedback",
+        "RefineConfig",
+        "run_refine",
+        "critique-then-refine: the policy rewrites its answers after a critique; rewrite-over-original pairs",
+    ),
+    "correction-data": (
+        "rlxf.recipes.language_feedback",
+        "CorrectionDataConfig",
+        "write_correction_data",
+        "pairs as correction and identity rows for a seq2seq reward model (token-level rewards), trained by rlxf sft",
+    ),
     "c3po": (
         "rlxf.pipelines.verbal",
         "C3POConfig",

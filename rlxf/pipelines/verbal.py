@@ -30,16 +30,14 @@ import torch
 from rlxf.config import Checked, ConfigError, ModelSection, TrainSection
 from rlxf.data import read_preferences
 from rlxf.data.formats import read_prompts
-from rlxf.data.templating import ChatEncoder
 from rlxf.eval.stats import mean_interval
-from rlxf.models import load_causal_lm, load_tokenizer
-from rlxf.models.packing import use_packed_attention
 from rlxf.recipes.common import as_groups, group_logps, report_bad_rows, resolve_path, say, write_json
 from rlxf.recipes.dpo import DPOConfig, train_dpo
 from rlxf.rewards.judge import render_conversation
 from rlxf.rewards.python_function import load_function
 from rlxf.rewards.registry import build_reward_source
 from rlxf.rollout import HFEngine, SamplingParams
+from rlxf.rollout.hf import load_engine
 
 SCOPES = ("in_scope", "near_scope", "out_of_scope")
 _WRITE_IN = "Write one question that a user could ask an AI assistant about {scope}. Reply with the question only."
@@ -167,10 +165,14 @@ class Models:
 
     def engine(self, name: str) -> HFEngine:
         if name not in self._engines:
-            model = load_causal_lm(name, dtype=self.config.policy.dtype, seed=self.config.seed).eval()
-            use_packed_attention(model)
-            encoder = ChatEncoder(load_tokenizer(name), max_length=2048, max_prompt_length=1536)
-            self._engines[name] = HFEngine(model, encoder, batch_size=32)
+            self._engines[name] = load_engine(
+                name,
+                max_prompt_length=1536,
+                max_new_tokens=self.config.max_new_tokens,
+                batch_size=32,
+                dtype=self.config.policy.dtype,
+                seed=self.config.seed,
+            )
         return self._engines[name]
 
     def answer(self, name: str, chats: list, *, temperature: float, n: int = 1, seed: int = 0) -> list[str]:

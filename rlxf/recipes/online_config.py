@@ -21,6 +21,9 @@ from rlxf.recipes.online_algorithms import ALGORITHMS
 from rlxf.recipes.online_sections import RewardSection, SafetySection, SamplingSection, TaskSection, WatchSection
 from rlxf.rewards.registry import REWARD_SOURCES
 
+DENSE_KINDS = ("fine_grained", "seq2seq")
+"""Reward sources whose rewards go on tokens inside the response (span_rewards), not only at its end."""
+
 REGISTRIES = {
     "algo": ALGORITHMS,
     "advantage": ADVANTAGE_ESTIMATORS,
@@ -58,7 +61,8 @@ class OnlineConfig(Checked):
     macro_size: int = 5
     """Tokens in a fixed macro action (the paper's n = 5)."""
     dense_rewards: bool = True
-    """Fine-grained sources ({kind: fine_grained}) put each segment's reward on its last token, for the
+    """Fine-grained and seq2seq sources ({kind: fine_grained}, {kind: seq2seq}) put each segment's (each
+    token's) reward on its last token, for the
     estimators that discount per-token rewards (ppo, reinforce_pp); false: their sum on the response's
     last token, as a sequence-level reward."""
     safety: SafetySection = field(default_factory=SafetySection)
@@ -240,18 +244,14 @@ def _check_roles_of_sources(config: OnlineConfig) -> None:
             "safety.costs takes a cost model ({kind: cost_model, model: <folder from rlxf cm>}) or any source whose "
             "score is a cost; a reward or reaction model there would penalize what it rewards"
         )
-    if (
-        config.macro_actions != "none"
-        and config.dense_rewards
-        and any(s.kind == "fine_grained" for s in config.rewards)
-    ):
+    if config.macro_actions != "none" and config.dense_rewards and any(s.kind in DENSE_KINDS for s in config.rewards):
         raise ValueError(
             "macro actions average the rewards within each macro action (MA-RLHF), which would divide a "
-            "fine-grained segment's reward by its macro action's length: use one of macro_actions and dense_rewards"
+            "fine-grained segment's (or token's) reward by its macro action's length: use one of macro_actions and dense_rewards"
         )
-    if any(s.normalize and s.kind == "fine_grained" for s in config.rewards):
+    if any(s.normalize and s.kind in DENSE_KINDS for s in config.rewards):
         raise ValueError(
-            "a fine_grained source gives ±weight per segment on the segment's tokens: normalize cannot standardize "
+            "a fine_grained or seq2seq source gives ±weight per segment or token: normalize cannot standardize "
             "those; set its weight instead"
         )
     if (config.watch.gold or config.watch.for_labelers_every) and any(s.normalize for s in config.rewards):
@@ -341,8 +341,8 @@ _NEEDS: dict[str, tuple[Callable[[OnlineConfig], bool], str]] = {
     "macro_size": (lambda c: c.macro_actions == "fixed", "macro_actions=fixed"),
     "dense_rewards": (
         # the estimators that discount per-token rewards are the ones that read gamma
-        lambda c: any(s.kind == "fine_grained" for s in c.rewards) and "gamma" in c.estimator.reads,
-        "a fine_grained reward source and an estimator of per-token rewards (ppo, reinforce_pp)",
+        lambda c: any(s.kind in DENSE_KINDS for s in c.rewards) and "gamma" in c.estimator.reads,
+        "a fine_grained or seq2seq reward source and an estimator of per-token rewards (ppo, reinforce_pp)",
     ),
     "watch.for_labelers_samples": (lambda c: c.watch.for_labelers_every > 0, "watch.for_labelers_every > 0"),
     **{

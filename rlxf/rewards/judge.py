@@ -237,11 +237,6 @@ def _win(winner: str | None, side: str) -> float | None:
 
 
 def _load_engine(model: str, max_new_tokens: int, batch_size: int):
-    from rlxf.data.templating import ChatEncoder
-    from rlxf.models import load_causal_lm, load_tokenizer
-    from rlxf.rollout.hf import HFEngine
+    from rlxf.rollout.hf import load_engine
 
-    tokenizer = load_tokenizer(model)
-    judge = load_causal_lm(model).eval().requires_grad_(False)
-    encoder = ChatEncoder(tokenizer, max_length=2048 + max_new_tokens, max_prompt_length=2048)
-    return HFEngine(judge, encoder, batch_size=batch_size)
+    return load_engine(model, max_new_tokens=max_new_tokens, batch_size=batch_size)

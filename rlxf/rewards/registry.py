@@ -58,6 +58,12 @@ def _fine_grained(model: str) -> RewardSource:
     return FineGrainedReward(model)
 
 
+def _seq2seq(model: str) -> RewardSource:
+    from rlxf.rewards.seq2seq import Seq2SeqReward
+
+    return Seq2SeqReward(model)
+
+
 def _principle(model: str, principles: list) -> RewardSource:
     from rlxf.rewards.principles import PrincipleReward
 
@@ -116,6 +122,7 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
     "cost_model": _cost_model,
     "reaction_model": _reaction_model,
     "fine_grained": _fine_grained,
+    "seq2seq": _seq2seq,
     "principle": _principle,
     "judge": _judge,
     "python": _python,
@@ -127,7 +134,9 @@ REWARD_SOURCES: dict[str, Callable[..., RewardSource]] = {
 format: a regular expression; length: a penalty past free_chars; reward_model: a folder from
 `rlxf rm`; cost_model: a folder from `rlxf cm` (for safety.costs); reaction_model: P[positive reaction]
 from `rlxf reactions`; fine_grained: a segment-level error model from `rlxf fgrm`, ±weight per
-segment on the segment's last token (Wu et al. 2023); principle: P[the response satisfies each of
+segment on the segment's last token (Wu et al. 2023); seq2seq: a correction model from `rlxf
+correction-data` and `rlxf sft`, ±1 per token as it keeps or leaves the model's own output (Zhou et al.
+2025); principle: P[the response satisfies each of
 ``principles``] from `rlxf principles`, their mean (RLBFF); judge: an LLM with a rubric, pointwise or pairwise against the prompt's reference;
 python: a function of yours, called as TRL calls reward_funcs (`rlxf.rewards.python_function`);
 win_rate: SPO's win proportion of each sample against its prompt's other samples under a preference

@@ -264,3 +264,25 @@ class HFEngine(ChatEngine):
         slot = {key: i for i, key in enumerate(first_row)}
         cache.batch_select_indices(torch.tensor([slot[tuple(prompt)] for prompt in prompts], device=input_ids.device))
         return cache
+
+
+def load_engine(
+    model: str,
+    *,
+    max_prompt_length: int = 2048,
+    max_new_tokens: int = 512,
+    batch_size: int = 16,
+    dtype: str = "float32",
+    seed: int = 0,
+) -> HFEngine:
+    """An engine on a model loaded by name (embedded name, folder or hub id) that answers chats:
+    what judges, critics and rewriters generate with."""
+    from rlxf.models import load_causal_lm, load_tokenizer
+    from rlxf.models.packing import use_packed_attention
+
+    loaded = load_causal_lm(model, dtype=dtype, seed=seed).eval().requires_grad_(False)
+    use_packed_attention(loaded)
+    encoder = ChatEncoder(
+        load_tokenizer(model), max_length=max_prompt_length + max_new_tokens, max_prompt_length=max_prompt_length
+    )
+    return HFEngine(loaded, encoder, batch_size=batch_size)
