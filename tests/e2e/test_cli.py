@@ -143,8 +143,8 @@ def test_the_default_dpo_leaves_the_chat_model_sensible(tmp_path):
         f"data.path={DEMO_DATA}",
         "data.on_bad_row=skip",
         "data.max_length=256",
-        "data.eval_limit=16",
-        "train.max_steps=12",
+        "data.eval_limit=8",
+        "train.max_steps=6",
     )
     folder = str(tmp_path / "model")
     tokenizer = load_tokenizer(folder)
