@@ -4,10 +4,11 @@ pair, and how far each verdict agrees with people.
 Ratings are an array ``(judges, aspects, candidates)``; NaN where a judge's reply had no rating.
 
 - **mean** — UltraFeedback's fine-grained score (Cui et al., "UltraFeedback: Boosting Language Models
-  with High-quality Feedback", 2023): a candidate's mean rating over aspects, then over judges
-  (average pooling of a panel, Verga et al., "Replacing Judges with Juries", 2024).
+  with High-quality Feedback", 2023): a candidate's mean rating over aspects and judges (average
+  pooling of a panel, Verga et al., "Replacing Judges with Juries", 2024), over the (judge, aspect)
+  cells that rated every candidate: a reply that failed to parse removes its cell for all of them.
 - **majority** — each judge votes for the candidate its own mean over aspects ranks first (no vote
-  when its top is tied or it rated nothing); the candidate with strictly the most votes wins (max
+  when its top is tied or no aspect of it rated every candidate); the candidate with strictly the most votes wins (max
   voting of a panel, Verga et al. 2024).
 - **aspect:<name>** — one aspect's mean over judges.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import math
 import random
-import warnings
 from itertools import combinations
 
 import numpy as np
@@ -28,28 +28,32 @@ from rlxf.eval.stats import cohens_kappa
 
 
 def candidate_scores(ratings: np.ndarray, how: str, aspects: list[str]) -> np.ndarray:
-    """One score per candidate (NaN where nothing rated it) under ``how``: mean, majority (the
-    candidate's share of the judges' votes) or aspect:<name>."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a candidate nobody rated stays NaN
-        if how == "mean":
-            return np.nanmean(ratings, axis=(0, 1))
-        if how.startswith("aspect:") and how.removeprefix("aspect:") in aspects:
-            return np.nanmean(ratings[:, aspects.index(how.removeprefix("aspect:"))], axis=0)
-        if how == "majority":
-            votes = [judge_vote(np.nanmean(per_judge, axis=0)) for per_judge in ratings]
-            cast = [v for v in votes if v is not None]
-            counts = np.array([cast.count(c) for c in range(ratings.shape[2])], dtype=float)
-            return counts / len(cast) if cast else np.full(ratings.shape[2], np.nan)
+    """One score per candidate (NaN where no judge rated them all) under ``how``: mean, majority (the
+    candidate's share of the judges' votes) or aspect:<name>. Only the (judge, aspect) cells that rate
+    every candidate count, so that candidates are always compared on the same ratings."""
+    if how == "mean":
+        return complete_mean(ratings.reshape(-1, ratings.shape[2]))
+    if how.startswith("aspect:") and how.removeprefix("aspect:") in aspects:
+        return complete_mean(ratings[:, aspects.index(how.removeprefix("aspect:"))])
+    if how == "majority":
+        votes = [judge_vote(complete_mean(per_judge)) for per_judge in ratings]
+        cast = [v for v in votes if v is not None]
+        counts = np.array([cast.count(c) for c in range(ratings.shape[2])], dtype=float)
+        return counts / len(cast) if cast else np.full(ratings.shape[2], np.nan)
     raise ValueError(f"aggregate must be mean, majority or aspect:<one of {aspects}>, got {how!r}")
+
+
+def complete_mean(cells: np.ndarray) -> np.ndarray:
+    """The mean over the rows (rating cells) that rate every candidate; NaN when none does."""
+    complete = cells[~np.isnan(cells).any(axis=1)]
+    return complete.mean(axis=0) if len(complete) else np.full(cells.shape[1], np.nan)
 
 
 def judge_vote(scores: np.ndarray) -> int | None:
     """The candidate a judge ranks first, or None when its top is tied or it rated nothing."""
-    if np.isnan(scores).all():
+    if np.isnan(scores).any():
         return None
-    top = np.nanmax(scores)
-    best = np.flatnonzero(scores == top)
+    best = np.flatnonzero(scores == scores.max())
     return int(best[0]) if len(best) == 1 else None
 
 

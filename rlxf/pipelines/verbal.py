@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from rlxf.config import Checked, ConfigError, ModelSection, TrainSection
+from rlxf.config import Checked, ConfigError, DataSection, ModelSection, TrainSection
 from rlxf.data import read_preferences
 from rlxf.data.formats import read_prompts
 from rlxf.eval.stats import mean_interval
@@ -88,9 +88,14 @@ class C3POConfig(Checked):
     sigma_out: float = 0.2
     """Weight of the out-of-scope anchors' cross-entropy."""
     dpo: DPOConfig = field(
-        default_factory=lambda: DPOConfig(beta=0.1, train=TrainSection(epochs=2, batch_size=8, lr=5e-6))
+        default_factory=lambda: DPOConfig(
+            beta=0.1,
+            data=DataSection(max_length=512, eval_fraction=0.0),
+            train=TrainSection(epochs=2, batch_size=8, lr=5e-6),
+        )
     )
-    """Stage 3 (its data.path and anchor are set; its policy is `policy`)."""
+    """Stage 3 (its data.path and anchor are set; its policy is `policy`; every pair trains: c3po measures on
+    its own held-out prompts)."""
     seed: int = 0
     """Seed of the written prompts, the answers and the held-out split."""
 
@@ -104,6 +109,11 @@ class C3POConfig(Checked):
             raise ValueError("give scope= (what the feedback is about), or both in_scope= and near_scope= prompt files")
         if self.prompts_per_scope < 4 or not 0 < self.eval_fraction < 1:
             raise ValueError("need prompts_per_scope >= 4 and eval_fraction in (0, 1)")
+        if self.dpo.data.eval_fraction or self.dpo.data.eval_path or self.dpo.data.limit:
+            raise ValueError(
+                "c3po trains on every pair it builds and measures on its own held-out prompts (eval_fraction): "
+                "leave dpo.data.eval_fraction, eval_path and limit unset, so that the anchors' weights hold"
+            )
         if self.sigma_near < 0 or self.sigma_out < 0 or self.temperature <= 0:
             raise ValueError("sigma_near and sigma_out must be >= 0 and temperature > 0")
 
@@ -123,7 +133,6 @@ def run_c3po(config: C3POConfig) -> dict:
         data["pairs"],
         data["anchors"],
     )
-    dpo.data.eval_fraction = 0.1
     say(f"c3po: DPO on {data['counts']['pairs']} in-scope pairs with {data['counts']['anchors']} anchors")
     trained = train_dpo(dpo)
     results = {
@@ -144,6 +153,8 @@ def exported_feedback(reference: str) -> str:
     if not location or not line.isdigit() or int(line) < 1:
         raise ConfigError(f"feedback_from={reference!r}: expected path:line, e.g. verbal.jsonl:3")
     path = resolve_path(location)
+    if not path.is_file():
+        raise ConfigError(f"feedback_from={reference}: no such file (the feedback app's verbal.jsonl export)")
     lines = path.read_text(encoding="utf-8").splitlines()
     if int(line) > len(lines):
         raise ConfigError(f"{path}, line {line}: the file has {len(lines)} lines")
@@ -217,13 +228,17 @@ def given_prompts(config: C3POConfig, scope: str) -> list[list[dict]]:
         return []
     path = resolve_path(path)
     if scope == "out_of_scope" and not getattr(config, scope):
-        pairs, _ = read_preferences(path, on_bad_row="skip")
+        pairs, bad = read_preferences(path, on_bad_row="skip")
+        report_bad_rows(bad, path)
         prompts = [pair.prompt[:1] for pair in pairs]  # the first user turn: a general request
     else:
         records, bad = read_prompts(path, on_bad_row="error")
         report_bad_rows(bad, path)
         prompts = [record.messages for record in records]
-    unique = list({json.dumps(p, sort_keys=True): p for p in prompts}.values())[: config.prompts_per_scope]
+    unique = list({json.dumps(p, sort_keys=True): p for p in prompts}.values())
+    if len(unique) < len(prompts):
+        say(f"{path}: {len(prompts) - len(unique)} repeated prompts counted once")
+    unique = unique[: config.prompts_per_scope]
     if len(unique) < 4:
         raise ConfigError(f"{path}: {len(unique)} distinct prompts; {scope} needs at least 4")
     return unique
@@ -265,18 +280,24 @@ def build_pairs(config: C3POConfig, models: Models, prompts: dict[str, list], fo
         for p, original, better in zip(prompts["in_scope"], answers["in_scope"], rewrites)
         if better and better != original
     ]
-    anchors = [
-        {"prompt": p, "completion": a, "weight": sigma}
-        for scope, sigma in (("near_scope", config.sigma_near), ("out_of_scope", config.sigma_out))
-        if sigma > 0
-        for p, a in zip(prompts[scope], answers[scope])
-        if a
-    ]
     if len(pairs) < 2:
         raise ConfigError(f"only {len(pairs)} rewrites differ from their original answers: nothing to learn")
+    anchors, empty = [], 0
+    for scope, sigma in (("near_scope", config.sigma_near), ("out_of_scope", config.sigma_out)):
+        kept = [(p, a) for p, a in zip(prompts[scope], answers[scope]) if a]
+        empty += len(prompts[scope]) - len(kept)
+        # σ · pairs / rows: each row is used once an epoch, so a step's term is σ × the scope's mean NLL
+        anchors += [
+            {"prompt": p, "completion": a, "weight": sigma * len(pairs) / len(kept)} for p, a in kept if sigma > 0
+        ]
     write_rows(pairs_path, pairs)
     write_rows(anchors_path, anchors)
-    counts = {"pairs": len(pairs), "unchanged_rewrites": len(rewrites) - len(pairs), "anchors": len(anchors)}
+    counts = {
+        "pairs": len(pairs),
+        "unchanged_rewrites": len(rewrites) - len(pairs),
+        "anchors": len(anchors),
+        "empty_answers_left_out": empty,
+    }
     if judge is not None:  # how many rewrites do follow the feedback: the pairs are only as good as they are
         counts["rewrites_adherent"] = float(judge.score(prompts["in_scope"], rewrites).rewards.mean())
     return {"pairs": str(pairs_path), "anchors": str(anchors_path) if anchors else "", "counts": counts}

@@ -133,7 +133,7 @@ def load_candidates(config: AnnotateConfig) -> list[Candidates]:
     rng = random.Random(config.seed)
     if "responses" in first:
         sets, bad = read_response_sets(path, on_bad_row=config.data.on_bad_row)
-        items = [Candidates(s.prompt, s.responses, (s.gold or {}).get("better")) for s in sets]
+        items = [Candidates(s.prompt, s.responses, people_label(s, path, n)) for n, s in enumerate(sets, 1)]
     else:
         pairs, bad = read_preferences(path, format=config.data.format, on_bad_row=config.data.on_bad_row)
         items = [shuffled(pair, rng) for pair in pairs]
@@ -143,6 +143,20 @@ def load_candidates(config: AnnotateConfig) -> list[Candidates]:
         raise ConfigError(f"{path}: mode=pairwise compares two candidates; some rows have another number")
     say(f"data: {len(items)} items from {path}, {sum(i.people is not None for i in items)} with people's labels")
     return items
+
+
+def people_label(candidates, path: Path, number: int) -> int | str | None:
+    """A candidate set's ``gold.better``: a response's index, "tie", or None when there is none."""
+    better = (candidates.gold or {}).get("better")
+    valid = better == "tie" or (
+        isinstance(better, int) and not isinstance(better, bool) and 0 <= better < len(candidates.responses)
+    )
+    if better is not None and not valid:
+        raise ConfigError(
+            f"{path}, item {number}, field 'gold.better': expected a response index 0..{len(candidates.responses) - 1} "
+            f'or "tie", got {better!r}'
+        )
+    return better
 
 
 def shuffled(pair: Preference, rng: random.Random) -> Candidates:

@@ -8,17 +8,19 @@ policy (or ``reference.name``), and cached in ``output_dir``; no reference model
 stays in memory while training.
 
 Anchors (``anchor``): completions the policy must keep, e.g. the original model's own answers to
-prompts a verbal feedback does not concern. Each pair brings ``len(anchors) / len(pairs)`` anchor
-rows (cycled), and the loss adds each row's ``weight`` times its mean token negative log-likelihood:
-C3PO's ``L_DPO + σ_out·CE(out-of-scope) + σ_near·CE(near-scope)`` (Stephan et al., "RLVF: Learning
-from Verbal Feedback without Overgeneralization", ICML 2024; the authors' LocallyConstrainedDPO).
+prompts a verbal feedback does not concern. Anchor row r goes with pair r mod (number of pairs), so
+each is used once an epoch, and a step's loss adds, over its anchor rows, weight × mean token negative
+log-likelihood, divided by the step's pairs. With weight σ·(pairs / rows of its kind) per kind of row,
+a step's term is σ times that kind's mean NLL, in expectation: C3PO's
+``L_DPO + σ_out·CE(out-of-scope) + σ_near·CE(near-scope)`` (Stephan et al., "RLVF: Learning from
+Verbal Feedback without Overgeneralization", ICML 2024; the authors' LocallyConstrainedDPO), which
+`rlxf c3po` writes its anchors for.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -92,8 +94,9 @@ class DPOConfig(Checked):
     max_tokens_per_forward: int = 4096
     """Token budget of one packed no-grad forward pass (reference and evaluation)."""
     anchor: str = ""
-    """A file of {prompt, completion, weight} rows to keep (C3PO): each step adds, for every pair, its
-    share of anchor rows' weight × mean token NLL (weight 1 when the row has none)."""
+    """A file of {prompt, completion, weight} rows to keep (C3PO): row r goes with pair r mod the number
+    of pairs (each once an epoch), adding weight × its mean token NLL / the step's pairs (weight 1 when
+    the row has none)."""
 
     def check(self):
         if self.loss not in PREFERENCE_LOSSES:
@@ -142,18 +145,18 @@ def anchor_nll(model: nn.Module, anchors: Sequence[tuple[list[int], list[int]]])
     return -logps / counts.clamp(min=1)
 
 
-def load_anchors(config: DPOConfig, encoder: ChatEncoder, pairs: int) -> tuple[list, Tensor, int]:
-    """The anchor rows' token ids, their weights, and how many go with each pair (0 without anchors)."""
+def load_anchors(config: DPOConfig, encoder: ChatEncoder, pairs: int) -> tuple[list, Tensor, list[list[int]]]:
+    """The anchor rows' token ids, their weights, and for each pair the rows that go with it."""
     if not config.anchor:
-        return [], torch.zeros(0), 0
+        return [], torch.zeros(0), []
     path = resolve_path(config.anchor)
     records, bad = read_demonstrations(path, on_bad_row=config.data.on_bad_row)
     report_bad_rows(bad, path)
     if not records:
         raise ConfigError(f"{path}: no anchor rows ({{prompt, completion, weight}}) in it")
-    per_pair = math.ceil(len(records) / max(pairs, 1))
-    say(f"anchors: {len(records)} rows from {path}, {per_pair} with each pair")
-    return encode_completions(encoder, records), torch.tensor([r.weight for r in records]), per_pair
+    with_pair = [list(range(i, len(records), pairs)) for i in range(pairs)]
+    say(f"anchors: {len(records)} rows from {path}, each once an epoch beside pair (row mod {pairs})")
+    return encode_completions(encoder, records), torch.tensor([r.weight for r in records]), with_pair
 
 
 def split_pairs(flat: Tensor) -> tuple[Tensor, Tensor]:
@@ -248,7 +251,7 @@ def train_dpo(config: DPOConfig) -> dict:
     weights = example_weights(train_records)
     say(f"tokenized: {encoder.stats.summary()}")
     ref, ref_chosen, ref_rejected = training_reference(config, output_dir, policy, train_pairs, held_pairs)
-    anchors, anchor_weights, anchors_per_pair = load_anchors(config, encoder, len(train_pairs))
+    anchors, anchor_weights, anchors_with_pair = load_anchors(config, encoder, len(train_pairs))
     loss_kwargs = {"beta": config.beta, **config.loss_options}
 
     def evaluate() -> dict:
@@ -281,8 +284,7 @@ def train_dpo(config: DPOConfig) -> dict:
             chosen, rejected = run.forward(pair_logps, pairs, length_normalized=config.length_normalized)
             per_pair, metrics = loss_fn(chosen, rejected, ref_chosen[micro], ref_rejected[micro], **loss_kwargs)
             loss = sequence_mean(per_pair * weights[micro], run.global_batch_size)
-            if anchors:
-                rows = [(i * anchors_per_pair + j) % len(anchors) for i in micro for j in range(anchors_per_pair)]
+            if rows := [r for i in micro for r in anchors_with_pair[i]] if anchors else []:
                 nll = run.forward(anchor_nll, [anchors[r] for r in rows])
                 loss = loss + (anchor_weights[rows] * nll).sum() / run.global_batch_size
                 metrics["anchor_nll"] = nll.detach()

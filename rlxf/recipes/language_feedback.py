@@ -101,7 +101,10 @@ def load_items(config: RefineConfig) -> list[Critiqued]:
         report_bad_rows(bad, path)
         items = [Critiqued(r.messages) for r in records]
     else:
-        items = exported_critiques(resolve_path(config.critiques))
+        path = resolve_path(config.critiques)
+        if not path.is_file():
+            raise ConfigError(f"critiques={config.critiques}: no such file (the feedback app's verbal.jsonl export)")
+        items = exported_critiques(path)
     items = items[: config.limit] if config.limit else items
     if not items:
         raise ConfigError(f"{config.prompts or config.critiques}: nothing to refine")
@@ -112,17 +115,22 @@ def exported_critiques(path: Path) -> list[Critiqued]:
     """The app's verbal.jsonl rows: the prompt, the first response shown, the written feedback."""
     items = []
     for location, row in iter_rows(path):
+        where = f"{path}, {location}"
         shown, feedback = row.get("completions"), row.get("feedback")
         if not isinstance(shown, list) or not shown or not isinstance(shown[0], str):
-            raise ConfigError(f"{location}, field 'completions': expected the responses shown (a list of text)")
+            raise ConfigError(f"{where}, field 'completions': expected the responses shown (a list of text)")
         if not isinstance(feedback, str) or not feedback.strip():
-            raise ConfigError(f"{location}, field 'feedback': expected the written feedback (non-empty text)")
+            raise ConfigError(f"{where}, field 'feedback': expected the written feedback (non-empty text)")
         prompt = row.get("prompt")
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        if not isinstance(messages, list) or not messages:
-            raise ConfigError(f"{location}, field 'prompt': expected text or a list of messages")
+        if not isinstance(messages, list) or not messages or not all(is_message(m) for m in messages):
+            raise ConfigError(f"{where}, field 'prompt': expected text or a list of {{role, content}} messages")
         items.append(Critiqued(messages, shown[0], feedback.strip()))
     return items
+
+
+def is_message(value) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("role"), str) and isinstance(value.get("content"), str)
 
 
 def critique_chat(item: Critiqued) -> list[dict]:

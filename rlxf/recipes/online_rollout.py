@@ -3,6 +3,7 @@ is now, their rewards, DAPO's dynamic sampling, and the held-out greedy evaluati
 
 from __future__ import annotations
 
+import bisect
 import random
 from typing import Callable
 
@@ -174,22 +175,23 @@ def dense_token_rewards(rewards: RewardBatch, rollout: Rollout, tokenizer) -> Te
         return None
     dense = torch.zeros_like(rollout.mask, dtype=torch.float32)
     for row, (ids, spans) in enumerate(zip(rollout.completion_ids, rewards.span_rewards)):
+        if not spans:
+            continue
+        lengths = prefix_lengths(ids, tokenizer)  # once per row: token-level sources give a span per token
         for end, value in spans:
-            dense[row, token_ending_at(ids, end, tokenizer)] += value
+            dense[row, token_ending_at(lengths, end)] += value
     return dense
 
 
-def token_ending_at(ids: list[int], end: int, tokenizer) -> int:
+def prefix_lengths(ids: list[int], tokenizer) -> list[int]:
+    """The length of the text decoded from each prefix ids[: k + 1]."""
+    return [len(tokenizer.decode(ids[: k + 1], skip_special_tokens=True)) for k in range(len(ids))]
+
+
+def token_ending_at(lengths: list[int], end: int) -> int:
     """The first token whose decoded prefix is ``end`` characters long or longer (the last token
-    when none is): found by bisection over prefixes, as the text was decoded from the ids."""
-    low, high = 0, len(ids) - 1
-    while low < high:
-        middle = (low + high) // 2
-        if len(tokenizer.decode(ids[: middle + 1], skip_special_tokens=True)) >= end:
-            high = middle
-        else:
-            low = middle + 1
-    return low
+    when none is), by bisection over the prefix lengths, as the text was decoded from the ids."""
+    return min(bisect.bisect_left(lengths, end), len(lengths) - 1)
 
 
 @torch.no_grad()

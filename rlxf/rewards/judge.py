@@ -92,6 +92,8 @@ def parse_score(text: str, low: float, high: float) -> float | None:
     candidates += re.findall(r"score\W{0,4}(-?\d+(?:\.\d+)?)", text, flags=re.IGNORECASE)
     candidates += re.findall(rf"(-?\d+(?:\.\d+)?)\s*/\s*{high:g}\b", text)
     for value in candidates:
+        if isinstance(value, bool):  # {"score": true} is no rating
+            continue
         try:
             number = float(value)
         except (TypeError, ValueError):

@@ -84,9 +84,10 @@ class Seq2SeqReward:
         start, reply = len(encoded.prompt), encoded.completions[0]
         if not reply:
             return torch.zeros(0), []
-        ids = torch.tensor([encoded.prompt + reply])
-        predicted = model(input_ids=ids).logits[0, start - 1 : -1].argmax(-1)
-        return token_verdicts(predicted, ids[0, start:]), character_ends(encoder.tokenizer, reply, len(completion))
+        ids = torch.tensor([encoded.prompt + reply], device=model.device)
+        predicted = model(input_ids=ids).logits[0, start - 1 : -1].argmax(-1)  # the token at t, predicted at t - 1
+        verdicts = token_verdicts(predicted, ids[0, start:]).cpu()
+        return verdicts, character_ends(encoder.tokenizer, reply, len(completion))
 
 
 def character_ends(tokenizer, ids: list[int], length: int) -> list[int]:

@@ -3,11 +3,17 @@ identity rows, it keeps the tokens of the response people chose and flags those 
 and its token rewards reach PPO's per-token rewards."""
 
 import json
+from types import SimpleNamespace
+
+import torch
 
 from rlxf.config import load_config
+from rlxf.models.tiny import tiny_tokenizer
 from rlxf.recipes.language_feedback import CorrectionDataConfig, write_correction_data
 from rlxf.recipes.online import OnlineConfig, train_online
+from rlxf.recipes.online_rollout import dense_token_rewards
 from rlxf.recipes.sft import SFTConfig, train_sft
+from rlxf.rewards.base import RewardBatch
 from rlxf.rewards.registry import build_reward_source
 from tests.integration.test_recipes_learn import train_rows
 
@@ -44,6 +50,15 @@ def test_a_correction_model_rewards_the_chosen_tokens_and_penalizes_the_rejected
     assert flagged["kept_share"] < 0.5 and batch.rewards[1] < 0  # "no way" is not what it would write
     assert [end for end, _ in batch.span_rewards[0]][:3] == [1, 2, 3]  # byte tokens: one character each
     assert batch.span_rewards[0][-1][0] == len("yes indeed")
+
+    # each verdict lands on the policy's token that ends where the verdict's token ends
+    tokenizer = tiny_tokenizer()
+    ids = tokenizer("no way", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    rollout = SimpleNamespace(completion_ids=[ids], mask=torch.ones(1, len(ids)))
+    verdicts = [value for _, value in batch.span_rewards[1]]
+    dense = dense_token_rewards(RewardBatch(batch.rewards[1:], span_rewards=batch.span_rewards[1:]), rollout, tokenizer)
+    # one byte a token: verdicts 1-5 on tokens 0-4; the last character's and the end of turn's on token 5
+    assert dense[0, :5].tolist() == verdicts[:5] and dense[0, 5].item() == sum(verdicts[5:]) and dense[0, 6] == 0
 
     # the same model as PPO's token-level reward, for one step
     prompt_file = tmp_path / "prompts.jsonl"

@@ -18,12 +18,11 @@ from tests.integration.test_recipes_learn import TINY_DATA, train_rows
 
 
 def test_anchor_rows_add_their_weighted_mean_token_nll_to_the_dpo_loss(tmp_path, small_hh):
-    anchors = [
-        {"prompt": "keep this", "completion": "as it was", "weight": 0.5},
-        {"prompt": "and this", "completion": "unchanged, please", "weight": 0.25},
-    ]
+    # 5 rows of distinct weights beside 4 pairs: row r goes with pair r mod 4, so in the one step that
+    # holds all 4 pairs each row counts exactly once (row 4 with pair 0)
+    anchors = [{"prompt": f"keep {r}", "completion": "as it was" + "!" * r, "weight": 0.1 * (r + 1)} for r in range(5)]
     path = tmp_path / "anchors.jsonl"
-    path.write_text("".join(json.dumps(a) + "\n" for a in anchors * 8))  # 16 rows: 2 with each of 8 pairs
+    path.write_text("".join(json.dumps(a) + "\n" for a in anchors))
     config = load_config(
         DPOConfig,
         None,
@@ -32,7 +31,7 @@ def test_anchor_rows_add_their_weighted_mean_token_nll_to_the_dpo_loss(tmp_path,
             "policy.name=tiny-llama",
             f"data.path={small_hh}",
             *TINY_DATA,
-            "data.limit=8",
+            "data.limit=4",
             "train.batch_size=4",
             "train.max_steps=1",
             f"anchor={path}",
@@ -48,11 +47,12 @@ def test_anchor_rows_add_their_weighted_mean_token_nll_to_the_dpo_loss(tmp_path,
         groups.append((encoded.prompt, encoded.completions[0]))
     logps, counts = group_logps(model, as_groups(groups))
     nll = (-logps / counts).tolist()
-    # step 1: the policy is its own reference, so DPO's loss is -log σ(0) = log 2; each pair brings
-    # one row of each kind: + 0.5·nll_a + 0.25·nll_b
+    # step 1: the policy is its own reference, so DPO's loss is -log σ(0) = log 2; the anchors add
+    # Σ_r w_r · nll_r over the 5 rows, divided by the 4 pairs of the step
     step = train_rows(tmp_path / "run")[0]
-    assert step["loss"] == pytest.approx(math.log(2) + 0.5 * nll[0] + 0.25 * nll[1], rel=1e-4)
-    assert step["anchor_nll"] == pytest.approx((nll[0] + nll[1]) / 2, rel=1e-4)
+    expected = math.log(2) + sum(a["weight"] * n for a, n in zip(anchors, nll)) / 4
+    assert step["loss"] == pytest.approx(expected, rel=1e-4)
+    assert step["anchor_nll"] == pytest.approx(sum(nll) / 5, rel=1e-4)
 
 
 def test_the_feedback_can_come_from_the_apps_verbal_export(tmp_path):
@@ -68,6 +68,8 @@ def test_the_feedback_can_come_from_the_apps_verbal_export(tmp_path):
         exported_feedback(f"{export}:3")
     with pytest.raises(ConfigError, match="path:line"):
         exported_feedback(str(export))
+    with pytest.raises(ConfigError, match="no such file"):
+        exported_feedback(f"{tmp_path / 'missing.jsonl'}:1")
 
 
 def chef(prompt, answer, feedback):
@@ -122,7 +124,17 @@ def c3po(tmp_path, scoped, name, *overrides):
 def test_c3po_learns_the_feedback_in_scope_without_spreading_it_near_scope(tmp_path, scoped):
     anchored = c3po(tmp_path, scoped, "anchored")
     loose = c3po(tmp_path, scoped, "loose", "sigma_near=0", "sigma_out=0")
-    assert anchored["data"] == {"pairs": 30, "unchanged_rewrites": 0, "anchors": 60, "rewrites_adherent": 1.0}
+    assert anchored["data"] == {
+        "pairs": 30,
+        "unchanged_rewrites": 0,
+        "anchors": 60,
+        "empty_answers_left_out": 0,
+        "rewrites_adherent": 1.0,
+    }
+    weights = [
+        json.loads(line)["weight"] for line in (tmp_path / "anchored/answers/anchors.jsonl").read_text().splitlines()
+    ]
+    assert weights == [0.1 * 30 / 30] * 30 + [0.2 * 30 / 30] * 30  # σ · pairs / rows of the scope
     assert loose["data"]["anchors"] == 0
     held = json.loads((tmp_path / "anchored/prompts/prompts.json").read_text())["scopes"]
     margin = {}
@@ -146,6 +158,8 @@ def test_c3po_refuses_what_it_cannot_use(tmp_path, scoped):
         load_config(C3POConfig, None, ["feedback=Be brief."])
     with pytest.raises(ValueError, match="format reward"):
         c3po(tmp_path, scoped, "bad", "adherence={kind: format, pattern: '('}")
+    with pytest.raises(ValueError, match="anchors' weights hold"):
+        load_config(C3POConfig, None, ["feedback=Be brief.", "scope=x", "dpo.data.eval_fraction=0.1"])
     with pytest.raises(ValueError, match="one of them"):
         load_config(C3POConfig, None, ["feedback=Be brief.", "feedback_from=verbal.jsonl:1", "scope=x"])
     (tmp_path / "few.jsonl").write_text(json.dumps({"prompt": "one"}) + "\n")

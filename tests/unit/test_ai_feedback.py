@@ -90,10 +90,16 @@ def test_pairwise_mode_asks_both_orders(tmp_path, pairs, judges):
         return '{"winner": "%s"}' % ("B" if b.startswith("good") and not a.startswith("good") else "A")
 
     judges["fair"].reply = compare
-    results = run(tmp_path, pairs, "judges=[fair]", "aspects=[overall]", "mode=pairwise")
-    fair = results["agreement_with_people"]["judge fair"]
+    judges["indifferent"].reply = lambda question: '{"winner": "A"}'  # position-biased: always the first shown
+    results = run(
+        tmp_path, pairs, "judges=[fair,indifferent]", "aspects=[overall]", "mode=pairwise", "aggregate=majority"
+    )
+    fair, biased = (results["agreement_with_people"][f"judge {j}"] for j in ("fair", "indifferent"))
     # decided pairs: right in both orders; the tie: A once, then A again = one win each -> tie
     assert fair["agreement"] == 1.0 and len(judges["fair"].asked) == 22
+    # always A wins once and loses once: a tie on every item, no pair of its own
+    assert biased["accuracy_on_decided"] == 0.0 and biased["compared"] == 11
+    assert results["pairs"]["written"] == 10  # the majority: fair votes, the biased judge abstains
 
 
 def test_an_interrupted_annotation_picks_up_where_it_was(tmp_path, pairs, judges):
@@ -122,6 +128,11 @@ def test_candidate_sets_and_their_gold(tmp_path, judges):
     assert [(p.chosen, p.rejected in ("poor", "poor too")) for p in written] == [("good", True)]
     with pytest.raises(ConfigError, match="two candidates"):
         run(tmp_path, path, "judges=[fair]", "mode=pairwise")
+    for bad in ("1", 7, True):
+        rows[0]["gold"] = {"better": bad}
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with pytest.raises(ConfigError, match="item 1, field 'gold.better'"):
+            run(tmp_path, path, "judges=[fair]", "aspects=[helpfulness]")
 
 
 @pytest.mark.parametrize(

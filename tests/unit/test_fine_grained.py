@@ -19,7 +19,7 @@ from rlxf.data.fine_grained import (
     subsentence_spans,
 )
 from rlxf.eval import reward_accuracy
-from rlxf.recipes.online_rollout import dense_token_rewards, token_ending_at
+from rlxf.recipes.online_rollout import dense_token_rewards, prefix_lengths, token_ending_at
 from rlxf.rewards.base import RewardBatch
 from rlxf.rewards.combine import WeightedSum
 from rlxf.rewards.fine_grained import FineGrainedReward
@@ -165,7 +165,7 @@ class CharTokenizer:
 
 def test_a_segment_reward_lands_on_the_token_that_ends_the_segment():
     tokenizer, ids = CharTokenizer(), [1, 2, 11, 12, 3, 4, 11, 0]  # "ab. cd." and an end token
-    assert [token_ending_at(ids, end, tokenizer) for end in (1, 3, 4, 7, 99)] == [0, 2, 3, 6, 7]
+    assert [token_ending_at(prefix_lengths(ids, tokenizer), end) for end in (1, 3, 4, 7, 99)] == [0, 2, 3, 6, 7]
     rollout = SimpleNamespace(completion_ids=[ids, [1, 0]], mask=torch.tensor([[1.0] * 8, [1, 1] + [0.0] * 6]))
     rewards = RewardBatch(torch.tensor([0.0, 1.0]), span_rewards=[[(3, -1.0), (7, 1.0)], []])
     dense = dense_token_rewards(rewards, rollout, tokenizer)
@@ -212,7 +212,8 @@ def test_a_cut_inside_a_sentence_rewards_its_last_word_not_the_next_tokens_space
     source, _ = fine_grained_source([1.0, 1.0, 1.0], level="subsentence")
     (spans,) = source.score([["p"]], [text]).span_rewards
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    last_tokens = [tokenizer.decode([ids[token_ending_at(ids, end, tokenizer)]]) for end, _ in spans]
+    lengths = prefix_lengths(ids, tokenizer)
+    last_tokens = [tokenizer.decode([ids[token_ending_at(lengths, end)]]) for end, _ in spans]
     assert last_tokens == [",", ",", "."]
 
 

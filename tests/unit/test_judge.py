@@ -17,6 +17,7 @@ from rlxf.rewards.judge import LLMJudge, parse_score, parse_winner
         ('{"score": 42}', None),  # outside the scale
         ("no number here", None),
         ('{"score": 11} but really score: 5', 5.0),  # the first in-range candidate
+        ('{"score": true}', None),  # a JSON boolean is no rating
     ],
 )
 def test_parse_score(reply, expected):

@@ -15,22 +15,28 @@ RATINGS = np.array([[[4, 2], [5, NAN]], [[3, 3], [NAN, NAN]]], dtype=float)
 ASPECTS = ["helpfulness", "honesty"]
 
 
-def test_mean_is_over_every_rating_given():
-    # candidate 0: (4 + 5 + 3) / 3 = 4; candidate 1: (2 + 3) / 2 = 2.5 (the missing ones left out)
-    assert candidate_scores(RATINGS, "mean", ASPECTS).tolist() == [4.0, 2.5]
+def test_mean_is_over_the_ratings_that_rate_every_candidate():
+    # complete cells: judge 0 aspect 0 [4, 2] and judge 1 aspect 0 [3, 3]; judge 0's honesty [5, ?] is
+    # left out for both candidates -> (4 + 3) / 2 = 3.5 and (2 + 3) / 2 = 2.5
+    assert candidate_scores(RATINGS, "mean", ASPECTS).tolist() == [3.5, 2.5]
 
 
 def test_majority_counts_each_judges_own_first_choice():
-    # judge 0's means: (4+5)/2 = 4.5 vs 2 -> votes 0; judge 1's: 3 vs 3 -> tied, no vote
+    # judge 0's complete aspect: 4 vs 2 -> votes 0; judge 1's: 3 vs 3 -> tied, no vote
     assert candidate_scores(RATINGS, "majority", ASPECTS).tolist() == [1.0, 0.0]
+    # a judge that rated one candidate and not the other casts no vote (the other is not a loser)
+    half = np.array([[[2.0, NAN]], [[1.0, NAN]]])
+    assert (
+        np.isnan(candidate_scores(half, "majority", ["a"])).all()
+        and np.isnan(candidate_scores(half, "mean", ["a"])).all()
+    )
     nobody = np.full((2, 1, 3), NAN)
     assert np.isnan(candidate_scores(nobody, "majority", ["helpfulness"])).all()
 
 
 def test_one_aspect_is_its_mean_over_judges():
     assert candidate_scores(RATINGS, "aspect:helpfulness", ASPECTS).tolist() == [3.5, 2.5]  # (4+3)/2, (2+3)/2
-    honesty = candidate_scores(RATINGS, "aspect:honesty", ASPECTS)
-    assert honesty[0] == 5 and math.isnan(honesty[1])
+    assert np.isnan(candidate_scores(RATINGS, "aspect:honesty", ASPECTS)).all()  # nobody rated both
     with pytest.raises(ValueError, match="aggregate must be"):
         candidate_scores(RATINGS, "aspect:style", ASPECTS)
 

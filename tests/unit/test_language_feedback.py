@@ -82,7 +82,10 @@ def test_refine_reads_peoples_written_feedback_from_the_export(tmp_path, engines
     results = run_refine(load_config(RefineConfig, None, [f"output_dir={tmp_path / 'out'}", f"critiques={export}"]))
     assert results == {"items": 2, "pairs": 1, "unchanged": 1, "critiques": 2}  # "fine" changed nothing
     export.write_text(json.dumps({"prompt": "q", "completions": ["a"], "feedback": " "}) + "\n")
-    with pytest.raises(ConfigError, match="line 1, field 'feedback'"):
+    with pytest.raises(ConfigError, match=f"{export}, line 1, field 'feedback'"):
+        run_refine(load_config(RefineConfig, None, [f"output_dir={tmp_path / 'bad'}", f"critiques={export}"]))
+    export.write_text(json.dumps({"prompt": [{"x": 1}], "completions": ["a"], "feedback": "more"}) + "\n")
+    with pytest.raises(ConfigError, match="line 1, field 'prompt'"):
         run_refine(load_config(RefineConfig, None, [f"output_dir={tmp_path / 'bad'}", f"critiques={export}"]))
     with pytest.raises(ValueError, match="one of them"):
         load_config(RefineConfig, None, [f"critiques={export}", f"prompts={export}"])
