@@ -57,6 +57,8 @@ class SegmentedResponse:
     segments: list[tuple[int, int]]
     labels: list[float | None]
     source: str = ""
+    weight: float = 1.0
+    """The row's ``weight`` (e.g. the labeler's reliability from the app's export): each segment's."""
 
     @property
     def group_key(self) -> str:
@@ -202,10 +204,12 @@ def _spans_row(cell: Cell, kind: str, error_tags: tuple[str, ...]) -> SegmentedR
         (errors if span["tag"] in error_tags else others).append(bounds)
     if kind == "completeness":
         label = 0.0 if errors else 1.0
-        return SegmentedResponse(cell.prompt("prompt"), response, [(0, len(response))], [label], cell.source)
+        return SegmentedResponse(
+            cell.prompt("prompt"), response, [(0, len(response))], [label], cell.source, cell.weight()
+        )
     segments = segments_of(response, LEVELS[kind])
     labels = segment_labels(response, segments, errors, others, kind)
-    return SegmentedResponse(cell.prompt("prompt"), response, segments, labels, cell.source)
+    return SegmentedResponse(cell.prompt("prompt"), response, segments, labels, cell.source, cell.weight())
 
 
 def read_segmented(
@@ -238,7 +242,7 @@ def marked(response: str, segment: tuple[int, int], context_chars: int = CONTEXT
 def segment_examples(responses: list[SegmentedResponse], context_chars: int = CONTEXT_CHARS) -> list[Labeled]:
     """One labeled example per segment with a label: (prompt, marked text, 1 no error / 0 error)."""
     return [
-        Labeled(r.prompt, marked(r.response, segment, context_chars), label, source=r.source)
+        Labeled(r.prompt, marked(r.response, segment, context_chars), label, weight=r.weight, source=r.source)
         for r in responses
         for segment, label in zip(r.segments, r.labels)
         if label is not None

@@ -57,7 +57,13 @@ def _rating_rows(cell: Cell) -> list[Labeled]:
         if score >= SATISFIED or score <= UNSATISFIED:
             label = float(score >= SATISFIED)
             rows.append(
-                Labeled(with_principle(prompt, aspect_principle(aspect)), completion, label, source=cell.source)
+                Labeled(
+                    with_principle(prompt, aspect_principle(aspect)),
+                    completion,
+                    label,
+                    weight=cell.weight(),
+                    source=cell.source,
+                )
             )
     return rows
 
@@ -90,7 +96,7 @@ def _own_row(cell: Cell) -> list[Labeled]:
     if label not in (0, 1) or isinstance(label, float) and label not in (0.0, 1.0):
         raise cell.error("label", f"expected true/false or 1/0, got {label!r}")
     prompt = with_principle(cell.prompt("prompt"), cell.text("principle"))
-    return [Labeled(prompt, cell.completion("completion"), float(label), source=cell.source)]
+    return [Labeled(prompt, cell.completion("completion"), float(label), weight=cell.weight(), source=cell.source)]
 
 
 def read_principle_judgements(

@@ -88,9 +88,10 @@ def test_reading_the_qa_feedback_file_and_the_apps_spans(tmp_path):
     assert complete.segments == [(0, len(complete.response))] and complete.labels == [0.0]
     spans = tmp_path / "spans.jsonl"
     row = {"prompt": "q", "completion": relevance.response, "spans": [{"start": 21, "end": 50, "tag": "off-topic"}]}
-    spans.write_text(json.dumps(row) + "\n")
+    spans.write_text(json.dumps({**row, "weight": 0.7}) + "\n")
     (from_app,), _ = read_segmented(spans, "relevance", ("off-topic",))
     assert from_app.labels == [1.0, 0.0]
+    assert [e.weight for e in segment_examples([from_app])] == [0.7, 0.7]  # the labeler's reliability, per segment
     examples = segment_examples([relevance, factual])
     assert [e.label for e in examples] == [1.0, 0.0, 1.0]  # factuality's None is left out
     assert examples[1].completion == "It came out in 2018.[[ It was sung by Troye Sivan, a singer from Australia.]]"

@@ -19,9 +19,10 @@ def write(path, rows):
 def test_ratings_become_yes_no_and_a_middle_score_says_neither(tmp_path):
     path = write(
         tmp_path / "ratings.jsonl",
-        [{"prompt": "q", "completion": "a", "scores": {"concise": 5, "polite": 3, "correct": 2}}],
+        [{"prompt": "q", "completion": "a", "scores": {"concise": 5, "polite": 3, "correct": 2}, "weight": 0.8}],
     )
     examples, _ = read_principle_judgements(path)
+    assert [e.weight for e in examples] == [0.8, 0.8]  # the export's reliability weight reaches the loss
     assert [(principle_of(e.prompt), e.label) for e in examples] == [
         ("The response is concise.", 1.0),
         ("The response is correct.", 0.0),
