@@ -30,7 +30,7 @@ import torch
 from rlxf.config import Checked, ConfigError, DataSection, ModelSection, TrainSection
 from rlxf.data import read_preferences
 from rlxf.data.formats import read_prompts
-from rlxf.eval.stats import mean_interval
+from rlxf.eval.stats import mean_interval, proportion
 from rlxf.recipes.common import as_groups, group_logps, report_bad_rows, resolve_path, say, write_json
 from rlxf.recipes.dpo import DPOConfig, train_dpo
 from rlxf.rewards.judge import render_conversation
@@ -331,8 +331,8 @@ def measure(config: C3POConfig, models: Models, judge, prompts: dict[str, list],
         }
         results[scope] = {
             "prompts": len(prompts[scope]),
-            "adherence_before": mean_interval(scored["before"]).as_dict(),
-            "adherence_after": mean_interval(scored["after"]).as_dict(),
+            "adherence_before": interval(scored["before"]),
+            "adherence_after": interval(scored["after"]),
             "original_logp_change": logp_change(models, config.policy.name, str(trained), prompts[scope], before),
             "examples": [
                 {"prompt": p[-1]["content"], "before": b, "after": a}
@@ -340,6 +340,12 @@ def measure(config: C3POConfig, models: Models, judge, prompts: dict[str, list],
             ],
         }
     return results
+
+
+def interval(scores: list[float]) -> dict:
+    """The mean with its 95% interval: Wilson's when every score is 0 or 1 (a share), else the mean's."""
+    binary = all(score in (0.0, 1.0) for score in scores)
+    return (proportion(scores) if binary else mean_interval(scores)).as_dict()
 
 
 def adherence_source(config: C3POConfig):
