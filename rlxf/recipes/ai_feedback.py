@@ -185,14 +185,15 @@ def judge_all(config: AnnotateConfig, items: list[Candidates], path: Path) -> li
             judged = [
                 [rate_chunk(judge, rubric, chunk, config.mode) for _, rubric in rubrics(config.aspects)]
                 for judge in judges
-            ]  # judges × aspects × items × candidates
+            ]  # judges × aspects × (ratings, replies) × items × candidates
             for index, item in enumerate(chunk):
-                per_item = [[aspect[index] for aspect in judge] for judge in judged]
+                per_item = [[aspect[0][index] for aspect in judge] for judge in judged]
                 row = {
                     "prompt": item.prompt,
                     "responses": item.responses,
                     "people": item.people,
                     "ratings": per_item,
+                    "replies": [[aspect[1][index] for aspect in judge] for judge in judged],
                     "settings": settings,
                 }
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -201,20 +202,22 @@ def judge_all(config: AnnotateConfig, items: list[Candidates], path: Path) -> li
     return ratings
 
 
-def rate_chunk(judge: LLMJudge, rubric: str, items: list[Candidates], mode: str) -> list[list[float | None]]:
-    """One judge's ratings of each item's candidates under one rubric (None where it gave none)."""
+def rate_chunk(judge: LLMJudge, rubric: str, items: list[Candidates], mode: str) -> tuple[list, list]:
+    """One judge's ratings of each item's candidates under one rubric (None where it gave none), and
+    its replies (one per candidate; pairwise: the two orders'), kept to see why a rating is missing."""
     if mode == "pairwise":
         verdicts = judge.compare(
             [i.prompt for i in items], [i.responses[0] for i in items], [i.responses[1] for i in items], rubric=rubric
         )
-        return [first_candidate_share(ab, ba) for ab, ba, _ in verdicts]
+        return [first_candidate_share(ab, ba) for ab, ba, _ in verdicts], [list(replies) for *_, replies in verdicts]
     prompts = [item.prompt for item in items for _ in item.responses]
-    scores, _ = judge.rate(prompts, [r for item in items for r in item.responses], rubric=rubric)
-    rated, start = [], 0
+    scores, replies = judge.rate(prompts, [r for item in items for r in item.responses], rubric=rubric)
+    rated, said, start = [], [], 0
     for item in items:
         rated.append(scores[start : start + len(item.responses)])
+        said.append(replies[start : start + len(item.responses)])
         start += len(item.responses)
-    return rated
+    return rated, said
 
 
 def first_candidate_share(ab: str | None, ba: str | None) -> list[float | None]:

@@ -75,7 +75,9 @@ def test_rating_mode_measures_each_judge_and_aggregate_against_people(tmp_path, 
     assert all(len(engine.asked) == 44 for engine in judges.values())
     assert all("Rate how honest" in q for q in judges["fair"].asked[22:])
     # both positions were people's choice, so a position-biased judge could not look good
-    labels = [json.loads(line)["people"] for line in (tmp_path / "out/annotations.jsonl").read_text().splitlines()]
+    annotations = [json.loads(line) for line in (tmp_path / "out/annotations.jsonl").read_text().splitlines()]
+    labels = [row["people"] for row in annotations]
+    assert annotations[0]["replies"][2] == [["I cannot say."] * 2] * 2  # the mute judge's replies are kept
     assert {0, 1, "tie"} <= set(labels)
     written, _ = read_preferences(tmp_path / "out/pairs.jsonl")
     assert len(written) == 10 and all(p.chosen.startswith("good") for p in written)  # the tie left out
