@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,6 +28,7 @@ from rlxf.data.formats import read_prompts
 from rlxf.data.readers import iter_rows
 from rlxf.recipes.common import load_preference_splits, report_bad_rows, resolve_path, say, write_json
 from rlxf.rewards.judge import render_conversation
+from rlxf.rewards.registry import build_reward_source
 from rlxf.rewards.seq2seq import correction_chat
 from rlxf.rollout import SamplingParams
 from rlxf.rollout.hf import load_engine
@@ -58,6 +60,9 @@ class RefineConfig(Checked):
     """Sampling temperature of answers and rewrites; critiques are greedy."""
     seed: int = 0
     """Sampling seed."""
+    keep_if_better: dict[str, Any] = field(default_factory=dict)
+    """A reward source ({kind: reward_model, model: ...}, {kind: judge, ...}): only rewrites it scores above
+    their originals become pairs (the others are counted); empty: every changed rewrite."""
 
     def check(self):
         if bool(self.prompts) == bool(self.critiques):
@@ -88,9 +93,13 @@ def run_refine(config: RefineConfig) -> dict:
         for item, critique in zip(items, generate(critic, [critique_chat(i) for i in items], greedy, config.seed)):
             item.critique = critique
     rewrites = generate(policy, [refine_chat(i) for i in items], sampling, config.seed + 1)
-    results = write_outputs(output_dir, items, rewrites)
+    better = judged_better(config, items, rewrites)
+    results = write_outputs(output_dir, items, rewrites, better)
     write_json(output_dir / "refine.json", results)
-    say(f"refine: {results['pairs']} pairs in {output_dir / 'pairs.jsonl'} ({results['unchanged']} rewrites unchanged)")
+    say(
+        f"refine: {results['pairs']} pairs in {output_dir / 'pairs.jsonl'} ({results['unchanged']} rewrites "
+        f"unchanged, {results['not_better']} not scored higher)"
+    )
     return results
 
 
@@ -152,13 +161,27 @@ def generate(engine, chats: list, sampling: SamplingParams, seed: int) -> list[s
     return [text.strip() for text in rollout.texts]
 
 
-def write_outputs(output_dir: Path, items: list[Critiqued], rewrites: list[str]) -> dict:
-    """pairs.jsonl (each rewrite over its original; unchanged or empty rewrites left out and counted) and
-    critiques.jsonl (the critic's question answered with the critique, for `rlxf sft`)."""
+def judged_better(config: RefineConfig, items: list[Critiqued], rewrites: list[str]) -> list[bool]:
+    """Whether ``keep_if_better`` scores each rewrite above its original (all True without it)."""
+    if not config.keep_if_better:
+        return [True] * len(items)
+    options = {k: v for k, v in config.keep_if_better.items() if k != "kind"}
+    source = build_reward_source(config.keep_if_better.get("kind", ""), **options)
+    prompts = [i.prompt for i in items]
+    new = source.score(prompts, rewrites).rewards
+    old = source.score(prompts, [i.answer for i in items]).rewards
+    return (new > old).tolist()
+
+
+def write_outputs(output_dir: Path, items: list[Critiqued], rewrites: list[str], better: list[bool]) -> dict:
+    """pairs.jsonl (each rewrite over its original; unchanged or empty rewrites, and those the check did
+    not score higher, left out and counted) and critiques.jsonl (the critic's question answered with
+    the critique, for `rlxf sft`)."""
+    changed = [bool(r) and r != i.answer for i, r in zip(items, rewrites)]
     pairs = [
         {"prompt": i.prompt, "chosen": r, "rejected": i.answer, "critique": i.critique}
-        for i, r in zip(items, rewrites)
-        if r and r != i.answer
+        for i, r, c, b in zip(items, rewrites, changed, better)
+        if c and b
     ]
     critiques = [
         {"messages": [*critique_chat(i), {"role": "assistant", "content": i.critique}]} for i in items if i.critique
@@ -167,7 +190,13 @@ def write_outputs(output_dir: Path, items: list[Critiqued], rewrites: list[str])
         (output_dir / name).write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
         )
-    return {"items": len(items), "pairs": len(pairs), "unchanged": len(items) - len(pairs), "critiques": len(critiques)}
+    return {
+        "items": len(items),
+        "pairs": len(pairs),
+        "unchanged": changed.count(False),
+        "not_better": sum(c and not b for c, b in zip(changed, better)),
+        "critiques": len(critiques),
+    }
 
 
 @dataclass

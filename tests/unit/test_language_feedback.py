@@ -61,7 +61,7 @@ def test_refine_writes_rewrite_over_original_pairs_and_critique_rows(tmp_path, e
     results = run_refine(
         load_config(RefineConfig, None, [f"output_dir={tmp_path / 'out'}", f"prompts={prompts}", "critic=critic"])
     )
-    assert results == {"items": 3, "pairs": 3, "unchanged": 0, "critiques": 3}
+    assert results == {"items": 3, "pairs": 3, "unchanged": 0, "not_better": 0, "critiques": 3}
     pairs, _ = read_preferences(tmp_path / "out/pairs.jsonl")
     assert [(p.chosen, p.rejected) for p in pairs] == [("a better draft", "first draft")] * 3
     critiques, _ = read_demonstrations(tmp_path / "out/critiques.jsonl")
@@ -80,7 +80,26 @@ def test_refine_reads_peoples_written_feedback_from_the_export(tmp_path, engines
     ]
     export.write_text("".join(json.dumps(r) + "\n" for r in rows))
     results = run_refine(load_config(RefineConfig, None, [f"output_dir={tmp_path / 'out'}", f"critiques={export}"]))
-    assert results == {"items": 2, "pairs": 1, "unchanged": 1, "critiques": 2}  # "fine" changed nothing
+    assert results == {
+        "items": 2,
+        "pairs": 1,
+        "unchanged": 1,
+        "not_better": 0,
+        "critiques": 2,
+    }  # "fine" changed nothing
+    # a check that scores only answers beginning with "first" scores no rewrite above its original
+    kept = run_refine(
+        load_config(
+            RefineConfig,
+            None,
+            [
+                f"output_dir={tmp_path / 'kept'}",
+                f"critiques={export}",
+                "keep_if_better={kind: format, pattern: '^first'}",
+            ],
+        )
+    )
+    assert kept["pairs"] == 0 and kept["not_better"] == 1 and kept["unchanged"] == 1
     export.write_text(json.dumps({"prompt": "q", "completions": ["a"], "feedback": " "}) + "\n")
     with pytest.raises(ConfigError, match=f"{export}, line 1, field 'feedback'"):
         run_refine(load_config(RefineConfig, None, [f"output_dir={tmp_path / 'bad'}", f"critiques={export}"]))
