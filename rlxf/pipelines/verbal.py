@@ -114,6 +114,12 @@ class C3POConfig(Checked):
                 "c3po trains on every pair it builds and measures on its own held-out prompts (eval_fraction): "
                 "leave dpo.data.eval_fraction, eval_path and limit unset, so that the anchors' weights hold"
             )
+        training = self.prompts_per_scope - max(1, round(self.prompts_per_scope * self.eval_fraction))
+        if training < self.dpo.train.batch_size:
+            raise ValueError(
+                f"{training} in-scope training prompts (prompts_per_scope less the held-out share) cannot fill one "
+                f"DPO batch of {self.dpo.train.batch_size}: raise prompts_per_scope or lower dpo.train.batch_size"
+            )
         if self.sigma_near < 0 or self.sigma_out < 0 or self.temperature <= 0:
             raise ValueError("sigma_near and sigma_out must be >= 0 and temperature > 0")
 

@@ -158,6 +158,8 @@ def test_c3po_refuses_what_it_cannot_use(tmp_path, scoped):
         load_config(C3POConfig, None, ["feedback=Be brief."])
     with pytest.raises(ValueError, match="format reward"):
         c3po(tmp_path, scoped, "bad", "adherence={kind: format, pattern: '('}")
+    with pytest.raises(ValueError, match="cannot fill one DPO batch of 8"):
+        load_config(C3POConfig, None, ["feedback=Be brief.", "scope=x", "prompts_per_scope=8"])
     with pytest.raises(ValueError, match="anchors' weights hold"):
         load_config(C3POConfig, None, ["feedback=Be brief.", "scope=x", "dpo.data.eval_fraction=0.1"])
     with pytest.raises(ValueError, match="one of them"):
