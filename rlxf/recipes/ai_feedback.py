@@ -172,7 +172,7 @@ def judge_all(config: AnnotateConfig, items: list[Candidates], path: Path) -> li
     done = read_appended_rows(path)
     if done and (done[0]["settings"] != settings or any(r["responses"] != i.responses for r, i in zip(done, items))):
         raise ConfigError(f"{path} holds ratings of other items or settings: use another output_dir")
-    ratings = [as_array(row["ratings"], config) for row in done[: len(items)]]
+    ratings = [as_array(row["ratings"]) for row in done[: len(items)]]
     if len(ratings) == len(items):
         return ratings
     judges = [
@@ -197,7 +197,7 @@ def judge_all(config: AnnotateConfig, items: list[Candidates], path: Path) -> li
                     "settings": settings,
                 }
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                ratings.append(as_array(per_item, config))
+                ratings.append(as_array(per_item))
             out.flush()
     return ratings
 
@@ -233,7 +233,8 @@ def _win(verdict: str | None, side: str) -> float | None:
     return None if verdict is None else 0.5 if verdict == "tie" else float(verdict == side)
 
 
-def as_array(per_item: list, config: AnnotateConfig) -> np.ndarray:
+def as_array(per_item: list) -> np.ndarray:
+    """An item's ratings as (judges, aspects, candidates), NaN where a reply gave none."""
     return np.array([[[math.nan if r is None else r for r in c] for c in judge] for judge in per_item], dtype=float)
 
 
