@@ -56,7 +56,7 @@ def test_anchor_rows_add_their_weighted_mean_token_nll_to_the_dpo_loss(tmp_path,
 
 
 def test_the_feedback_can_come_from_the_apps_verbal_export(tmp_path):
-    from rlxf.pipelines.verbal import exported_feedback
+    from rlxf.pipelines.verbal_prompts import exported_feedback
 
     export = tmp_path / "verbal.jsonl"
     rows = [{"prompt": "q", "completions": ["a"], "feedback": "  Be brief.  "}, {"prompt": "q", "feedback": ""}]
